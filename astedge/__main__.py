@@ -1,0 +1,3 @@
+from astedge.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""The `astedge` command: thin typer wrappers that parse, call the library and print.
+
+User mistakes arrive as :class:`astedge.errors.UserError` and leave as one line on stderr with
+exit code 2; Ctrl-C exits 130. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from astedge import __version__
+from astedge.errors import UserError
+
+app = typer.Typer(
+    name="astedge",
+    help="Audio Spectrogram Transformer from PyTorch training to real-time TensorRT on NVIDIA edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err_console = Console(stderr=True)
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"astedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Audio Spectrogram Transformer from PyTorch training to real-time TensorRT on NVIDIA edge devices."""
+
+
+@app.command(epilog="Example: astedge doctor --json > machine.json")
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Report versions, GPUs, the CUDA fbank library, microphones and usable backends."""
+    from astedge.doctor import report
+
+    data = report()
+    if as_json:
+        _print_json(data)
+        return
+    console = Console()
+    console.print(f"[bold]astedge {data['astedge']}[/] on Python {data['python']} ({data['platform']})")
+    table = Table("package", "version", box=None)
+    for name, version in data["packages"].items():
+        table.add_row(name, version or "[dim]not installed[/]")
+    console.print(table)
+    cuda = data["cuda"]
+    if cuda["devices"]:
+        for gpu in cuda["devices"]:
+            console.print(f"GPU {gpu['index']}: {gpu['name']} (sm {gpu['compute_capability']}), driver {cuda['driver']}")
+    else:
+        console.print(f"GPU: none ({cuda['error']})")
+    lib = data["fbank_library"]["path"]
+    console.print(f"CUDA fbank library: {lib or 'not built (CPU reference used); build with cmake -B build && cmake --build build'}")
+    mics = data["audio_inputs"]
+    if mics["devices"]:
+        for mic in mics["devices"]:
+            console.print(f"mic {mic['index']}: {mic['name']} ({mic['channels']} ch, {mic['default_rate']:g} Hz)")
+    else:
+        console.print(f"microphones: none ({mics['error']})")
+    for name, backend in data["backends"].items():
+        mark = "[green]usable[/]" if backend["usable"] else "[red]not usable[/]"
+        console.print(f"backend {name}: {mark} {backend['detail']}")
+
+
+@app.command(epilog="Example: astedge features dog_bark.wav -o dog_bark.npy   (then: --raw for log-mel before padding)")
+def features(
+    audio: Path = typer.Argument(..., help="Audio file (WAV, FLAC, OGG, ...; any rate and channel count)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the float32 \\[frames, mel] .npy array."),
+    raw: bool = typer.Option(False, "--raw", help="Write log-mel energies before padding and normalization."),
+    target_length: Optional[int] = typer.Option(None, "--target-length", min=1,
+                                                help="Frames to pad/crop to (default: the dataset's, 1024)."),
+    dataset: str = typer.Option("audioset", "--dataset", help="Normalization statistics: audioset, esc50, speechcommands."),
+    max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+) -> None:
+    """Compute the exact features AST was trained on (Kaldi fbank, 128 mel, 25/10 ms) for one file."""
+    import dataclasses
+
+    import numpy as np
+
+    from astedge import audio as audio_io
+    from astedge import features as feats
+    from astedge.files import atomic_write
+
+    config = feats.DEFAULT.with_dataset(dataset)
+    if target_length is not None:
+        config = dataclasses.replace(config, target_length=target_length)
+    wave = audio_io.load_audio(audio, config.sample_rate, max_seconds=max_seconds)
+    if len(wave) < config.window_size:
+        raise UserError(f"is {len(wave)} samples long at {config.sample_rate} Hz, shorter than one "
+                        f"{config.frame_length_ms:g} ms frame ({config.window_size} samples)", audio)
+    logmel = feats.fbank(wave, config)
+    result = logmel if raw else feats.normalize(feats.pad_or_crop(logmel, config.target_length), config)
+    with atomic_write(output) as handle:
+        np.save(handle, np.ascontiguousarray(result, dtype=np.float32))
+    summary = {"file": str(audio), "output": str(output), "seconds": len(wave) / config.sample_rate,
+               "frames": int(logmel.shape[0]), "shape": list(result.shape), "raw": raw,
+               "normalization": {"mean": config.mean, "std": config.std}}
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(f"{output}: {result.shape[0]} x {result.shape[1]} float32 "
+                   f"({summary['seconds']:.2f} s, {summary['frames']} frames{', raw log-mel' if raw else ''})")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app()
+    except UserError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

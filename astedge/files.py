@@ -1,0 +1,34 @@
+"""Output files that appear whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from astedge.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Yield a temp file beside `path`; rename it over `path` only if the block succeeds.
+
+    A crash, Ctrl-C or error never leaves a half-written output behind.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError("output directory does not exist", path.parent)
+    if path.is_dir():
+        raise UserError("output path is a directory", path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
