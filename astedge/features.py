@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 
 from astedge.errors import UserError
 
@@ -143,22 +144,14 @@ def mel_filterbank(config: FbankConfig = DEFAULT) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_taps(config: FbankConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The filterbank as `width` taps: for tap j, the FFT bin and weight each filter reads.
+def _mel_sparse(config: FbankConfig) -> scipy.sparse.csr_matrix:
+    """The filterbank as a sparse matrix (504 of 32896 weights are non-zero at 128 mels).
 
-    Filters are narrow (at most 10 bins at 128 mels), so summing taps is cheaper than a dense
-    matmul and, unlike BLAS, gives every frame the same arithmetic wherever it sits in a block:
-    a frame's features are bit-identical however the audio is chunked (streaming relies on it).
+    Sparse is ~10x cheaper than a dense matmul and, unlike BLAS, gives every frame the same
+    arithmetic wherever it sits in a block: a frame's features are bit-identical however the
+    audio is chunked, which incremental streaming relies on.
     """
-    weights = mel_filterbank(config)
-    support = [np.flatnonzero(row) for row in weights]
-    width = max(1, max(len(bins) for bins in support))
-    bins = np.full((width, len(support)), weights.shape[1] - 1)  # padding reads the Nyquist bin with weight 0
-    taps = np.zeros((width, len(support)), np.float32)
-    for m, nonzero in enumerate(support):
-        bins[: len(nonzero), m] = nonzero
-        taps[: len(nonzero), m] = weights[m, nonzero]
-    return bins, taps
+    return scipy.sparse.csr_matrix(mel_filterbank(config))
 
 
 def _frames_to_logmel(frames: np.ndarray, config: FbankConfig) -> np.ndarray:
@@ -176,11 +169,8 @@ def _frames_to_logmel(frames: np.ndarray, config: FbankConfig) -> np.ndarray:
     # The FFT runs in float64 (scipy's pocketfft; numpy's rfft is several times slower): it halves the
     # worst-case error against a float64 pipeline (9e-4 -> 4.5e-4 log-mel on noise) for ~0.5 ms per 10 s.
     spectrum = scipy.fft.rfft(padded.astype(np.float64), axis=1)
-    power = (np.abs(spectrum) ** 2).astype(np.float32)
-    bins, taps = _mel_taps(config)
-    energies = power[:, bins[0]] * taps[0]
-    for j in range(1, len(taps)):
-        energies += power[:, bins[j]] * taps[j]
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    energies = (_mel_sparse(config) @ power.T).T
     return np.log(np.maximum(energies, np.float32(LOG_FLOOR)))
 
 

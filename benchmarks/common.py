@@ -1,0 +1,65 @@
+"""What every benchmark records so that a number can be reproduced: machine, versions, threads."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_header(packages: tuple[str, ...] = ()) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE") if k in os.environ},
+        "packages": {name: ver(name) for name in ("numpy", "scipy", *packages)},
+    }
+
+
+def timeit(fn, *, warmup: int = 3, repeats: int = 30) -> dict:
+    """Wall-clock statistics of `fn()` in milliseconds, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    samples.sort()
+    return {"mean_ms": statistics.fmean(samples), "p50_ms": samples[len(samples) // 2],
+            "min_ms": samples[0], "max_ms": samples[-1], "repeats": repeats}
+
+
+def write_results(name: str, data: dict, markdown: str) -> Path:
+    """benchmarks/results/<name>-<date>.{json,md}; one file per machine and date."""
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"{name}-{data['machine']['date'][:10]}"
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    return stem

@@ -1,0 +1,28 @@
+"""Shared fixtures: tests make their own audio (nothing is downloaded or shipped)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def tone(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.5, phase: float = 0.0) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def signals(length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The parity corpus: noise, tones, silence and full-scale clipping at one length."""
+    t = np.arange(length) / 16000
+    return {
+        "noise": (0.1 * rng.standard_normal(length)).astype(np.float32),
+        "sines": (0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 3150.5 * t)).astype(np.float32),
+        "chirp": (0.5 * np.sin(2 * np.pi * (50 + 3000 * t) * t)).astype(np.float32),
+        "silence": np.zeros(length, np.float32),
+        "clipping": np.clip(4.0 * rng.standard_normal(length), -1.0, 1.0).astype(np.float32),
+    }

@@ -1,0 +1,106 @@
+"""The CLI as a user meets it: real processes, exit codes, one-line errors, atomic outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from astedge import features as F
+from astedge import audio as audio_io
+from conftest import tone
+from test_audio import BAD, _write_bad
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "astedge", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120, **kwargs)
+
+
+def test_help_and_version():
+    result = run("--help")
+    assert result.returncode == 0 and "features" in result.stdout and "doctor" in result.stdout
+    from astedge import __version__
+
+    assert run("--version").stdout.strip() == f"astedge {__version__}"
+    for command in ("features", "doctor"):
+        assert "Example: astedge " + command in run(command, "--help").stdout.replace("\n", " ")
+
+
+def test_doctor_reports_without_crashing():
+    result = run("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["packages"]["numpy"] == np.__version__
+    assert set(report["backends"]) == {"tensorrt", "onnxruntime", "torch"}
+    assert report["backends"]["onnxruntime"]["usable"] is True
+    assert isinstance(report["cuda"]["devices"], list)
+    assert report["fbank_library"]["searched"]
+    text = run("doctor")
+    assert text.returncode == 0 and "backend onnxruntime" in text.stdout
+
+
+def test_features_writes_exactly_the_library_output(tmp_path):
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.stack([tone(440, 3.0, rate=44100), tone(880, 3.0, rate=44100)], axis=1), 44100, subtype="PCM_16")
+    out = tmp_path / "clip.npy"
+    result = run("features", str(wav), "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 298 and summary["shape"] == [1024, 128]
+    expected = F.model_input(audio_io.load_audio(wav))
+    np.testing.assert_array_equal(np.load(out), expected)
+
+    raw = tmp_path / "raw.npy"
+    assert run("features", str(wav), "-o", str(raw), "--raw").returncode == 0
+    np.testing.assert_array_equal(np.load(raw), F.fbank(audio_io.load_audio(wav)))
+
+    short = tmp_path / "short.npy"
+    assert run("features", str(wav), "-o", str(short), "--target-length", "128", "--dataset", "speechcommands").returncode == 0
+    config = F.DEFAULT.with_dataset("speechcommands")
+    np.testing.assert_array_equal(np.load(short), F.model_input(audio_io.load_audio(wav), config))
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, kind):
+    path, fragment = _write_bad(tmp_path, kind)
+    out = tmp_path / "out.npy"
+    result = run("features", str(path), "-o", str(out), "--max-seconds", "2")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.npy")]
+
+
+def test_too_short_audio_and_missing_output_dir(tmp_path):
+    wav = tmp_path / "blip.wav"
+    sf.write(wav, np.zeros(300, np.float32), 16000)
+    result = run("features", str(wav), "-o", str(tmp_path / "x.npy"))
+    assert result.returncode == 2 and "shorter than one 25 ms frame" in result.stderr
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    result = run("features", str(wav), "-o", str(tmp_path / "nowhere" / "x.npy"))
+    assert result.returncode == 2 and "output directory does not exist" in result.stderr
+
+
+def test_runtime_modules_import_without_torch():
+    """The Jetson runtime has no PyTorch: these modules must not import it."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'timm', 'torchvision', 'transformers'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import astedge.cli, astedge.audio, astedge.features, astedge.doctor, astedge.files, astedge.cuda_fbank\n"
+        "import numpy as np\n"
+        "assert astedge.features.model_input(np.zeros(16000, np.float32)).shape == (1024, 128)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
