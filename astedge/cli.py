@@ -120,6 +120,66 @@ def features(
                    f"({summary['seconds']:.2f} s, {summary['frames']} frames{', raw log-mel' if raw else ''})")
 
 
+@app.command("import", epilog="Example: astedge import audioset_10_10_0.4593.pth -o ast-audioset.safetensors   "
+                                "(or a Hugging Face folder: astedge import ast-finetuned-audioset-10-10-0.4593/ -o m.safetensors)")
+def import_(
+    source: Path = typer.Argument(..., help="AST repository .pth, or a Hugging Face ASTForAudioClassification folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="The astedge checkpoint to write (.safetensors)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV (index,mid,display_name) or one name "
+                                          "per line (default: HF id2label, AudioSet's for 527 outputs)."),
+    fstride: Optional[int] = typer.Option(None, "--fstride", min=1, help="Frequency stride, when it cannot be inferred."),
+    tstride: Optional[int] = typer.Option(None, "--tstride", min=1, help="Time stride, when it cannot be inferred."),
+    target_length: Optional[int] = typer.Option(None, "--target-length", min=1,
+                                                help="Input frames, when the position embedding leaves it open."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Normalization statistics: audioset, esc50, "
+                                          "speechcommands (default: from the source or its input length)."),
+    task: Optional[str] = typer.Option(None, "--task", help="multilabel (sigmoid) or multiclass (softmax); "
+                                       "default multilabel, as AST trains."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+) -> None:
+    """Convert a published AST checkpoint into one self-describing astedge .safetensors file."""
+    from astedge.checkpoint import save_checkpoint
+    from astedge.convert import import_source
+    from astedge.labels import read_labels
+
+    names = read_labels(labels) if labels is not None else None
+    result = import_source(source, labels=names, fstride=fstride, tstride=tstride, target_length=target_length,
+                           dataset=dataset, task=task)
+    save_checkpoint(output, result.state, result.model_config, feature_config=result.feature_config,
+                    labels=result.labels, task=result.task, provenance=result.provenance)
+    cfg = result.model_config
+    summary = {"source": str(source), "output": str(output), "source_format": result.provenance["source_format"],
+               "model_config": cfg.to_dict(), "feature_config": result.feature_config.to_dict(),
+               "num_labels": len(result.labels), "first_labels": result.labels[:3], "task": result.task}
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(f"{output}: AST {cfg.embed_dim}-d x {cfg.depth} layers, strides {cfg.fstride}/{cfg.tstride}, "
+                   f"input {cfg.target_length} x {cfg.num_mel_bins}, {cfg.num_classes} classes ({result.task}) "
+                   f"from {summary['source_format']}")
+
+
+@app.command(epilog="Example: astedge predict dog_bark.wav --model ast-audioset.safetensors --top-k 5")
+def predict(
+    audio: Path = typer.Argument(..., help="Audio file (WAV, FLAC, OGG, ...; any rate and channel count)."),
+    model: Path = typer.Option(..., "-m", "--model", help="astedge checkpoint (.safetensors) from `astedge import`."),
+    top_k: int = typer.Option(5, "-k", "--top-k", min=1, help="How many classes to print."),
+    max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Tag one audio file with a model in PyTorch (the first target-length window, as AST's inference.py)."""
+    from astedge.predict import predict_file
+
+    result = predict_file(audio, model, k=top_k, max_seconds=max_seconds)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("score", "label", "index", box=None)
+    for row in result["top"]:
+        table.add_row(f"{row['score']:.4f}", row["label"], str(row["index"]))
+    Console().print(table)
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:

@@ -10,6 +10,12 @@ from pathlib import Path
 from astedge.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb"):
     """Yield a temp file beside `path`; rename it over `path` only if the block succeeds.
@@ -23,6 +29,7 @@ def atomic_write(path: str | Path, mode: str = "wb"):
         raise UserError("output path is a directory", path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

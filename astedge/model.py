@@ -36,16 +36,16 @@ class StridedPatchEmbed(PatchEmbed):
         conv = self.proj
         self.proj = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=self.patch_size, stride=stride,
                               bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
-        self.grid_size = tuple((s - p) // st + 1 for s, p, st in zip(self.img_size, self.patch_size, stride))
+        self.grid_size = tuple((s - p) // st + 1 for s, p, st in zip(self.img_size, self.patch_size, stride, strict=True))
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
 
 class ASTModel(nn.Module):
     """AST: ``[B, T, F]`` normalized log-mel (time-major, like the features) -> ``[B, num_classes]`` logits."""
 
-    def __init__(self, config: ModelConfig = ModelConfig()):
+    def __init__(self, config: ModelConfig | None = None):
         super().__init__()
-        self.config = config
+        self.config = config = config or ModelConfig()
         norm = functools.partial(nn.LayerNorm, eps=config.norm_eps)
         self.v = VisionTransformerDistilled(
             img_size=(config.num_mel_bins, config.target_length),
@@ -79,13 +79,19 @@ class ASTModel(nn.Module):
 
 
 def build_model(config: ModelConfig, state_dict: dict | None = None) -> ASTModel:
-    """An :class:`ASTModel` in eval mode, loaded strictly from `state_dict` when given."""
-    model = ASTModel(config)
-    if state_dict is not None:
-        from astedge.convert import check_state
+    """An :class:`ASTModel` in eval mode (float32), loaded strictly from `state_dict` when given.
 
-        check_state(state_dict, config)
-        model.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()}, strict=True)
+    With weights, the model is built on the meta device and takes them over, skipping a random init.
+    """
+    if state_dict is None:
+        return ASTModel(config).eval()
+    from astedge.convert import check_state
+
+    check_state(state_dict, config)
+    with torch.device("meta"):
+        model = ASTModel(config)
+    weights = {k: torch.as_tensor(v).to(torch.float32, copy=True) for k, v in state_dict.items()}  # never shared
+    model.load_state_dict(weights, strict=True, assign=True)
     return model.eval()
 
 
