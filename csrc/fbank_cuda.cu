@@ -1,0 +1,243 @@
+// libastedge_fbank: the whole feature pipeline as one kernel launch per batch.
+//
+// Grid: x = output rows / frames_per_block, y = clips (grid-stride beyond 65535). Block: 64 threads per
+// frame (x) times frames_per_block frames (y), each frame with its own shared-memory scratch. A frame's
+// arithmetic depends only on its own samples (fbank_frame.h), so results are deterministic and the same
+// for a frame whatever the batch size or its position. No atomics, no allocation, no host sync in
+// astedge_fbank_run_device: it can be captured in a CUDA graph.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "fbank_common.h"
+
+using namespace astedge_fbank;
+
+namespace {
+
+constexpr int kFrameThreads = 64;  // one radix-4 butterfly per thread per stage at n_fft = 512
+constexpr int kMaxGridY = 65535;
+
+struct DeviceGroup {
+    __device__ int rank() const { return threadIdx.x; }
+    __device__ int size() const { return kFrameThreads; }
+    // All frames of a CTA run the same barrier sequence, so a block-wide barrier serves each of them.
+    __device__ void sync() const { __syncthreads(); }
+};
+
+struct Launch {
+    Spec spec;
+    const float* input;
+    float* output;
+    int batch;
+    long long samples;
+    int frames;  // real frames per clip
+    int rows;    // output rows per clip (padding rows past `frames`, cropping below it)
+};
+
+__global__ void __launch_bounds__(kFrameThreads * 4) fbank_kernel(const Launch p) {
+    extern __shared__ __align__(16) float shared[];
+    const Spec& s = p.spec;
+    const int first_row = blockIdx.x * blockDim.y;
+    const int row = first_row + threadIdx.y;
+    const Scratch scratch = make_scratch(shared + threadIdx.y * scratch_floats(s.n_fft), s.n_fft);
+    const DeviceGroup g;
+    for (int clip = blockIdx.y; clip < p.batch; clip += gridDim.y) {
+        float* out = row < p.rows ? p.output + (static_cast<long long>(clip) * p.rows + row) * s.num_mel_bins : nullptr;
+        if (first_row >= p.frames) {  // padding rows only: uniform over the block, no barriers
+            if (out != nullptr) pad_row(g, s, out);
+            continue;
+        }
+        const bool real = row < p.frames && out != nullptr;
+        const float* samples = real ? p.input + clip * p.samples + static_cast<long long>(row) * s.window_shift : nullptr;
+        frame(g, s, samples, scratch, out);
+        __syncthreads();  // the next clip reuses the scratch
+    }
+}
+
+int cuda_status(cudaError_t error, const char* what) {
+    if (error == cudaSuccess) return ok();
+    const std::string detail = std::string(what) + ": " + cudaGetErrorName(error) + ": " + cudaGetErrorString(error);
+    switch (error) {
+        case cudaErrorInsufficientDriver: {  // also what the runtime says when there is no driver at all
+            int runtime = 0;
+            cudaRuntimeGetVersion(&runtime);
+            return fail(ASTEDGE_FBANK_ERROR_NO_DEVICE,
+                        detail + " (no NVIDIA driver, or one older than this library's CUDA " +
+                            std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10) + " runtime)");
+        }
+        case cudaErrorNoDevice:
+        case cudaErrorInitializationError:
+        case cudaErrorSystemDriverMismatch:
+        case cudaErrorCompatNotSupportedOnDevice:
+            return fail(ASTEDGE_FBANK_ERROR_NO_DEVICE, detail);
+        case cudaErrorMemoryAllocation:
+            return fail(ASTEDGE_FBANK_ERROR_OUT_OF_MEMORY, detail);
+        case cudaErrorNoKernelImageForDevice:
+        case cudaErrorInvalidDeviceFunction:
+            return fail(ASTEDGE_FBANK_ERROR_UNSUPPORTED,
+                        detail + " (the library has no code for this GPU: rebuild with CMAKE_CUDA_ARCHITECTURES "
+                                 "including its compute capability)");
+        default:
+            return fail(ASTEDGE_FBANK_ERROR_CUDA, detail);
+    }
+}
+
+size_t align16(size_t bytes) { return (bytes + 15) & ~static_cast<size_t>(15); }
+
+}  // namespace
+
+struct astedge_fbank_plan {
+    astedge_fbank_config config{};  // table pointers cleared: the tables live in `tables`
+    int device = -1;
+    void* tables = nullptr;         // window, twiddles, CSR in one device allocation
+    Spec spec{};
+    int frames_per_block = 1;
+    size_t shared_bytes = 0;
+    float* staging_in = nullptr;    // run_host's device buffers, grown on demand
+    float* staging_out = nullptr;
+    size_t staging_in_count = 0, staging_out_count = 0;
+};
+
+extern "C" {
+
+int astedge_fbank_create(const astedge_fbank_config* config, astedge_fbank_plan** plan) {
+    if (plan == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan is null");
+    *plan = nullptr;
+    int status = validate(config);
+    if (status != ASTEDGE_FBANK_OK) return status;
+
+    int count = 0, device = 0;
+    if ((status = cuda_status(cudaGetDeviceCount(&count), "cudaGetDeviceCount")) != ASTEDGE_FBANK_OK) return status;
+    if (count == 0) return fail(ASTEDGE_FBANK_ERROR_NO_DEVICE, "no CUDA device");
+    if ((status = cuda_status(cudaGetDevice(&device), "cudaGetDevice")) != ASTEDGE_FBANK_OK) return status;
+    // Fails here, not at the first run, when the library has no code for this GPU's architecture.
+    cudaFuncAttributes attributes;
+    if ((status = cuda_status(cudaFuncGetAttributes(&attributes, fbank_kernel), "cudaFuncGetAttributes")) != ASTEDGE_FBANK_OK)
+        return status;
+
+    // Pack the tables host-side, then one allocation and one copy.
+    const int n = config->n_fft, nnz = mel_nonzeros(*config), bins = config->num_mel_bins;
+    const std::vector<Complex> table = twiddles(n);
+    const size_t off_twiddle = 0;
+    const size_t off_window = align16(off_twiddle + sizeof(Complex) * n);
+    const size_t off_indptr = align16(off_window + sizeof(float) * config->window_size);
+    const size_t off_indices = align16(off_indptr + sizeof(int) * (bins + 1));
+    const size_t off_weights = align16(off_indices + sizeof(int) * nnz);
+    const size_t total = align16(off_weights + sizeof(float) * nnz);
+    std::vector<unsigned char> host(total, 0);
+    std::copy_n(reinterpret_cast<const unsigned char*>(table.data()), sizeof(Complex) * n, host.data() + off_twiddle);
+    std::copy_n(reinterpret_cast<const unsigned char*>(config->window), sizeof(float) * config->window_size, host.data() + off_window);
+    std::copy_n(reinterpret_cast<const unsigned char*>(config->mel_indptr), sizeof(int) * (bins + 1), host.data() + off_indptr);
+    if (nnz > 0) {
+        std::copy_n(reinterpret_cast<const unsigned char*>(config->mel_indices), sizeof(int) * nnz, host.data() + off_indices);
+        std::copy_n(reinterpret_cast<const unsigned char*>(config->mel_weights), sizeof(float) * nnz, host.data() + off_weights);
+    }
+
+    auto* p = new astedge_fbank_plan;
+    p->config = *config;
+    p->config.window = nullptr;
+    p->config.mel_indptr = p->config.mel_indices = nullptr;
+    p->config.mel_weights = nullptr;
+    p->device = device;
+    status = cuda_status(cudaMalloc(&p->tables, total), "cudaMalloc(tables)");
+    if (status == ASTEDGE_FBANK_OK)
+        status = cuda_status(cudaMemcpy(p->tables, host.data(), total, cudaMemcpyHostToDevice), "cudaMemcpy(tables)");
+    if (status != ASTEDGE_FBANK_OK) {
+        cudaFree(p->tables);
+        delete p;
+        return status;
+    }
+    auto* base = static_cast<unsigned char*>(p->tables);
+    p->spec = scalars(*config);
+    p->spec.twiddle = reinterpret_cast<const Complex*>(base + off_twiddle);
+    p->spec.window = reinterpret_cast<const float*>(base + off_window);
+    p->spec.mel_indptr = reinterpret_cast<const int*>(base + off_indptr);
+    p->spec.mel_indices = reinterpret_cast<const int*>(base + off_indices);
+    p->spec.mel_weights = reinterpret_cast<const float*>(base + off_weights);
+    // 4 frames per CTA (256 threads, ~9 KB at n_fft = 512); fewer for long FFTs to stay under 48 KB.
+    p->frames_per_block = n <= 1024 ? 4 : (n <= 2048 ? 2 : 1);
+    p->shared_bytes = sizeof(float) * scratch_floats(n) * p->frames_per_block;
+    *plan = p;
+    return ok();
+}
+
+int astedge_fbank_destroy(astedge_fbank_plan* plan) {
+    if (plan == nullptr) return ok();
+    cudaFree(plan->tables);
+    cudaFree(plan->staging_in);
+    cudaFree(plan->staging_out);
+    delete plan;
+    return ok();
+}
+
+int astedge_fbank_output_rows(const astedge_fbank_plan* plan, int64_t samples, int32_t* rows) {
+    if (plan == nullptr || rows == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan and rows are required");
+    return count_rows(plan->config, samples, rows);
+}
+
+int astedge_fbank_run_device(const astedge_fbank_plan* plan, const float* input, float* output, int32_t batch,
+                             int64_t samples, void* stream) {
+    if (plan == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan is null");
+    if (batch < 0) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "batch must be >= 0");
+    Launch launch{};
+    int status = count_frames(plan->config, samples, &launch.frames);
+    if (status == ASTEDGE_FBANK_OK) status = count_rows(plan->config, samples, &launch.rows);
+    if (status != ASTEDGE_FBANK_OK || batch == 0) return status;
+    if (input == nullptr || output == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "input and output are required");
+    int device = -1;
+    if ((status = cuda_status(cudaGetDevice(&device), "cudaGetDevice")) != ASTEDGE_FBANK_OK) return status;
+    if (device != plan->device)
+        return fail(ASTEDGE_FBANK_ERROR_WRONG_DEVICE, "plan made on device " + std::to_string(plan->device) +
+                                                          ", current device is " + std::to_string(device));
+    launch.spec = plan->spec;
+    launch.input = input;
+    launch.output = output;
+    launch.batch = batch;
+    launch.samples = samples;
+    const dim3 block(kFrameThreads, plan->frames_per_block);
+    const dim3 grid((launch.rows + plan->frames_per_block - 1) / plan->frames_per_block, std::min<int>(batch, kMaxGridY));
+    fbank_kernel<<<grid, block, plan->shared_bytes, static_cast<cudaStream_t>(stream)>>>(launch);
+    return cuda_status(cudaGetLastError(), "fbank_kernel launch");
+}
+
+int astedge_fbank_run_host(astedge_fbank_plan* plan, const float* input, float* output, int32_t batch, int64_t samples,
+                           void* stream) {
+    if (plan == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan is null");
+    if (batch < 0) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "batch must be >= 0");
+    int32_t rows = 0;
+    int status = count_rows(plan->config, samples, &rows);
+    if (status != ASTEDGE_FBANK_OK || batch == 0) return status;
+    if (input == nullptr || output == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "input and output are required");
+    const size_t in_count = static_cast<size_t>(batch) * samples;
+    const size_t out_count = static_cast<size_t>(batch) * rows * plan->config.num_mel_bins;
+    auto grow = [](float** buffer, size_t* have, size_t need, const char* what) {
+        if (*have >= need) return ok();
+        cudaFree(*buffer);
+        *buffer = nullptr;
+        *have = 0;
+        const int result = cuda_status(cudaMalloc(reinterpret_cast<void**>(buffer), need * sizeof(float)), what);
+        if (result == ASTEDGE_FBANK_OK) *have = need;
+        return result;
+    };
+    if ((status = grow(&plan->staging_in, &plan->staging_in_count, in_count, "cudaMalloc(input)")) != ASTEDGE_FBANK_OK ||
+        (status = grow(&plan->staging_out, &plan->staging_out_count, out_count, "cudaMalloc(output)")) != ASTEDGE_FBANK_OK)
+        return status;
+    const auto s = static_cast<cudaStream_t>(stream);
+    status = cuda_status(cudaMemcpyAsync(plan->staging_in, input, in_count * sizeof(float), cudaMemcpyHostToDevice, s),
+                         "cudaMemcpyAsync(input)");
+    if (status == ASTEDGE_FBANK_OK)
+        status = astedge_fbank_run_device(plan, plan->staging_in, plan->staging_out, batch, samples, stream);
+    if (status == ASTEDGE_FBANK_OK)
+        status = cuda_status(cudaMemcpyAsync(output, plan->staging_out, out_count * sizeof(float), cudaMemcpyDeviceToHost, s),
+                             "cudaMemcpyAsync(output)");
+    if (status != ASTEDGE_FBANK_OK) {
+        cudaStreamSynchronize(s);  // let queued copies finish before the caller reuses its buffers
+        return status;
+    }
+    return cuda_status(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+}
+
+}  // extern "C"

@@ -1,0 +1,271 @@
+"""The CUDA fbank library (csrc/) and its binding (astedge.cuda_fbank).
+
+Without a GPU: the kernel's per-frame source compiled for the CPU (libastedge_fbank_host, built here
+with CMake into tests/.cache) against the numpy reference, and the binding's fallback to numpy.
+With a GPU (``-m cuda``): the kernel itself, against the reference and against the host build.
+
+Tolerances: the library computes the FFT in float32 (the reference in float64), as torchaudio does, so
+the bounds of test_features apply: broadband signals within 1e-3 everywhere, every signal within 1e-3
+of the reference for cells at most 80 dB below their frame's peak and 3e-4 within 60 dB. Measured
+(host build, this corpus): broadband max 2.4e-4, 80 dB max 4.5e-4, 60 dB max 1.3e-4; tonal cells 100+
+dB down differ by up to 1.7e-2 (float32 cannot resolve them; torchaudio differs there too).
+The broadband bound holds for this corpus, not for every draw: over 40 other 10 s noise/clipping draws
+the worst cell (a near-empty low band) reached 2.6e-3 in 3 of them, exactly as far as scipy's float32
+FFT in the same pipeline does (float32 round-off relative to the frame's energy).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astedge import cuda_fbank as C
+from astedge import features as F
+from astedge.errors import UserError
+from conftest import signals
+from references import within_db
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST_BUILD = Path(__file__).parent / ".cache" / "fbank-host-build"
+LENGTHS = [400, 401, 160000, 163840]
+BROADBAND = ("noise", "clipping", "silence")
+LOG_EPS = np.log(np.float32(F.LOG_FLOOR))
+
+
+def assert_parity(ours: np.ndarray, ref: np.ndarray, name: str) -> None:
+    assert ours.shape == ref.shape, name
+    diff = np.abs(ours - ref)
+    if name in BROADBAND:
+        assert diff.max() <= 1e-3, (name, diff.max())
+    assert diff.max() <= 3e-2, (name, diff.max())
+    resolved = diff[within_db(ref, 80)]
+    assert resolved.max() <= 1e-3 and resolved.mean() <= 5e-5, (name, resolved.max(), resolved.mean())
+    assert diff[within_db(ref, 60)].max() <= 3e-4, (name, diff[within_db(ref, 60)].max())
+    assert np.all(ours[..., 3] == LOG_EPS), name  # the empty filter is exactly the log floor
+
+
+@pytest.fixture(scope="session")
+def host_library() -> Path:
+    """libastedge_fbank_host: $ASTEDGE_FBANK_HOST_LIBRARY, else built (incrementally) into tests/.cache."""
+    if os.environ.get(C.HOST_ENV_VAR):
+        return Path(os.environ[C.HOST_ENV_VAR])
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found: cannot build libastedge_fbank_host")
+    steps = [["cmake", "-S", str(ROOT), "-B", str(HOST_BUILD), "-DASTEDGE_FBANK_CUDA=OFF", "-DCMAKE_BUILD_TYPE=Release"],
+             ["cmake", "--build", str(HOST_BUILD), "--target", "astedge_fbank_host", "-j", "2"]]
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            if "CMAKE_CXX_COMPILER" in result.stderr or "No CMAKE_CXX_COMPILER" in result.stderr:
+                pytest.skip("no C++ compiler: cannot build libastedge_fbank_host")
+            raise AssertionError(f"{' '.join(step)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return HOST_BUILD / C.HOST_LIBRARY_NAME
+
+
+@pytest.fixture(scope="session")
+def host_raw(host_library) -> C.HostFbank:
+    return C.HostFbank(model_input=False, library=host_library)
+
+
+# --- the kernel's arithmetic, compiled for the CPU -------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_host_math_matches_numpy_reference(length, rng, host_raw):
+    for name, wave in signals(length, rng).items():
+        ours = host_raw(wave)
+        assert ours.shape == (F.num_frames(length), 128)
+        assert_parity(ours, F.fbank(wave), name)
+    assert np.array_equal(host_raw(np.zeros(length, np.float32)), F.fbank(np.zeros(length, np.float32)))
+
+
+@pytest.mark.parametrize("samples", [16000, 163840, 200000])  # pad 926 rows, pad 2, crop 1248 -> 1024
+def test_host_model_input_pads_crops_and_normalizes_like_the_reference(samples, rng, host_library):
+    extractor = C.HostFbank(library=host_library)
+    batch = (0.1 * rng.standard_normal((2, 3, samples))).astype(np.float32)
+    ours, ref = extractor(batch), F.model_input(batch)
+    assert ours.shape == ref.shape == (2, 3, 1024, 128)
+    assert np.abs(ours - ref).max() <= 1e-3 / (2 * F.DEFAULT.std)
+    frames = F.num_frames(samples)
+    if frames < 1024:
+        assert np.all(ours[..., frames:, :] == np.float32(F.DEFAULT.pad_value))  # bit-exact pad rows
+
+
+def test_host_frames_do_not_depend_on_the_window_they_are_computed_in(rng, host_raw):
+    """Streaming: 10 s windows hopping 1 s reuse frames bit for bit (frame 100k + j of the stream)."""
+    stream = (0.1 * rng.standard_normal(16000 * 13)).astype(np.float32)
+    whole = host_raw(stream)
+    for k in range(3):
+        assert np.array_equal(host_raw(stream[16000 * k:16000 * k + 160000]), whole[100 * k:100 * k + 998])
+    batch = np.stack([stream[16000 * k:16000 * k + 160000] for k in range(3)])
+    assert np.array_equal(host_raw(batch)[2], whole[200:1198])
+
+
+@pytest.mark.parametrize("config", [F.FbankConfig(sample_rate=8000, num_mel_bins=64),  # n_fft 256: a radix-2 stage
+                                    F.FbankConfig(sample_rate=44100, high_freq=-400),  # n_fft 2048
+                                    F.DEFAULT.with_dataset("esc50")],
+                         ids=["8k-64mel", "44k1", "esc50"])
+def test_host_math_follows_the_config(config, rng, host_library):
+    wave = (0.1 * rng.standard_normal(3 * config.sample_rate)).astype(np.float32)
+    raw = C.HostFbank(config, model_input=False, library=host_library)(wave)
+    assert np.abs(raw - F.fbank(wave, config)).max() <= 1e-3
+    full = C.HostFbank(config, library=host_library)(wave)
+    assert np.abs(full - F.model_input(wave, config)).max() <= 1e-3 / (2 * config.std)
+
+
+def test_host_library_validates_its_input(host_library, host_raw):
+    with pytest.raises(UserError, match="shorter than one 25 ms frame"):
+        host_raw(np.zeros(399, np.float32))
+    native = C._NativeConfig(F.DEFAULT, model_input=False)
+    native.struct.n_fft = 500
+    lib, out = host_raw._lib, np.empty((1, 128), np.float32)
+    wave = np.zeros(400, np.float32)
+    status = lib.astedge_fbank_host_run(ctypes.byref(native.struct), wave.ctypes.data, out.ctypes.data, 1, 400)
+    assert status == 2 and b"power of two" in lib.astedge_fbank_last_error()  # ASTEDGE_FBANK_ERROR_UNSUPPORTED
+    assert lib.astedge_fbank_error_string(status) == b"unsupported configuration"
+    native.struct.n_fft = 512
+    assert lib.astedge_fbank_host_run(ctypes.byref(native.struct), wave.ctypes.data, out.ctypes.data, 1, 399) == 3
+
+
+# --- loading and falling back ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_notices(monkeypatch):
+    monkeypatch.setattr(C, "_NOTIFIED", set())
+
+
+def test_missing_library_falls_back_to_numpy_with_one_notice(tmp_path, rng, fresh_notices):
+    wave = (0.1 * rng.standard_normal(32000)).astype(np.float32)
+    missing = tmp_path / "libastedge_fbank.so"
+    with pytest.warns(RuntimeWarning, match="CUDA fbank unavailable.*not found"):
+        extractor = C.load_fbank(library=missing)
+    assert isinstance(extractor, C.NumpyFbank) and extractor.device == "numpy" and "not found" in extractor.reason
+    assert np.array_equal(extractor(wave), F.model_input(wave))
+    assert np.array_equal(C.load_fbank(model_input=False, library=missing)(wave), F.fbank(wave))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same reason is not announced twice
+        C.load_fbank(library=missing)
+
+
+def test_unloadable_library_falls_back(tmp_path, fresh_notices):
+    broken = tmp_path / "libastedge_fbank.so"
+    broken.write_bytes(b"not an ELF file")
+    with pytest.warns(RuntimeWarning, match="cannot load"):
+        assert isinstance(C.load_fbank(library=broken), C.NumpyFbank)
+
+
+def test_library_search_order(tmp_path, monkeypatch):
+    monkeypatch.setenv(C.ENV_VAR, str(tmp_path / "mine.so"))
+    candidates = C.library_candidates()
+    assert candidates[0] == tmp_path / "mine.so"
+    assert [p.parent.name for p in candidates[1:]] == ["lib", "build"] and candidates[1].parent.parent.name == "astedge"
+    assert C.find_library() in (None, *candidates[1:])  # mine.so does not exist
+    (tmp_path / "mine.so").write_bytes(b"")
+    assert C.find_library() == tmp_path / "mine.so"
+    monkeypatch.setenv(C.HOST_ENV_VAR, str(tmp_path / "host.so"))
+    assert C.library_candidates(C.HOST_LIBRARY_NAME)[0] == tmp_path / "host.so"
+
+
+def test_built_cuda_library_without_a_gpu_falls_back(rng, fresh_notices):
+    """The real libastedge_fbank (./build, as .ci/run makes it where nvcc exists) on a machine with no GPU."""
+    library = C.find_library()
+    if library is None:
+        pytest.skip(f"{C.LIBRARY_NAME} not built (cmake -S . -B build && cmake --build build)")
+    try:
+        C.CudaFbank(library=library).close()
+        pytest.skip("a CUDA GPU is present: the fallback is not taken")
+    except C.CudaFbankUnavailable as err:
+        assert "no usable CUDA device" in str(err)
+    wave = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="no usable CUDA device"):
+        extractor = C.load_fbank(library=library)
+    assert np.array_equal(extractor(wave), F.model_input(wave))
+
+
+# --- the kernel on a GPU ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu_raw() -> C.CudaFbank:
+    try:
+        extractor = C.CudaFbank(model_input=False)
+    except C.CudaFbankUnavailable as err:
+        pytest.skip(f"CUDA fbank unavailable: {err}")
+    yield extractor
+    extractor.close()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [1, 64])
+def test_gpu_matches_reference_and_host_build(batch, rng, gpu_raw, host_raw):
+    corpus = signals(160000, rng)
+    waves = np.stack([corpus[name] for name in sorted(corpus)] * (batch // len(corpus) + 1))[:batch]
+    ours = gpu_raw(waves)
+    assert ours.shape == (batch, 998, 128)
+    names = sorted(corpus) * (batch // len(corpus) + 1)
+    for i in range(min(batch, len(corpus))):
+        assert_parity(ours[i], F.fbank(waves[i]), names[i])
+    # Same arithmetic as the host build, operation for operation; only logf may differ (<= 1 ulp).
+    host = host_raw(waves[: min(batch, len(corpus))])
+    assert np.abs(ours[: len(host)] - host).max() <= 4e-6
+
+
+@pytest.mark.cuda
+def test_gpu_frames_are_bit_identical_whatever_the_batch_and_position(rng, gpu_raw):
+    waves = (0.1 * rng.standard_normal((64, 160000))).astype(np.float32)
+    batched = gpu_raw(waves)
+    for i in (0, 17, 63):
+        assert np.array_equal(gpu_raw(waves[i]), batched[i])
+    assert np.array_equal(gpu_raw(waves[::-1])[::-1], batched)
+    stream = np.concatenate([waves[0], waves[1][:48000]])
+    whole = gpu_raw(stream)
+    for k in range(3):
+        assert np.array_equal(gpu_raw(stream[16000 * k:16000 * k + 160000]), whole[100 * k:100 * k + 998])
+
+
+@pytest.mark.cuda
+def test_gpu_model_input_pads_and_crops(rng, gpu_raw):
+    extractor = C.load_fbank()
+    assert isinstance(extractor, C.CudaFbank)
+    for samples in (16000, 163840, 200000):
+        wave = (0.1 * rng.standard_normal((3, samples))).astype(np.float32)
+        ours, ref = extractor(wave), F.model_input(wave)
+        assert ours.shape == ref.shape and np.abs(ours - ref).max() <= 1e-3 / (2 * F.DEFAULT.std)
+        frames = F.num_frames(samples)
+        assert np.all(ours[:, frames:] == np.float32(F.DEFAULT.pad_value))
+    with pytest.raises(UserError):
+        extractor(np.zeros(399, np.float32))
+
+
+@pytest.mark.cuda
+def test_gpu_run_device_on_torch_tensors_and_in_a_cuda_graph(rng, gpu_raw):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    waves = (0.1 * rng.standard_normal((8, 160000))).astype(np.float32)
+    extractor = C.CudaFbank()
+    x = torch.from_numpy(waves).cuda()
+    y = torch.empty((8, 1024, 128), device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        extractor.run_device(x.data_ptr(), y.data_ptr(), 8, 160000, stream)
+    stream.synchronize()
+    expected = extractor(waves)
+    assert np.array_equal(y.cpu().numpy(), expected)
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        extractor.run_device(x.data_ptr(), y.data_ptr(), 8, 160000, torch.cuda.current_stream())
+    x.copy_(torch.from_numpy(waves[::-1].copy()))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert np.array_equal(y.cpu().numpy(), expected[::-1])
+    extractor.close()
