@@ -1,0 +1,180 @@
+"""Dataset layouts -> one index of (audio path, label indices), with problems reported, not hidden.
+
+Readers: a folder with one sub-folder per class; a CSV manifest (path, labels; multi-label with a
+label file, as AudioSet is kept); ESC-50 (meta/esc50.csv, 5 folds); Speech Commands v2
+(validation_list.txt / testing_list.txt). `read_dataset` picks the reader from the layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from astedge.errors import UserError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".opus", ".w64", ".caf"}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    targets: tuple[int, ...]  # label indices (several for multi-label data)
+
+
+@dataclass
+class DatasetIndex:
+    """Everything a trainer needs to know about the data, before any audio is read."""
+
+    labels: list[str]
+    task: str  # "multiclass" (softmax, accuracy) or "multilabel" (sigmoid, mAP)
+    splits: dict[str, list[Item]]
+    layout: str
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{name} {len(items)}" for name, items in self.splits.items())
+        return f"{self.layout}: {len(self.labels)} labels ({self.task}); {sizes}"
+
+
+def report_problems(problems: list[str], what: str = "files") -> str | None:
+    """One summary line for skipped inputs: the count and the first examples."""
+    if not problems:
+        return None
+    shown = "; ".join(problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"skipped {len(problems)} {what}: {shown}{more}"
+
+
+def holdout(items: list[Item], fraction: float, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """Deterministic split by a hash of the file name, stable when files are added or removed."""
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"validation fraction must be between 0 and 1, got {fraction}")
+
+    def bucket(item: Item) -> float:
+        digest = hashlib.sha1(f"{seed}:{item.path.name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    train = [i for i in items if bucket(i) >= fraction]
+    val = [i for i in items if bucket(i) < fraction]
+    return train, val
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def read_folder(root: Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
+    """`root/<class>/*.wav`: one sub-folder per class (folders without audio are ignored)."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))
+                     and _audio_files(d))
+    if len(classes) < 2:
+        raise UserError("needs at least two class sub-folders containing audio files", root)
+    items = [Item(path, (index,)) for index, name in enumerate(classes) for path in _audio_files(root / name)]
+    train, val = holdout(items, val_fraction, seed)
+    return DatasetIndex(classes, "multiclass", {"train": train, "val": val}, "folder")
+
+
+def read_label_file(path: Path) -> tuple[list[str], dict[str, int]]:
+    """AudioSet-style `index,mid,display_name` (or a one-name-per-line list): names and a key -> index map."""
+    with open(path, newline="") as handle:
+        rows = [r for r in csv.reader(handle) if r]
+    if rows and [c.strip().lower() for c in rows[0][:3]] == ["index", "mid", "display_name"]:
+        names = [r[2] for r in rows[1:]]
+        keys = {r[1]: i for i, r in enumerate(rows[1:])}
+    else:
+        names = [r[0] for r in rows]
+        keys = {}
+    keys.update({name: i for i, name in enumerate(names)})
+    return names, keys
+
+
+def read_manifest(path: Path, label_file: Path | None = None, val_fraction: float = 0.2, seed: int = 0,
+                  split_column: str = "split") -> DatasetIndex:
+    """A CSV with columns `path,labels[,split]`; labels separated by ',' or ';' (names or AudioSet mids).
+
+    With a label file the task is multi-label (weak AudioSet-style labels); without one, labels are
+    the sorted set of names seen and the task is multi-label only if some row has several labels.
+    Rows whose labels are unknown or whose file is missing are skipped and reported.
+    """
+    base = path.parent
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "labels"} <= set(reader.fieldnames):
+            raise UserError("manifest needs the columns path,labels", path)
+        rows = list(reader)
+    split = lambda text: [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]  # noqa: E731
+    if label_file:
+        names, keys = read_label_file(label_file)
+        multilabel = True
+    else:
+        names = sorted({t for r in rows for t in split(r["labels"])})
+        keys = {n: i for i, n in enumerate(names)}
+        multilabel = any(len(split(r["labels"])) > 1 for r in rows)
+    problems, splits = [], {"train": [], "val": [], "test": []}
+    for row in rows:
+        audio = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
+        tokens = split(row["labels"])
+        unknown = [t for t in tokens if t not in keys]
+        if unknown or not tokens:
+            problems.append(f"{row['path']}: unknown label(s) {unknown}" if unknown else f"{row['path']}: no labels")
+        elif not audio.is_file():
+            problems.append(f"{row['path']}: no such file")
+        elif (part := (row.get(split_column) or "train").strip()) not in splits:
+            problems.append(f"{row['path']}: unknown split {part!r} (train, val or test)")
+        else:
+            splits[part].append(Item(audio, tuple(sorted({keys[t] for t in tokens}))))
+    if not splits["val"]:
+        splits["train"], splits["val"] = holdout(splits["train"], val_fraction, seed)
+    splits = {k: v for k, v in splits.items() if v}
+    return DatasetIndex(names, "multilabel" if multilabel else "multiclass", splits, "manifest", problems)
+
+
+def read_esc50(root: Path, fold: int = 1) -> DatasetIndex:
+    """ESC-50: `meta/esc50.csv` (filename, fold, target, category) and `audio/`; fold `fold` validates."""
+    if not 1 <= fold <= 5:
+        raise UserError(f"ESC-50 has folds 1-5, got --fold {fold}")
+    with open(root / "meta" / "esc50.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [""] * (max(int(r["target"]) for r in rows) + 1)
+    for r in rows:
+        names[int(r["target"])] = r["category"]
+    splits, problems = {"train": [], "val": []}, []
+    for r in rows:
+        audio = root / "audio" / r["filename"]
+        if not audio.is_file():
+            problems.append(f"{r['filename']}: no such file")
+            continue
+        splits["val" if int(r["fold"]) == fold else "train"].append(Item(audio, (int(r["target"]),)))
+    return DatasetIndex(names, "multiclass", splits, f"esc50 (fold {fold} held out)", problems)
+
+
+def read_speech_commands(root: Path) -> DatasetIndex:
+    """Speech Commands v2: word folders; validation_list.txt and testing_list.txt name the held-out files."""
+    listed = {}
+    for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
+        listed.update({line.strip(): split for line in (root / name).read_text().splitlines() if line.strip()})
+    words = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))
+    splits = {"train": [], "val": [], "test": []}
+    for index, word in enumerate(words):
+        for path in sorted((root / word).glob("*.wav")):
+            splits[listed.get(f"{word}/{path.name}", "train")].append(Item(path, (index,)))
+    return DatasetIndex(words, "multiclass", splits, "speechcommands")
+
+
+def read_dataset(source: str | Path, *, fold: int = 1, label_file: str | Path | None = None,
+                 val_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
+    """Recognise the layout of `source` (a folder or a CSV manifest) and index it."""
+    source = Path(source)
+    if not source.exists():
+        raise UserError("no such dataset", source)
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise UserError("a dataset is a folder or a .csv manifest", source)
+        return read_manifest(source, Path(label_file) if label_file else None, val_fraction, seed)
+    if (source / "meta" / "esc50.csv").is_file():
+        return read_esc50(source, fold)
+    if (source / "validation_list.txt").is_file() and (source / "testing_list.txt").is_file():
+        return read_speech_commands(source)
+    return read_folder(source, val_fraction, seed)

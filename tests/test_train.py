@@ -1,0 +1,272 @@
+"""Training: dataset readers, AST's recipe arithmetic, metrics, a tiny real run, resume and DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from astedge import metrics, synth
+from astedge.datasets import Item, holdout, read_dataset
+from astedge.errors import UserError
+from astedge.recipes import PRESETS, load_recipe
+from astedge.train import (ClipDataset, _lr_at, balanced_weights, epoch_indices, spec_augment, train)
+from astedge import features as F
+
+TINY = dict(model="tiny", depth=1, epochs=2, batch_size=8, lr=5e-4, fstride=16, tstride=16, warmup_steps=0,
+            freqm=4, timem=4, mixup=0.5, wa_start=0, wa_end=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    synth.write_dataset(root, classes=3, per_class=10, seconds=0.5, seed=3, stream_segments=3, segment_seconds=1.0)
+    return root
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_synth_is_deterministic_and_complete(tmp_path, tiny_data):
+    synth.write_dataset(tmp_path, classes=3, per_class=10, seconds=0.5, seed=3, stream_segments=3, segment_seconds=1.0)
+    for path in sorted(tiny_data.rglob("*.wav")):
+        assert path.read_bytes() == (tmp_path / path.relative_to(tiny_data)).read_bytes()
+    assert sorted(p.name for p in tiny_data.iterdir() if p.is_dir()) == ["chirp_down", "chirp_up", "tone"]
+    truth = synth.read_truth(tiny_data / "stream.csv")
+    assert [(a, b) for a, b, _ in truth] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    assert sf.info(tiny_data / "stream.wav").frames == 48000
+    assert synth.window_label(truth, 0.2, 1.1) == truth[0][2]
+    assert synth.window_label([(0.0, 1.0, "a")], 0.6, 1.6) is None
+
+
+def test_folder_reader_and_stable_holdout(tiny_data):
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    assert data.labels == ["chirp_down", "chirp_up", "tone"] and data.task == "multiclass"
+    train_items, val_items = data.splits["train"], data.splits["val"]
+    assert len(train_items) + len(val_items) == 30 and 3 <= len(val_items) <= 15
+    assert {i.path for i in train_items}.isdisjoint({i.path for i in val_items})
+    # The split depends on each file's name only: dropping files does not move the others.
+    kept = [i for i in train_items + val_items if "0003" not in i.path.name]
+    again_train, again_val = holdout(kept, 0.3)
+    assert set(again_val) == {i for i in val_items if "0003" not in i.path.name}
+
+
+def test_manifest_multilabel_with_label_file_reports_bad_rows(tmp_path):
+    for name in ("a.wav", "b.wav", "c.wav"):
+        sf.write(tmp_path / name, np.zeros(800, np.float32), 16000)
+    (tmp_path / "labels.csv").write_text('index,mid,display_name\n0,/m/01,"Dog"\n1,/m/02,"Bark, loud"\n2,/m/03,"Cat"\n')
+    (tmp_path / "train.csv").write_text(
+        'path,labels,split\na.wav,"/m/01,/m/02",train\nb.wav,Cat,val\nc.wav,/m/99,train\nmissing.wav,Dog,train\n')
+    data = read_dataset(tmp_path / "train.csv", label_file=tmp_path / "labels.csv")
+    assert data.task == "multilabel" and data.labels == ["Dog", "Bark, loud", "Cat"]
+    assert data.splits["train"] == [Item(tmp_path / "a.wav", (0, 1))]
+    assert data.splits["val"] == [Item(tmp_path / "b.wav", (2,))]
+    assert len(data.problems) == 2 and "unknown label" in data.problems[0] and "no such file" in data.problems[1]
+
+
+def test_esc50_and_speech_commands_layouts(tmp_path):
+    esc = tmp_path / "ESC-50"
+    (esc / "meta").mkdir(parents=True)
+    (esc / "audio").mkdir()
+    rows = [("1-1-A-0.wav", 1, 0, "dog"), ("2-1-A-1.wav", 2, 1, "rooster"), ("3-1-A-0.wav", 3, 0, "dog")]
+    with open(esc / "meta" / "esc50.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        for name, fold, target, category in rows:
+            writer.writerow([name, fold, target, category, False, 1, "A"])
+            sf.write(esc / "audio" / name, np.zeros(800, np.float32), 44100)
+    data = read_dataset(esc, fold=2)
+    assert data.labels == ["dog", "rooster"] and [i.path.name for i in data.splits["val"]] == ["2-1-A-1.wav"]
+    with pytest.raises(UserError, match="folds 1-5"):
+        read_dataset(esc, fold=6)
+
+    sc = tmp_path / "speech_commands"
+    for word in ("yes", "no", "_background_noise_"):
+        (sc / word).mkdir(parents=True)
+        for k in range(3):
+            sf.write(sc / word / f"{k}.wav", np.zeros(1600, np.float32), 16000)
+    (sc / "validation_list.txt").write_text("yes/0.wav\n")
+    (sc / "testing_list.txt").write_text("no/1.wav\nno/2.wav\n")
+    data = read_dataset(sc)
+    assert data.labels == ["no", "yes"]
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 3, "val": 1, "test": 2}
+
+
+# --- recipe arithmetic ----------------------------------------------------------------------------
+
+def test_presets_carry_asts_hyperparameters():
+    audioset, esc, sc = PRESETS["audioset"], PRESETS["esc50"], PRESETS["speechcommands"]
+    assert (audioset.lr, audioset.batch_size, audioset.epochs, audioset.freqm, audioset.timem, audioset.mixup) == \
+        (1e-5, 12, 5, 48, 192, 0.5)
+    assert audioset.balanced_sampling and (audioset.wa_start, audioset.wa_end) == (1, 5)
+    assert (esc.target_length, esc.freqm, esc.timem, esc.loss) == (512, 24, 96, "ce")
+    assert (sc.target_length, sc.lr, sc.batch_size, sc.loss, sc.noise) == (128, 2.5e-4, 128, "bce", True)
+    for recipe in PRESETS.values():
+        assert recipe.betas == (0.95, 0.999) and recipe.weight_decay == 5e-7
+
+
+def test_schedule_matches_torch_multistep_and_asts_warmup():
+    """AST steps MultiStepLR(milestones=range(start, 1000, step)) once per epoch after validation."""
+    for name in ("audioset", "esc50", "speechcommands"):
+        recipe = PRESETS[name]
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.Adam([param], lr=recipe.lr)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, list(range(recipe.lr_start, 1000, recipe.lr_step)), gamma=recipe.lr_decay)
+        for epoch in range(1, recipe.epochs + 1):
+            assert math.isclose(_lr_at(recipe, epoch, 10**9), optimizer.param_groups[0]["lr"], rel_tol=1e-9), (name, epoch)
+            optimizer.step()
+            scheduler.step()
+    audioset = PRESETS["audioset"]
+    assert [_lr_at(audioset, e, 10**9) for e in (3, 4, 5)] == pytest.approx([5e-6, 2.5e-6, 1.25e-6])
+    assert _lr_at(audioset, 1, 0) == 0.0 and _lr_at(audioset, 1, 49) == 0.0
+    assert _lr_at(audioset, 1, 50) == pytest.approx(5e-7) and _lr_at(audioset, 1, 999) == pytest.approx(9.5e-6)
+
+
+def test_overrides_from_file_and_set(tmp_path):
+    (tmp_path / "r.toml").write_text("[recipe]\nepochs = 3\nbetas = [0.9, 0.99]\n")
+    recipe = load_recipe("esc50", tmp_path / "r.toml", {"lr": "3e-4", "balanced_sampling": "true", "depth": "2"})
+    assert (recipe.epochs, recipe.betas, recipe.lr, recipe.balanced_sampling, recipe.depth) == (3, (0.9, 0.99), 3e-4, True, 2)
+    with pytest.raises(UserError, match="unknown recipe field"):
+        load_recipe("demo", overrides={"learning_rate": "1"})
+    with pytest.raises(UserError, match="cannot read"):
+        load_recipe("demo", overrides={"epochs": "ten"})
+
+
+def test_specaugment_masks_before_normalization():
+    rng = np.random.default_rng(0)
+    x = np.full((100, 128), 3.0, np.float32)
+    masked = spec_augment(x, 20, 30, np.random.default_rng(5))
+    normalized = F.normalize(masked)
+    zero = F.DEFAULT.pad_value
+    rows = np.flatnonzero((normalized == np.float32(zero)).all(axis=1))
+    cols = np.flatnonzero((normalized == np.float32(zero)).all(axis=0))
+    assert len(rows) < 30 and len(cols) < 20 and (masked == 0).sum() > 0
+    assert np.all((masked == 0) | (masked == 3.0))
+    assert rng is not None
+
+
+def test_balanced_weights_and_epoch_shards():
+    items = [Item(Path("a"), (0,)), Item(Path("b"), (0,)), Item(Path("c"), (1,)), Item(Path("d"), (0, 1))]
+    weights = balanced_weights(items, 2)
+    w0, w1 = 1000 / 3.01, 1000 / 2.01
+    np.testing.assert_allclose(weights, [w0, w0, w1, w0 + w1])
+    shards = [epoch_indices(7, 3, 0, rank, 2) for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 4 and set(shards[0] + shards[1]) == set(range(7))
+    assert epoch_indices(7, 3, 0, 0, 1) == epoch_indices(7, 3, 0, 0, 1) != epoch_indices(7, 4, 0, 0, 1)
+
+
+def test_metrics_against_hand_computed_values():
+    scores = np.array([[0.9, 0.1], [0.8, 0.7], [0.3, 0.6], [0.2, 0.4]])
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=float)
+    # class 0: ranking 0.9(+) 0.8(-) 0.3(+) 0.2(-): AP = (1/1 + 2/3) / 2; AUC = 3/4
+    # class 1: ranking 0.7(+) 0.6(+) 0.4(-) 0.1(-): AP = 1; AUC = 1
+    result = metrics.evaluate(scores, targets, "multilabel")
+    assert result["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert result["mAUC"] == pytest.approx((0.75 + 1) / 2)
+    assert metrics.d_prime(0.5) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.d_prime(0.9) == pytest.approx(math.sqrt(2) * 1.2815515655446004)
+    assert metrics.accuracy(scores, np.array([0, 1, 1, 1])) == 0.75
+
+
+def test_mixup_targets_and_determinism(tiny_data):
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    recipe = load_recipe("demo", overrides={"mixup": 1.0, "target_length": 64})
+    config = F.FbankConfig(target_length=64)
+    dataset = ClipDataset(data.splits["train"], 3, config, recipe, True)
+    x, y = dataset[0]
+    x2, y2 = dataset[0]
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert x.shape == (64, 128) and y.sum().item() == pytest.approx(1.0) and (y > 0).sum() in (1, 2)
+    dataset.epoch = 1
+    assert not torch.equal(dataset[0][0], x)
+
+
+# --- real runs -----------------------------------------------------------------------------------
+
+def test_tiny_run_writes_a_checkpoint_whose_metric_reproduces(tmp_path, tiny_data):
+    from astedge.checkpoint import load_checkpoint
+    from astedge.train import predict
+
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    recipe = load_recipe("demo", overrides=TINY)
+    result = train(data, tmp_path / "run", recipe, log=lambda *a: None, show_progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    ckpt = load_checkpoint(result.best)
+    assert ckpt.labels == ("chirp_down", "chirp_up", "tone") and ckpt.task == "multiclass"
+    assert ckpt.feature_config.target_length == 48  # 0.5 s -> 48 frames, rounded up to 16
+    assert ckpt.provenance["recipe"]["depth"] == 1
+    # Re-score the validation split independently with the saved checkpoint.
+    val = ClipDataset(data.splits["val"], 3, ckpt.feature_config, recipe, False)
+    scores, targets = predict(ckpt.build_model(), val, 4, torch.device("cpu"), "multiclass")
+    assert metrics.accuracy(scores, targets) == pytest.approx(result.best_value)
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(data, tmp_path / "run", recipe, log=lambda *a: None, show_progress=False)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
+    from astedge.checkpoint import load_checkpoint
+
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    quiet = dict(log=lambda *a: None, show_progress=False)
+    full = train(data, tmp_path / "full", load_recipe("demo", overrides=TINY), **quiet)
+    train(data, tmp_path / "cut", load_recipe("demo", overrides={**TINY, "epochs": 1}), **quiet)
+    resumed = train(data, tmp_path / "cut", load_recipe("demo", overrides=TINY), resume=True, **quiet)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    a = load_checkpoint(tmp_path / "full" / "last.safetensors").state_dict
+    b = load_checkpoint(tmp_path / "cut" / "last.safetensors").state_dict
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
+
+
+def test_unreadable_files_are_reported_and_skipped(tmp_path, tiny_data):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    (root / "tone" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    messages = []
+    train(read_dataset(root, val_fraction=0.3), tmp_path / "run", load_recipe("demo", overrides={**TINY, "epochs": 1}),
+          log=messages.append, show_progress=False)
+    skipped = [m for m in messages if str(m).startswith("skipped 1 files")]
+    assert skipped and "broken.wav" in skipped[0]
+
+
+def test_ddp_with_two_cpu_processes(tmp_path, tiny_data):
+    """torchrun + gloo: the same code path as one process; rank 0 alone writes."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "astedge",
+         "train", str(tiny_data), "-o", str(out), "--json", "--set", "depth=1", "--set", "epochs=1",
+         "--set", "batch_size=4", "--set", "fstride=16", "--set", "tstride=16", "--set", "val_fraction=0.3"],
+        capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    summary = json.loads(result.stdout[result.stdout.index("{"):result.stdout.index("}") + 1])
+    assert summary["epochs"] == 1 and Path(summary["best"]).is_file()
+
+
+def test_cli_synth_and_train(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "astedge", *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=300, stdin=subprocess.DEVNULL)
+    result = run("data", "synth", str(tmp_path / "d"), "--classes", "2", "--per-class", "6", "--seconds", "0.4", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["clips"] == 12
+    args = ["train", str(tmp_path / "d"), "-o", str(tmp_path / "r"), "--json", "--set", "depth=1", "--epochs", "1",
+            "--set", "fstride=16", "--set", "tstride=16", "--set", "val_fraction=0.4"]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["metric"] == "accuracy"
+    again = run(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    bad = run("train", str(tmp_path / "d"), "-o", str(tmp_path / "r2"), "--set", "lr")
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
