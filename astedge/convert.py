@@ -148,21 +148,22 @@ def _centre(size: int, keep: int) -> slice:
     return slice(start, start + keep)
 
 
-def adapt_grid(grid: torch.Tensor, f_dim: int, t_dim: int) -> torch.Tensor:
+def adapt_grid(grid: torch.Tensor, f_dim: int, t_dim: int, mode: str = "bilinear") -> torch.Tensor:
     """AST's resize of a ``[1, D, H, W]`` position grid to ``(f_dim, t_dim)``, time axis first.
 
-    Each axis keeps its centre when the target is no larger, else is stretched bilinearly
-    (``align_corners=False``): time to ``(H, t_dim)``, then frequency to ``(f_dim, t_dim)``.
+    Each axis keeps its centre when the target is no larger, else is stretched (``mode``: AST's
+    ``bilinear``, ``align_corners=False``, or ``nearest`` for the paper's Table 4 ablation): time to
+    ``(H, t_dim)``, then frequency to ``(f_dim, t_dim)``.
     """
     height, width = grid.shape[-2:]
     if t_dim <= width:
         grid = grid[..., _centre(width, t_dim)]
     else:
-        grid = F.interpolate(grid, size=(height, t_dim), mode="bilinear")
+        grid = F.interpolate(grid, size=(height, t_dim), mode=mode)
     if f_dim <= height:
         grid = grid[..., _centre(height, f_dim), :]
     else:
-        grid = F.interpolate(grid, size=(f_dim, t_dim), mode="bilinear")
+        grid = F.interpolate(grid, size=(f_dim, t_dim), mode=mode)
     return grid
 
 
@@ -216,15 +217,23 @@ def resize_target_length(state: dict, config: ModelConfig, target_length: int,
 # ImageNet DeiT/ViT (timm) -> audio backbone
 
 
-def from_imagenet(state: dict, config: ModelConfig) -> dict:
+#: How ImageNet's 24x24 position grid becomes the audio grid (paper Table 4).
+POS_EMBED_MODES = ("bilinear", "nearest", "reinit")
+
+
+def from_imagenet(state: dict, config: ModelConfig, pos_embed: str = "bilinear") -> dict:
     """A timm ImageNet DeiT (distilled) or ViT state -> astedge backbone (``v.*``) for `config`, as AST does.
 
     The RGB patch kernel is summed over channels (a grey image gives the same embedding), the
     ``sqrt(N) x sqrt(N)`` position grid is cut or stretched by :func:`adapt_grid`, class and
     distillation tokens and positions are kept (a plain ViT's class token stands in for the
     distillation token), blocks and the final norm are copied, and the ImageNet heads dropped.
-    The audio head (``mlp_head``) is not included: it starts fresh.
+    The audio head (``mlp_head``) is not included: it starts fresh. `pos_embed` picks the grid
+    adaptation of the paper's Table 4: ``bilinear`` (AST), ``nearest``, or ``reinit`` (fresh
+    truncated-normal positions, std 0.02; the class/distillation positions are still kept).
     """
+    if pos_embed not in POS_EMBED_MODES:
+        raise UserError(f"unknown position-embedding adaptation {pos_embed!r}; known: {', '.join(POS_EMBED_MODES)}")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if tuple(config.patch_size) != (16, 16):
         raise UserError(f"ImageNet weights have 16x16 patches; a model with {config.patch_size[0]}x"
@@ -249,7 +258,11 @@ def from_imagenet(state: dict, config: ModelConfig) -> dict:
     prefix_pos, grid = _split_pos(pos, (side, side), prefix)
     if not distilled:
         prefix_pos = torch.cat([prefix_pos, prefix_pos], dim=1)
-    out["v.pos_embed"] = _join_pos(prefix_pos, adapt_grid(grid, *config.grid))
+    if pos_embed == "reinit":
+        grid = torch.nn.init.trunc_normal_(grid.new_empty(1, grid.shape[1], *config.grid), std=0.02)
+    else:
+        grid = adapt_grid(grid, *config.grid, mode=pos_embed)
+    out["v.pos_embed"] = _join_pos(prefix_pos, grid)
     done = ("head.", "head_dist.", "patch_embed.", "pos_embed", "cls_token", "dist_token")
     for key, value in state.items():
         if not key.startswith(done):
@@ -257,11 +270,11 @@ def from_imagenet(state: dict, config: ModelConfig) -> dict:
     return out
 
 
-def imagenet_init(config: ModelConfig, state: dict):
+def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear"):
     """A fresh :class:`astedge.model.ASTModel` whose backbone starts from an ImageNet state (new head)."""
     from astedge.model import ASTModel
 
-    backbone = from_imagenet(state, config)
+    backbone = from_imagenet(state, config, pos_embed)
     check_state(backbone, config, optional=("mlp_head.",))
     model = ASTModel(config)
     model.load_state_dict(backbone, strict=False)

@@ -27,10 +27,12 @@ class Recipe:
     # model
     model: str = "tiny"  # tiny | small | base (DeiT widths)
     depth: int | None = None  # override the size's 12 layers (None keeps it)
-    fstride: int = 10
+    patch_size: tuple[int, int] = (16, 16)  # (frequency, time); e.g. (128, 2) or (32, 32) for the paper's Table 6
+    fstride: int = 10  # patch strides; 16/14/12/10 are the paper's Table 5 overlaps
     tstride: int = 10
     target_length: int | None = None  # frames; None: from the data (median clip, rounded up to 16)
     init: str = "random"  # random | imagenet:FILE | path to an astedge checkpoint (new head if labels differ)
+    pos_embed: str = "bilinear"  # adapting positions to a new grid/length: bilinear | nearest | reinit (Table 4)
     # optimization (Adam as in AST: betas 0.95/0.999, weight decay 5e-7)
     epochs: int = 10
     batch_size: int = 32
@@ -83,7 +85,8 @@ def _coerce(current, name: str, value):
                 raise ValueError(text)
             return text.lower() in ("true", "1", "yes")
         if isinstance(current, tuple):
-            return tuple(float(x) for x in text.strip("()[]").split(","))
+            kind = type(current[0]) if current else float
+            return tuple(kind(x) for x in text.strip("()[]").replace("x", ",").split(","))
         if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
             return int(text)
         if isinstance(current, float):

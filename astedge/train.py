@@ -179,7 +179,7 @@ def build_model(recipe: Recipe, num_classes: int, labels: list[str], target_leng
                 log) -> ASTModel:
     """A fresh model for `recipe.init`: random, ImageNet (timm DeiT file) or an astedge checkpoint."""
     overrides = dict(num_classes=num_classes, target_length=target_length, num_mel_bins=num_mel_bins,
-                     fstride=recipe.fstride, tstride=recipe.tstride)
+                     patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride)
     if recipe.depth:
         overrides["depth"] = recipe.depth
     config = model_config(recipe.model, **overrides)
@@ -189,14 +189,14 @@ def build_model(recipe: Recipe, num_classes: int, labels: list[str], target_leng
     if init.startswith("imagenet:"):
         from astedge.convert import imagenet_init, read_state_dict
 
-        log(f"initialising the backbone from ImageNet weights {init[9:]}")
-        return imagenet_init(config, read_state_dict(init[9:]))
+        log(f"initialising the backbone from ImageNet weights {init[9:]} (positions: {recipe.pos_embed})")
+        return imagenet_init(config, read_state_dict(init[9:]), recipe.pos_embed)
     checkpoint = load_checkpoint(init)
     source = checkpoint.build_model()
     if source.config.target_length != target_length:
         from astedge.model import with_target_length
 
-        source = with_target_length(source, target_length)
+        source = with_target_length(source, target_length, recipe.pos_embed)
     if dataclasses.replace(source.config, num_classes=num_classes) != config:
         raise UserError(f"--init checkpoint has a different architecture ({source.config}) than the recipe "
                         f"asks for ({config}); set the recipe's model/strides to match", init)
