@@ -277,6 +277,87 @@ def demo(
     typer.echo(f"time                   {t['total_s']:.0f} s (train {t['train_s']:.0f} s); model {summary['checkpoint']}")
 
 
+def _print_figures(title: str, figures: dict | None) -> None:
+    if figures:
+        typer.echo(f"  {title}: max abs diff {figures['max_abs_diff']:.3g}, top-1 agreement "
+                   f"{figures['top1_agreement']:.3f}, top-5 agreement {figures['top5_agreement']:.3f} "
+                   f"({figures['count']} inputs)")
+
+
+@app.command("export", epilog="Example: astedge export ast-audioset.safetensors -o ast-audioset/ --profile workstation   "
+                              "(then on the Jetson: astedge build-engine ast-audioset/model.onnx --profile jetson-orin-agx)")
+def export_(
+    model: Path = typer.Argument(..., help="astedge checkpoint (.safetensors) from `astedge import` or training."),
+    output: Path = typer.Option(..., "-o", "--output", help="Artefact folder to create (ONNX, astedge.json, ...)."),
+    profile: str = typer.Option("workstation", "--profile",
+                                help="Device profile: workstation, jetson-orin-agx, jetson-orin-nano, or a .toml file."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16",
+                                        help="Write the FP16 ONNX and build FP16 (default: the profile's precision)."),
+    engine: Optional[bool] = typer.Option(None, "--engine/--no-engine",
+                                          help="Build a TensorRT engine here (default: when TensorRT and a GPU are usable)."),
+    triton_repo: Optional[Path] = typer.Option(None, "--triton-repo",
+                                               help="Also write a Triton model repository entry DIR/<output name>/."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder (and Triton entry)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary (files, verification figures) as JSON."),
+) -> None:
+    """Export a checkpoint to verified ONNX (FP32 + FP16), a TensorRT engine where possible, and Triton."""
+    from astedge.export import export as run_export
+
+    summary = run_export(model, output, profile=profile, fp16=fp16, engine=engine, triton_repo=triton_repo,
+                         force=force)
+    if as_json:
+        _print_json(summary)
+        return
+    typer.echo(f"{summary['output']}: {', '.join(summary['files'].values())} (profile {summary['profile']}, "
+               f"{summary['seconds']:.1f} s)")
+    checks = summary["verification"]
+    _print_figures("ONNX FP32 vs PyTorch", checks.get("onnx_fp32_vs_torch"))
+    _print_figures("ONNX FP16 vs ONNX FP32 (ONNX Runtime CPU)", checks.get("onnx_fp16_vs_onnx_fp32"))
+    _print_figures("TensorRT engine vs ONNX FP32", checks.get("engine_vs_onnx_fp32"))
+    if summary["engine"] is None:
+        typer.echo(f"  no engine: copy {summary['output']}/ to the device and run "
+                   f"astedge build-engine {summary['output']}/model.onnx --profile <device>")
+    if summary["triton"]:
+        typer.echo(f"  Triton model: {summary['triton']}")
+
+
+@app.command("build-engine", epilog="Example: astedge build-engine ast-audioset/model.onnx --profile jetson-orin-nano")
+def build_engine(
+    onnx_model: Path = typer.Argument(..., help="model.onnx (or its folder) written by `astedge export`; "
+                                      "astedge.json and verification.npz must be beside it."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name or .toml file "
+                                          "(default: the profile recorded at export)."),
+    typing: str = typer.Option("auto", "--typing", help="auto (TensorRT 10: weak typing + FP16 flag + FP32 LayerNorm; "
+                               "11: strongly typed FP16 ONNX), strong, or weak (TensorRT 10 only)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to reuse and update "
+                                                "(default: ~/.cache/astedge/tensorrt/timing-<TensorRT>-sm<cc>.cache)."),
+    triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton entry DIR/<folder name>/."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing engine (and Triton entry)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Build and verify the TensorRT engine on this device (needs only tensorrt and numpy, no torch)."""
+    from astedge import artefact, triton
+    from astedge.engine import build_engine as run_build
+
+    folder = artefact.artefact_dir(onnx_model)
+    name = triton.model_name(folder.resolve().name)
+    if triton_repo is not None:
+        triton.check_destination(triton_repo, name, force)
+    summary = run_build(folder, profile, force=force, typing=typing, timing_cache=timing_cache)
+    if triton_repo is not None:
+        summary["triton"] = str(triton.write_model(triton_repo, name, folder, force=force))
+    if as_json:
+        _print_json(summary)
+        return
+    gpu = summary["gpu"]
+    typer.echo(f"{summary['engine']}: TensorRT {summary['tensorrt']} {summary['precision']} ({summary['typing']} typing "
+               f"from {summary['onnx']}) for {gpu['name']} (sm {gpu['compute_capability']}), "
+               f"built in {summary['build_seconds']:.0f} s")
+    _print_figures("engine vs ONNX FP32", summary["verification"])
+    if summary.get("triton"):
+        typer.echo(f"  Triton model: {summary['triton']}")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:

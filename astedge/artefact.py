@@ -1,0 +1,245 @@
+"""Export artefact folders: the ``astedge.json`` that describes them, whole-folder atomic writes, comparisons.
+
+An artefact folder (written by ``astedge export``, extended by ``astedge build-engine``) holds
+
+- ``model.onnx``: FP32, opset 18, input ``fbank [batch, frames, mel]`` float32, output ``logits
+  [batch, classes]`` float32, dynamic batch, fixed frames;
+- ``model.fp16.onnx``: the same network computing in FP16 with FP32 inputs/outputs and LayerNorm
+  in FP32 (when exported with FP16);
+- ``model.plan``: a TensorRT engine, only after it was built and verified on the GPU it runs on;
+- ``verification.npz``: the verification inputs and the reference logits every backend is checked
+  against (so a Jetson without torch or ONNX Runtime can verify its engine);
+- ``labels.txt``: one label per line, in the head's order;
+- ``astedge.json``: everything else (see :func:`new_metadata`).
+
+Only numpy and the standard library here: the Jetson side imports this without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from astedge import __version__
+from astedge.errors import UserError
+from astedge.files import atomic_write
+
+METADATA_FILE = "astedge.json"
+FORMAT_VERSION = "1"
+INPUT_NAME = "fbank"
+OUTPUT_NAME = "logits"
+ONNX_FILE = "model.onnx"
+ONNX_FP16_FILE = "model.fp16.onnx"
+ENGINE_FILE = "model.plan"
+VERIFICATION_FILE = "verification.npz"
+LABELS_FILE = "labels.txt"
+
+
+class VerificationError(UserError):
+    """An exported model disagrees with its reference beyond tolerance; nothing was written."""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict, profile: dict,
+                 source: dict) -> dict:
+    """The skeleton of ``astedge.json``; export fills ``files``, ``onnx``, ``precisions`` and ``verification``."""
+    frames, mel = model_config["target_length"], model_config["num_mel_bins"]
+    return {
+        "astedge_artefact": FORMAT_VERSION,
+        "astedge": __version__,
+        "created": now(),
+        "source": source,
+        "task": task,
+        "labels": list(labels),
+        "model_config": model_config,
+        "feature_config": feature_config,
+        "profile": profile,
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", frames, mel],
+                  "layout": "[batch, frames, mel]: normalized log-mel, time-major"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", model_config["num_classes"]],
+                   "activation": "sigmoid" if task == "multilabel" else "softmax"},
+        "files": {},
+        "precisions": {},
+        "onnx": {},
+        "engine": None,
+        "verification": {},
+    }
+
+
+def artefact_dir(path: str | Path) -> Path:
+    """The artefact folder of `path`: the folder itself, or the folder holding a file of it (``model.onnx``)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("does not exist", path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / METADATA_FILE).is_file():
+        raise UserError(f"no {METADATA_FILE} in {folder}: not an astedge export folder (make one with "
+                        "`astedge export MODEL -o DIR`)", path)
+    return folder
+
+
+def read_metadata(folder: str | Path) -> dict:
+    """``astedge.json`` of an artefact folder, checked for the fields every consumer relies on."""
+    path = Path(folder) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("does not exist: not an astedge export folder", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"is not valid JSON ({err})", path) from None
+    if not isinstance(meta, dict) or meta.get("astedge_artefact") != FORMAT_VERSION:
+        raise UserError(f"is not an astedge artefact description of format {FORMAT_VERSION!r}", path)
+    missing = [k for k in ("labels", "task", "model_config", "feature_config", "input", "output", "files")
+               if k not in meta]
+    if missing:
+        raise UserError(f"lacks {', '.join(missing)}", path)
+    return meta
+
+
+def write_metadata(folder: str | Path, meta: dict) -> Path:
+    path = Path(folder) / METADATA_FILE
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_destination(dest: str | Path, force: bool) -> Path:
+    """Fail early (before any work) when `dest` cannot receive a new folder."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        raise UserError("output directory's parent does not exist", dest.parent)
+    if dest.exists() and not dest.is_dir():
+        raise UserError("exists and is not a directory", dest)
+    if dest.exists() and not force:
+        raise UserError("already exists; pass --force to replace it", dest)
+    return dest
+
+
+@contextlib.contextmanager
+def staged_folder(dest: str | Path, force: bool = False):
+    """Yield an empty temp folder beside `dest`; if the block succeeds it becomes `dest`, else it vanishes.
+
+    An existing `dest` needs ``force=True``; it is swapped out by renames and deleted only after the
+    new folder is in place, so readers see the old folder or the new one, never a mix.
+    """
+    dest = check_destination(dest, force)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        check_destination(dest, force)
+        if dest.exists():
+            old = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.old"
+            os.rename(dest, old)
+            try:
+                os.rename(tmp, dest)
+            except BaseException:
+                os.rename(old, dest)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
+    """An uncompressed ``.npz``, written atomically."""
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+    return Path(path)
+
+
+def load_verification(folder: str | Path) -> dict[str, np.ndarray]:
+    path = Path(folder) / VERIFICATION_FILE
+    if not path.is_file():
+        raise UserError("missing: the export's verification inputs are needed to check an engine", path)
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def top_k_sets(logits: np.ndarray, k: int) -> list[set[int]]:
+    order = np.argsort(-np.asarray(logits, np.float64), axis=-1, kind="stable")[:, :k]
+    return [set(map(int, row)) for row in order]
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """How far `candidate` logits ``[N, C]`` are from `reference`: max/mean abs diff, top-1 and top-5 agreement.
+
+    Top-1 agreement is the fraction of rows whose arg-max matches; top-5 agreement the mean overlap of
+    the two top-5 sets divided by 5 (1.0: the same 5 classes, in any order; ``top5_k`` says how many
+    classes were compared when the head has fewer than 5).
+    """
+    reference = np.asarray(reference, np.float64)
+    candidate = np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"shapes differ: {reference.shape} vs {candidate.shape}")
+    finite = bool(np.isfinite(candidate).all())
+    diff = np.abs(reference - candidate)
+    k = min(5, reference.shape[-1])
+    overlap = [len(a & b) / k for a, b in zip(top_k_sets(reference, k), top_k_sets(candidate, k), strict=True)]
+    return {
+        "count": int(reference.shape[0]),
+        "finite": finite,
+        "max_abs_diff": float(diff.max()) if finite else float("inf"),
+        "mean_abs_diff": float(diff.mean()) if finite else float("inf"),
+        "reference_max_abs": float(np.abs(reference).max()),
+        "top1_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
+        "top5_agreement": float(np.mean(overlap)),
+        "top5_k": k,
+    }
+
+
+#: An FP16 result fails when it has non-finite values or its max abs difference exceeds this fraction
+#: of the reference's largest |logit| (at least 1): a gate for broken graphs (overflow, wrong casts),
+#: far above the rounding differences FP16 normally shows (about 1e-3 relative).
+FP16_RELATIVE_LIMIT = 0.05
+
+
+def fp16_gate(figures: dict) -> str | None:
+    """Why an FP16 comparison fails (None when it passes)."""
+    if not figures["finite"]:
+        return "non-finite logits (FP16 overflow?)"
+    limit = FP16_RELATIVE_LIMIT * max(1.0, figures["reference_max_abs"])
+    if figures["max_abs_diff"] > limit:
+        return f"max abs logit difference {figures['max_abs_diff']:.3g} exceeds {limit:.3g}"
+    return None
+
+
+def batch_chunks(count: int, max_batch: int, min_batch: int = 1) -> list[slice]:
+    """Split `count` rows into batches for verification: one of `min_batch`, then the largest allowed.
+
+    Exercises both a single-row batch and batches > 1 (when the range allows them).
+    """
+    if count < min_batch:
+        raise ValueError(f"{count} rows cannot fill a batch of at least {min_batch}")
+    chunks, start = [], 0
+    sizes = [min_batch] + [max_batch] * count
+    for size in sizes:
+        if start >= count:
+            break
+        size = min(size, count - start)
+        if size < min_batch:  # the tail is smaller than the engine allows: overlap the previous rows
+            start = count - min_batch
+            size = min_batch
+        chunks.append(slice(start, start + size))
+        start += size
+    return chunks
