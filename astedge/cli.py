@@ -272,7 +272,7 @@ def demo(
     t = summary["timings"]
     typer.echo(f"held-out accuracy      {summary['held_out_accuracy']:.1%} on {summary['held_out_clips']} clips")
     typer.echo(f"stream windows correct {summary['stream_window_accuracy']:.1%} of {summary['stream_windows']} "
-               f"({summary['window_seconds']:.2f} s windows, hop {summary['hop_seconds']:.2f} s)")
+               f"({summary['window_seconds']:.2f} s windows, hop {summary['hop_seconds']:.2f} s, against stream.csv)")
     typer.echo(f"window latency         p50 {summary['latency_ms_p50']:.1f} ms, p99 {summary['latency_ms_p99']:.1f} ms")
     typer.echo(f"time                   {t['total_s']:.0f} s (train {t['train_s']:.0f} s); model {summary['checkpoint']}")
 
@@ -356,6 +356,69 @@ def build_engine(
     _print_figures("engine vs ONNX FP32", summary["verification"])
     if summary.get("triton"):
         typer.echo(f"  Triton model: {summary['triton']}")
+
+
+@app.command(epilog="Example: astedge models --size base -o benchmarks/results/models-cpu.md   (--no-latency: counts only)")
+def models(
+    size: str = typer.Option("base", "--size", help="Model width/depth for the paper's configurations: tiny, small, base."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML with [[config]] tables (name, patch_size, "
+                                          "fstride, tstride, target_length, size) instead of the paper's."),
+    latency: bool = typer.Option(True, "--latency/--no-latency", help="Measure ONNX Runtime CPU latency (exports each)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads (default: all)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the table (.md) or data (.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The cost of each configuration (the paper's Tables 5 and 6 by default): patches, params, FLOPs, memory, latency."""
+    import os
+
+    from rich.progress import Progress
+
+    from astedge import costs
+    from astedge.files import atomic_write
+    from astedge.model_config import model_config
+
+    if config is not None:
+        from astedge.recipes import read_toml
+
+        if not config.is_file():
+            raise UserError("no such config file", config)
+        entries = read_toml(config).get("config", [])
+        if not entries:
+            raise UserError("no [[config]] tables found", config)
+        configs = {}
+        for entry in entries:
+            entry = dict(entry)
+            name = str(entry.pop("name", f"config{len(configs) + 1}"))
+            configs[name] = model_config(entry.pop("size", size), **entry)
+    else:
+        configs = costs.paper_configs(size)
+    results = []
+    with Progress(transient=True, console=err_console) as bar:
+        job = bar.add_task("counting" + (" and timing" if latency else ""), total=len(configs))
+        for name, cfg in configs.items():
+            results.append(costs.cost(name, cfg, latency=latency, threads=threads))
+            bar.update(job, advance=1)
+    from astedge.machine import machine_header
+
+    header = machine_header()
+    title = (f"AST configurations at {size} size, batch 1 — CPU latency: ONNX Runtime FP32 on {header['cpu']}, "
+             f"{threads or os.cpu_count()} threads, {header['date'][:10]}")
+    data = {"machine": header, "threads": threads or os.cpu_count(), "flops_tool": "torch.utils.flop_counter",
+            "configs": [r.to_dict() for r in results]}
+    if output is not None:
+        with atomic_write(output, "w") as handle:
+            handle.write(json.dumps(data, indent=2) + "\n" if output.suffix == ".json"
+                         else costs.markdown_table(results, f"# {title}"))
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("config", "patch", "strides", "grid", "patches", "params M", "GFLOPs", "act. MiB", "CPU ms",
+                  title=title)
+    for r in results:
+        table.add_row(r.name, f"{r.patch_size[0]}x{r.patch_size[1]}", f"{r.strides[0]}/{r.strides[1]}",
+                      f"{r.grid[0]}x{r.grid[1]}", str(r.patches), f"{r.params_m:.2f}", f"{r.gflops:.1f}",
+                      f"{r.activation_mib:.0f}", "-" if r.cpu_latency_ms is None else f"{r.cpu_latency_ms:.0f}")
+    Console().print(table)
 
 
 def main() -> None:

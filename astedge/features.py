@@ -47,6 +47,9 @@ class FbankConfig:
     target_length: int = 1024
     mean: float = -4.2677393
     std: float = 4.5689974
+    # The clip length the model was trained on (None: unknown). Windows default to it, so the model
+    # sees what it learned: AST's 10 s AudioSet clips are 998 frames plus 26 padded rows.
+    clip_seconds: float | None = None
 
     @property
     def window_size(self) -> int:
@@ -62,6 +65,15 @@ class FbankConfig:
     def n_fft(self) -> int:
         """FFT size: the window rounded up to a power of two (512)."""
         return 1 << (self.window_size - 1).bit_length()
+
+    @property
+    def window_seconds(self) -> float:
+        """The default classification window: the training clip length, else the input's span in whole
+        seconds (1024 frames -> 10 s, 512 -> 5 s, 128 -> 1 s, as AST's datasets)."""
+        if self.clip_seconds:
+            return float(self.clip_seconds)
+        span = ((self.target_length - 1) * self.window_shift + self.window_size) / self.sample_rate
+        return float(math.floor(span)) if span >= 1.0 else span
 
     @property
     def pad_value(self) -> float:

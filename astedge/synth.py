@@ -104,10 +104,10 @@ CLASSES = {
 }
 
 
-def event_clip(label: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """One clip: an event of `label` (40-100% of the clip, random onset, fades, gain) over noise."""
+def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
+    """One clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise."""
     n = int(seconds * RATE)
-    length = int(n * rng.uniform(0.4, 1.0))
+    length = int(n * rng.uniform(*fill))
     event = CLASSES[label](rng, length).astype(np.float64)
     fade = min(160, length // 4)
     ramp = np.linspace(0, 1, fade)
@@ -142,8 +142,9 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
                   stream_segments: int = 24, segment_seconds: float = 2.0, progress=None) -> SynthSummary:
     """Write `out/<class>/<class>_<i>.wav` (16 kHz PCM16) plus `out/stream.wav` and `out/stream.csv`.
 
-    The stream is `stream_segments` back-to-back events, each `segment_seconds` long and filled by
-    one class; stream.csv lists `start,end,label` in seconds.
+    The stream is `stream_segments` back-to-back segments of `segment_seconds`, each made of events of
+    one class drawn like the clips (`seconds` long, filling 80-100% of it), so a window inside a segment
+    hears that class as the model learned it; stream.csv lists `start,end,label` in seconds.
     """
     import soundfile as sf
 
@@ -167,7 +168,8 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
     segments, rows = [], []
     for k in range(stream_segments):
         label = names[int(rng.integers(0, classes))]
-        clip = event_clip(label, segment_seconds, rng)
+        parts = max(1, int(round(segment_seconds / seconds)))
+        clip = np.concatenate([event_clip(label, segment_seconds / parts, rng, fill=(0.8, 1.0)) for _ in range(parts)])
         rows.append((k * segment_seconds, (k + 1) * segment_seconds, label))
         segments.append(clip)
     stream, truth = root / "stream.wav", root / "stream.csv"
@@ -186,11 +188,13 @@ def read_truth(path: str | Path) -> list[tuple[float, float, str]]:
         return [(float(r["start"]), float(r["end"]), r["label"]) for r in csv.DictReader(handle)]
 
 
-def window_label(truth: list[tuple[float, float, str]], start: float, end: float) -> str | None:
-    """The label covering most of [start, end), or None when no event covers at least half of it."""
+def window_label(truth: list[tuple[float, float, str]], start: float, end: float) -> tuple[str | None, bool]:
+    """The label covering more than half of [start, end) (else None) and whether it covers all of it."""
     best, overlap = None, 0.0
     for a, b, label in truth:
         covered = max(0.0, min(b, end) - max(a, start))
         if covered > overlap:
             best, overlap = label, covered
-    return best if overlap >= 0.5 * (end - start) else None
+    if overlap <= 0.5 * (end - start) + 1e-9:
+        return None, False
+    return best, overlap >= (end - start) - 1e-9

@@ -338,7 +338,7 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     if not splits["train"] or not splits["val"]:
         raise UserError("no readable audio left in the train or validation split")
 
-    features = feats.DEFAULT
+    features = dataclasses.replace(feats.DEFAULT, clip_seconds=round(float(np.median(lengths["train"])) / 16000, 2))
     if recipe.target_length:
         features = dataclasses.replace(features, target_length=recipe.target_length)
     else:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -13,33 +10,11 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_header(packages: tuple[str, ...] = ()) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    from astedge.machine import PACKAGES
+    from astedge.machine import machine_header as header
 
-    def ver(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE") if k in os.environ},
-        "packages": {name: ver(name) for name in ("numpy", "scipy", *packages)},
-    }
+    return header(tuple(dict.fromkeys(PACKAGES + packages)))
 
 
 def timeit(fn, *, warmup: int = 3, repeats: int = 30) -> dict:

@@ -86,3 +86,27 @@ def test_position_embedding_adaptations_of_table_4():
         from_imagenet(state, config, "cubic")
     with pytest.raises(Exception, match="must start from scratch"):
         from_imagenet(state, model_config("tiny", patch_size=(32, 32), fstride=32, tstride=32), "bilinear")
+
+
+def test_models_command_writes_the_cost_table(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "c.toml").write_text('[[config]]\nname = "narrow"\nsize = "tiny"\ndepth = 1\nfstride = 12\ntstride = 16\n'
+                                     'target_length = 512\n[[config]]\nname = "strips"\nsize = "tiny"\ndepth = 1\n'
+                                     'patch_size = [128, 2]\nfstride = 128\ntstride = 2\ntarget_length = 512\n')
+    out = tmp_path / "costs.md"
+    result = subprocess.run([sys.executable, "-m", "astedge", "models", "--config", str(tmp_path / "c.toml"), "--json",
+                             "--threads", "1", "-o", str(out)], capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)["configs"]}
+    assert rows["narrow"]["grid"] == [10, 32] and rows["narrow"]["patches"] == 320
+    assert rows["strips"]["patches"] == 256 and rows["strips"]["cpu_latency_ms"] > 0
+    assert rows["narrow"]["gflops"] == pytest.approx(costs.count_flops(model_config(
+        "tiny", depth=1, fstride=12, tstride=16, target_length=512)) / 1e9)
+    assert "| narrow | 16x16 | 12/16 | 10 x 32 | 320 |" in out.read_text()
+    bad = subprocess.run([sys.executable, "-m", "astedge", "models", "--config", str(tmp_path / "none.toml")],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and "no such config file" in bad.stderr

@@ -43,8 +43,10 @@ def test_synth_is_deterministic_and_complete(tmp_path, tiny_data):
     truth = synth.read_truth(tiny_data / "stream.csv")
     assert [(a, b) for a, b, _ in truth] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
     assert sf.info(tiny_data / "stream.wav").frames == 48000
-    assert synth.window_label(truth, 0.2, 1.1) == truth[0][2]
-    assert synth.window_label([(0.0, 1.0, "a")], 0.6, 1.6) is None
+    assert synth.window_label(truth, 0.2, 0.9) == (truth[0][2], True)
+    assert synth.window_label(truth, 0.2, 1.1) == (truth[0][2], False)
+    assert synth.window_label([(0.0, 1.0, "a")], 0.6, 1.6) == (None, False)
+    assert synth.window_label([(0.0, 1.0, "a"), (1.0, 2.0, "b")], 0.5, 1.5) == (None, False)  # a tie has no label
 
 
 def test_folder_reader_and_stable_holdout(tiny_data):
