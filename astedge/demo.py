@@ -14,8 +14,8 @@ import numpy as np
 
 from astedge import synth
 
-#: The demo's data: 10 classes x 400 one-second clips (80% train, 20% held out) and a 48 s stream.
-DATA = dict(classes=10, per_class=400, seconds=1.0, stream_segments=24, segment_seconds=2.0)
+#: The demo's data: 10 classes x 750 one-second clips (80% train, 20% held out) and a 48 s stream.
+DATA = dict(classes=10, per_class=750, seconds=1.0, stream_segments=24, segment_seconds=2.0)
 
 
 def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = True) -> dict:

@@ -110,3 +110,52 @@ def test_models_command_writes_the_cost_table(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "astedge", "models", "--config", str(tmp_path / "none.toml")],
                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert bad.returncode == 2 and "no such config file" in bad.stderr
+
+
+ABLATION_RUNS = {
+    **{name: values for name, values in costs.PAPER_CONFIGS.items()},
+    "imagenet-bilinear": dict(pos_embed="bilinear", init="imagenet"),
+    "imagenet-nearest": dict(pos_embed="nearest", init="imagenet"),
+    "imagenet-reinit": dict(pos_embed="reinit", init="imagenet"),
+}
+
+
+@pytest.fixture(scope="module")
+def ablation_data(tmp_path_factory):
+    from astedge import synth
+
+    root = tmp_path_factory.mktemp("ablation")
+    synth.write_dataset(root / "data", classes=2, per_class=6, seconds=0.5, seed=1, stream_segments=1)
+    import timm
+
+    torch.manual_seed(0)
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=1)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in deit.state_dict().items()}, str(root / "deit.safetensors"))
+    return root
+
+
+@pytest.mark.parametrize("name", list(ABLATION_RUNS))
+def test_every_ablation_trains(tmp_path, ablation_data, name):
+    """Tables 2, 4, 5 and 6 as recipes: each configuration trains (one tiny epoch) into a loadable checkpoint."""
+    from astedge.checkpoint import load_checkpoint
+    from astedge.datasets import read_dataset
+    from astedge.recipes import load_recipe
+    from astedge.train import train
+
+    values = dict(ABLATION_RUNS[name])
+    if values.get("init") == "imagenet":
+        values["init"] = f"imagenet:{ablation_data / 'deit.safetensors'}"
+    recipe = load_recipe("demo", overrides={"depth": 1, "epochs": 1, "batch_size": 4, "wa_start": 0, "wa_end": 0,
+                                            "target_length": 128, "val_fraction": 0.3, **values})
+    result = train(read_dataset(ablation_data / "data", val_fraction=0.3), tmp_path / "run", recipe,
+                   log=lambda *a: None, show_progress=False)
+    config = load_checkpoint(result.best).model_config
+    expected = model_config("tiny", depth=1, num_classes=2, target_length=128, patch_size=recipe.patch_size,
+                            fstride=recipe.fstride, tstride=recipe.tstride)
+    assert config == expected
+    for key in ("patch_size", "fstride", "tstride"):
+        if key in ABLATION_RUNS[name]:
+            assert getattr(config, key) == ABLATION_RUNS[name][key]
+    assert 0.0 <= result.best_value <= 1.0 and len(result.history) == 1
