@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from astedge import __version__
@@ -66,8 +67,13 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report 
             console.print(f"GPU {gpu['index']}: {gpu['name']} (sm {gpu['compute_capability']}), driver {cuda['driver']}")
     else:
         console.print(f"GPU: none ({cuda['error']})")
-    lib = data["fbank_library"]["path"]
-    console.print(f"CUDA fbank library: {lib or 'not built (CPU reference used); build with cmake -B build && cmake --build build'}")
+    lib = data["fbank_library"]
+    if lib["usable"]:
+        console.print(f"CUDA fbank library: {lib['path']} (in use)")
+    elif lib["path"]:
+        console.print(f"CUDA fbank library: {lib['path']} found but not usable ({lib['reason']}); numpy reference used")
+    else:
+        console.print("CUDA fbank library: not built (numpy reference used); build with cmake -B build && cmake --build build")
     mics = data["audio_inputs"]
     if mics["devices"]:
         for mic in mics["devices"]:
@@ -392,12 +398,9 @@ def models(
             configs[name] = model_config(entry.pop("size", size), **entry)
     else:
         configs = costs.paper_configs(size)
-    results = []
     with Progress(transient=True, console=err_console) as bar:
-        job = bar.add_task("counting" + (" and timing" if latency else ""), total=len(configs))
-        for name, cfg in configs.items():
-            results.append(costs.cost(name, cfg, latency=latency, threads=threads))
-            bar.update(job, advance=1)
+        job = bar.add_task("counting, then timing" if latency else "counting", total=len(configs))
+        results = costs.costs(configs, latency=latency, threads=threads, progress=lambda: bar.update(job, advance=1))
     from astedge.machine import machine_header
 
     header = machine_header()
@@ -412,7 +415,7 @@ def models(
     if as_json:
         _print_json(data)
         return
-    table = Table("config", "patch", "strides", "grid", "patches", "params M", "GFLOPs", "act. MiB", "CPU ms",
+    table = Table("config", "patch", "strides", "grid", "patches", "params M", "GFLOPs", "act. MiB", "CPU ms best",
                   title=title)
     for r in results:
         table.add_row(r.name, f"{r.patch_size[0]}x{r.patch_size[1]}", f"{r.strides[0]}/{r.strides[1]}",
@@ -421,12 +424,189 @@ def models(
     Console().print(table)
 
 
+def _open_backend(model: Optional[Path], backend: str, precision: str):
+    """The backend for a model path (default $ASTEDGE_MODEL); says on stderr which one runs and why."""
+    import os
+
+    from astedge.backends import choose_backend
+
+    if model is None:
+        if not os.environ.get("ASTEDGE_MODEL"):
+            raise UserError("no model: pass --model PATH (an export folder or a .safetensors checkpoint) or set "
+                            "ASTEDGE_MODEL")
+        model = Path(os.environ["ASTEDGE_MODEL"])
+    choice = choose_backend(model, backend, precision)
+    err_console.print(f"{model}: {choice.describe()}", markup=False, highlight=False, soft_wrap=True, style="dim")
+    return choice.backend
+
+
+def _window_line(result) -> str:
+    labels = ", ".join(f"{s.label} {s.score:.3f}" for s in result.top) or "-"
+    notes = "".join(f"  [{n} {k}]" for k, n in (("dropped", result.dropped), ("overflows", result.overflows)) if n)
+    return f"{result.start:8.2f}-{result.end:8.2f} s  {result.latency_ms:7.1f} ms  {labels}{notes}"
+
+
+_MODEL_HELP = "Export folder, its astedge.json or model.onnx, or a .safetensors checkpoint (default: $ASTEDGE_MODEL)."
+_BACKEND_HELP = ("auto (tensorrt > onnxruntime-cuda > onnxruntime-cpu > torch), tensorrt, onnxruntime, onnxruntime-cpu, "
+                 "onnxruntime-cuda, onnxruntime-tensorrt, torch.")
+_PRECISION_HELP = "auto, fp32 or fp16 (ONNX Runtime: which ONNX file; TensorRT: must match the engine)."
+
+
+@app.command(epilog="Example: astedge listen --model ast-audioset/ --hop 1 --smoothing ema   "
+                    "(without a microphone: astedge listen --model ast-audioset/ --source street.wav --realtime --json; "
+                    "arecord -f S16_LE -r 16000 -c 1 -t raw | astedge listen -m ast-audioset/ --source - --realtime)")
+def listen(
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help=_MODEL_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help="Microphone: index or part of its name "
+                                         "(astedge doctor lists them); default: the system's input."),
+    window: Optional[float] = typer.Option(None, "--window", help="Window in seconds (default: the model's, e.g. 10 s "
+                                           "for AudioSet models)."),
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows (default 1). Multiples of 10 ms "
+                                        "compute only the new frames each hop."),
+    top_k: int = typer.Option(5, "-k", "--top-k", min=1, help="Labels per window."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only report scores >= this."),
+    smoothing: str = typer.Option("none", "--smoothing", help="Across windows: none, ema or max."),
+    smoothing_windows: int = typer.Option(3, "--smoothing-windows", min=1,
+                                          help="ema: alpha = 2/(N+1); max: over the last N windows."),
+    allow: list[str] = typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated)."),
+    deny: list[str] = typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated)."),
+    partial: str = typer.Option("wait", "--partial", help="Before the first full window: wait, or pad (classify the "
+                                "growing window every hop)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Read an audio file instead of the microphone, "
+                                         "or '-' for raw PCM on stdin."),
+    realtime: bool = typer.Option(False, "--realtime", help="With --source: a live source (a file is replayed at "
+                                  "real-time pace; stdin is produced in real time): windows are dropped, not "
+                                  "delayed, when inference falls behind. Without it a source is read as fast as "
+                                  "inference goes and nothing is dropped."),
+    speed: Optional[float] = typer.Option(None, "--speed", help="With --source FILE --realtime: replay this many "
+                                          "times faster than real time."),
+    rate: Optional[int] = typer.Option(None, "--rate", help="--source -: sample rate (default 16000)."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="--source -: interleaved channels (default 1)."),
+    pcm_format: Optional[str] = typer.Option(None, "--format", help="--source -: s16le (default) or f32le."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=_PRECISION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per window and a final {\"summary\": ...}."),
+) -> None:
+    """Classify live audio in sliding windows: microphone, a file replayed in real time, or raw PCM on stdin."""
+    from astedge import capture
+    from astedge import runtime as rt
+
+    if source is None and (realtime or speed is not None):
+        raise UserError("--realtime and --speed apply to --source (a microphone is always real time)")
+    if source != "-" and (rate is not None or channels is not None or pcm_format is not None):
+        raise UserError("--rate, --channels and --format describe raw PCM on stdin (--source -)")
+    if source is not None and device is not None:
+        raise UserError("--device selects a microphone; it cannot be combined with --source")
+    if speed is not None and not realtime:
+        raise UserError("--speed paces a --realtime replay; add --realtime")
+    if duration is not None and duration <= 0:
+        raise UserError("--duration must be > 0")
+    net = _open_backend(model, backend, precision)
+    windowing = rt.Windowing.from_seconds(net.feature_config, window, hop, default_hop=1.0)
+    mask = rt.label_mask(net.labels, allow, deny)
+    smoother = rt.Smoother(smoothing, smoothing_windows)
+    if source == "-":
+        src = capture.PcmSource(rate=rate or 16000, channels=channels or 1, fmt=pcm_format or "s16le", live=realtime)
+    elif source is not None:
+        src = capture.FileSource(source, realtime=realtime, speed=speed or 1.0)
+    else:
+        src = capture.MicrophoneSource(device, rate=net.feature_config.sample_rate)
+    listener = rt.Listener(net, src, windowing, k=top_k, threshold=threshold, mask=mask, smoother=smoother,
+                           partial=partial, duration=duration)
+    console = Console()
+    interrupted = False
+    try:
+        listener.start()
+        if as_json:
+            for result in listener.results():
+                sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+                sys.stdout.flush()
+        elif console.is_terminal:
+            from rich.live import Live
+
+            with Live(rt.render(None, listener.summary(), src.name), console=console, refresh_per_second=8) as live:
+                for result in listener.results():
+                    live.update(rt.render(result, listener.summary(), src.name))
+        else:
+            for result in listener.results():
+                typer.echo(_window_line(result))
+    except KeyboardInterrupt:
+        interrupted = True
+        listener.stop()
+    finally:
+        listener.close()
+        net.close()
+    summary = {**listener.summary(), "interrupted": interrupted}
+    if as_json:
+        sys.stdout.write(json.dumps({"summary": summary}) + "\n")
+        return
+    inference = summary["inference_ms"] or {}
+    err_console.print(
+        f"heard {summary['audio_s']:.1f} s in {summary['wall_s']:.1f} s: {summary['windows']} windows classified, "
+        f"{summary['dropped']} dropped, {summary['overflows']} capture overflows"
+        + (f", {summary['lost']} lost" if summary["lost"] else "")
+        + (f"; inference p50 {inference['p50']:.1f} ms, p99 {inference['p99']:.1f} ms" if inference else "")
+        + (f"; real-time factor {summary['real_time_factor']:.3f}" if summary["real_time_factor"] else ""),
+        highlight=False, soft_wrap=True)
+
+
+@app.command(epilog="Example: astedge classify street.wav park.flac --model ast-audioset/ --hop 5 --json > tags.jsonl")
+def classify(
+    audio: list[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, OGG, ...; any rate and channel count)."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help=_MODEL_HELP),
+    top_k: int = typer.Option(5, "-k", "--top-k", min=1, help="Labels per window and per file."),
+    window: Optional[float] = typer.Option(None, "--window", help="Window in seconds (default: the model's, e.g. 10 s for AudioSet models)."),
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows (default: half the window)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Windows per backend call."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only report scores >= this."),
+    allow: list[str] = typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated)."),
+    deny: list[str] = typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated)."),
+    max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=_PRECISION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines: one per window, then the file's mean and max "
+                                 "records (\"aggregate\")."),
+) -> None:
+    """Classify audio files: short ones padded, long ones in sliding windows, plus the clip's mean and max."""
+    from astedge import runtime as rt
+    from astedge.audio import audio_info
+
+    for path in audio:  # every file's problem before any work
+        audio_info(path)
+    net = _open_backend(model, backend, precision)
+    try:
+        windowing = rt.Windowing.from_seconds(net.feature_config, window, hop)
+        mask = rt.label_mask(net.labels, allow, deny)
+        extractor = rt.raw_extractor(net, net.feature_config)
+        console = Console()
+        for path in audio:
+            result = rt.classify_file(net, path, windowing, max_seconds=max_seconds, k=top_k, threshold=threshold,
+                                      mask=mask, batch_size=batch_size, extractor=extractor)
+            if as_json:
+                sys.stdout.write("".join(json.dumps(record) + "\n" for record in result.records()))
+                sys.stdout.flush()
+                continue
+            console.print(f"[bold]{path}[/]  {result.seconds:.2f} s, {len(result.windows)} window(s)", highlight=False)
+            table = Table("mean", "max", "label", box=None)
+            peaks = {s.index: s.score for s in result.max.top}
+            for score in result.mean.top:
+                peak = peaks.get(score.index)
+                table.add_row(f"{score.score:.4f}", f"{peak:.4f}" if peak is not None else "", score.label)
+            console.print(table)
+            if len(result.windows) > 1:
+                for window_result in result.windows:
+                    typer.echo("  " + _window_line(window_result))
+    finally:
+        net.close()
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:
         app()
     except UserError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from astedge.model_config import ModelConfig, model_config
@@ -97,8 +97,13 @@ def peak_activation_bytes(config: ModelConfig, batch: int = 1) -> int:
     return tally.peak
 
 
-def onnx_cpu_latency_ms(config: ModelConfig, threads: int | None = None, repeats: int = 5) -> float:
-    """Median batch-1 latency of the exported FP32 ONNX graph in ONNX Runtime on this CPU (random weights)."""
+def onnx_cpu_latencies_ms(configs: dict[str, ModelConfig], threads: int | None = None,
+                          rounds: int = 7) -> dict[str, dict]:
+    """Batch-1 latency of each config's exported FP32 ONNX graph (random weights) in ONNX Runtime on this CPU.
+
+    All sessions are built first and then run round-robin, `rounds` times each, so a burst of other
+    load hits every config alike; the minimum is the figure to compare (load only ever adds time).
+    """
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -106,24 +111,27 @@ def onnx_cpu_latency_ms(config: ModelConfig, threads: int | None = None, repeats
     from astedge.export import export_onnx
     from astedge.model import ASTModel
 
-    torch.manual_seed(0)
-    model = ASTModel(config).eval()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(model, path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(0).standard_normal((1, config.target_length, config.num_mel_bins)).astype(np.float32)
-        name = session.get_inputs()[0].name
-        session.run(None, {name: x})
-        times = []
-        for _ in range(repeats):
+        for index, (name, config) in enumerate(configs.items()):
+            torch.manual_seed(0)
+            path = Path(tmp) / f"model{index}.onnx"
+            export_onnx(ASTModel(config).eval(), path)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            x = np.random.default_rng(0).standard_normal((1, config.target_length, config.num_mel_bins))
+            sessions[name] = (session, {session.get_inputs()[0].name: x.astype(np.float32)})
+            session.run(None, sessions[name][1])  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, (session, feed) in sessions.items():
             start = time.perf_counter()
-            session.run(None, {name: x})
-            times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+            session.run(None, feed)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"min_ms": float(np.min(t)), "p50_ms": float(np.median(t)), "rounds": rounds}
+            for name, t in times.items()}
 
 
 @dataclass
@@ -136,28 +144,35 @@ class Cost:
     params_m: float
     gflops: float
     activation_mib: float
-    cpu_latency_ms: float | None
+    cpu_latency_ms: float | None = None  # best of the round-robin runs (see onnx_cpu_latencies_ms)
+    cpu_latency_p50_ms: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def cost(name: str, config: ModelConfig, latency: bool = True, threads: int | None = None) -> Cost:
-    return Cost(name, tuple(config.patch_size), (config.fstride, config.tstride), config.grid, config.num_patches,
-                count_parameters(config) / 1e6, count_flops(config) / 1e9, peak_activation_bytes(config) / 2**20,
-                onnx_cpu_latency_ms(config, threads) if latency else None)
+def costs(configs: dict[str, ModelConfig], latency: bool = True, threads: int | None = None, progress=None) -> list[Cost]:
+    """Counted costs of each config, plus measured ONNX Runtime CPU latency when `latency`."""
+    results = []
+    for name, config in configs.items():
+        results.append(Cost(name, tuple(config.patch_size), (config.fstride, config.tstride), config.grid,
+                            config.num_patches, count_parameters(config) / 1e6, count_flops(config) / 1e9,
+                            peak_activation_bytes(config) / 2**20))
+        if progress:
+            progress()
+    if latency:
+        for result, timing in zip(results, onnx_cpu_latencies_ms(configs, threads).values()):
+            result.cpu_latency_ms, result.cpu_latency_p50_ms = timing["min_ms"], timing["p50_ms"]
+    return results
 
 
-def markdown_table(costs: list[Cost], header: str) -> str:
+def markdown_table(rows: list[Cost], header: str) -> str:
     lines = [header, "", "| config | patch | strides | grid (f x t) | patches | params (M) | GFLOPs | activations (MiB) "
-             "| CPU latency, ONNX Runtime (ms) |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in costs:
-        latency = f"{c.cpu_latency_ms:.0f}" if c.cpu_latency_ms is not None else "-"
+             "| CPU latency, ONNX Runtime, best / median (ms) |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in rows:
+        latency = f"{c.cpu_latency_ms:.0f} / {c.cpu_latency_p50_ms:.0f}" if c.cpu_latency_ms is not None else "-"
         lines.append(f"| {c.name} | {c.patch_size[0]}x{c.patch_size[1]} | {c.strides[0]}/{c.strides[1]} | "
                      f"{c.grid[0]} x {c.grid[1]} | {c.patches} | {c.params_m:.2f} | {c.gflops:.1f} | "
                      f"{c.activation_mib:.0f} | {latency} |")
     return "\n".join(lines) + "\n"
 
-
-def with_overrides(configs: dict[str, ModelConfig], **overrides) -> dict[str, ModelConfig]:
-    return {name: replace(config, **overrides) for name, config in configs.items()}

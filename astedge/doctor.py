@@ -95,10 +95,24 @@ def backends(gpus: list) -> dict:
     return report
 
 
+def fbank_library() -> dict:
+    """Where the CUDA fbank library is, and whether it runs here (else why the numpy reference is used)."""
+    library = cuda_fbank.find_library()
+    status = {"path": str(library) if library else None,
+              "searched": [str(p) for p in cuda_fbank.library_candidates()], "usable": False, "reason": None}
+    try:
+        cuda_fbank.CudaFbank()
+        status["usable"] = True
+    except cuda_fbank.CudaFbankUnavailable as err:
+        status["reason"] = str(err)
+    except Exception as err:  # noqa: BLE001 - a broken library is reported, not raised
+        status["reason"] = f"{type(err).__name__}: {err}"
+    return status
+
+
 def report() -> dict:
     """The whole machine report, as plain data (the CLI prints it as a table or JSON)."""
     gpus = cuda_devices()
-    library = cuda_fbank.find_library()
     return {
         "astedge": __version__,
         "python": sys.version.split()[0],
@@ -106,8 +120,7 @@ def report() -> dict:
         "machine": platform.machine(),
         "packages": {name: package_version(name) for name in PACKAGES},
         "cuda": gpus,
-        "fbank_library": {"path": str(library) if library else None,
-                          "searched": [str(p) for p in cuda_fbank.library_candidates()]},
+        "fbank_library": fbank_library(),
         "audio_inputs": audio_inputs(),
         "backends": backends(gpus["devices"]),
     }
