@@ -16,7 +16,7 @@ Below them, the readers that turn a file or folder into ``(state, config, ...)``
 
 from __future__ import annotations
 
-import hashlib
+
 import json
 import math
 import re
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from astedge.errors import UserError
+from astedge.files import sha256_file
 from astedge.features import FbankConfig
 from astedge.model_config import NUM_PREFIX_TOKENS, ModelConfig
 
@@ -472,14 +473,6 @@ class Imported:
     provenance: dict = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_source(source: str | Path, *, labels: list[str] | None = None, fstride: int | None = None,
                   tstride: int | None = None, target_length: int | None = None, dataset: str | None = None,
                   task: str | None = None) -> Imported:
@@ -543,7 +536,7 @@ def _import_hf_folder(folder: Path, **options) -> Imported:
     return Imported(state=from_hf(raw), model_config=config, feature_config=features, labels=hf_labels(hf),
                     task="multiclass" if single else "multilabel",
                     provenance={"source": folder.name, "source_format": layout,
-                                "source_sha256": _sha256(weights_path)})
+                                "source_sha256": sha256_file(weights_path)})
 
 
 def _import_astedge(path: Path) -> Imported:
@@ -568,7 +561,7 @@ def _import_official(path: Path, **options) -> Imported:
     except UserError as err:
         raise UserError(str(err), path) from None
     return Imported(state=state, model_config=config, feature_config=None, labels=None, task="multilabel",
-                    provenance={"source": path.name, "source_format": "ast-official", "source_sha256": _sha256(path)})
+                    provenance={"source": path.name, "source_format": "ast-official", "source_sha256": sha256_file(path)})
 
 
 def _is_astedge_checkpoint(path: Path) -> bool:

@@ -26,7 +26,7 @@ an interrupted or failed export leaves nothing behind. Torch is imported only wh
 from __future__ import annotations
 
 import contextlib
-import hashlib
+
 import sys
 import time
 import warnings
@@ -36,6 +36,7 @@ import numpy as np
 
 from astedge import artefact as art
 from astedge.errors import UserError
+from astedge.files import sha256_file
 from astedge.profiles import DeviceProfile, load_profile
 
 OPSET = 18
@@ -169,14 +170,6 @@ def run_onnxruntime(path: str | Path, inputs: np.ndarray, chunks: list[slice]) -
     return np.concatenate(outputs)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _window_warning(profile: DeviceProfile, feature_config) -> list[str]:
     model_window = feature_config.target_length * feature_config.frame_shift_ms / 1000
     if profile.window_seconds is not None and \
@@ -232,7 +225,7 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
         meta = art.new_metadata(
             labels=checkpoint.labels, task=checkpoint.task, model_config=checkpoint.model_config.to_dict(),
             feature_config=checkpoint.feature_config.to_dict(), profile=profile.to_dict(),
-            source={"checkpoint": str(Path(checkpoint_path).resolve()), "sha256": _sha256(Path(checkpoint_path)),
+            source={"checkpoint": str(Path(checkpoint_path).resolve()), "sha256": sha256_file(Path(checkpoint_path)),
                     "provenance": checkpoint.provenance})
         files = meta["files"]
 
