@@ -236,6 +236,11 @@ def train(
     model: Optional[str] = typer.Option(None, "--model", help="Model size: tiny, small, base."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (overrides the preset)."),
     init: Optional[str] = typer.Option(None, "--init", help="random, imagenet:DEIT_FILE, or an astedge checkpoint."),
+    patch: Optional[str] = typer.Option(None, "--patch", help="Patch shape FxT, e.g. 16x16, 128x2, 32x32 (paper Table 6)."),
+    stride: Optional[str] = typer.Option(None, "--stride", help="Patch strides F/T, e.g. 10/10, 16/16 (paper Table 5)."),
+    pos_embed: Optional[str] = typer.Option(None, "--pos-embed", help="Position adaptation: bilinear, nearest, reinit "
+                                            "(paper Table 4)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for a feature cache (raw log-mel per file)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file of recipe values."),
     set_values: list[str] = typer.Option([], "--set", help="Override any recipe field: --set lr=1e-4 (repeatable)."),
     fold: int = typer.Option(1, "--fold", help="ESC-50: the held-out fold (1-5)."),
@@ -250,10 +255,16 @@ def train(
     from astedge.train import train as run_training
 
     overrides = _parse_sets(set_values)
-    overrides.update({k: v for k, v in dict(model=model, epochs=epochs, init=init).items() if v is not None})
+    overrides.update({k: v for k, v in dict(model=model, epochs=epochs, init=init, patch_size=patch,
+                                            pos_embed=pos_embed).items() if v is not None})
+    if stride is not None:
+        fstride, _, tstride = stride.partition("/")
+        if not (fstride.isdigit() and tstride.isdigit()):
+            raise UserError(f"--stride expects F/T such as 10/10, got {stride!r}")
+        overrides.update(fstride=fstride, tstride=tstride)
     recipe = load_recipe(preset, config, overrides)
     dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed)
-    result = run_training(dataset, output, recipe, resume=resume, force=force, log=err_console.print)
+    result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=err_console.print)
     summary = {"best": str(result.best), "metric": result.metric, "best_value": result.best_value,
                "best_epoch": result.best_epoch, "epochs": len(result.history), "skipped_files": len(result.problems)}
     if as_json:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from astedge.errors import UserError
 from astedge.files import sha256_file
 from astedge.features import FbankConfig
-from astedge.model_config import NUM_PREFIX_TOKENS, ModelConfig
+from astedge.model_config import NUM_PREFIX_TOKENS, POS_EMBED_MODES, ModelConfig
 
 # ---------------------------------------------------------------------------------------------
 # Checking a state dict against a config
@@ -216,10 +216,6 @@ def resize_target_length(state: dict, config: ModelConfig, target_length: int,
 
 # ---------------------------------------------------------------------------------------------
 # ImageNet DeiT/ViT (timm) -> audio backbone
-
-
-#: How ImageNet's 24x24 position grid becomes the audio grid (paper Table 4).
-POS_EMBED_MODES = ("bilinear", "nearest", "reinit")
 
 
 def from_imagenet(state: dict, config: ModelConfig, pos_embed: str = "bilinear") -> dict:

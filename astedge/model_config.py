@@ -21,6 +21,9 @@ SIZES = {
 #: Tokens before the patches: DeiT's class token and distillation token.
 NUM_PREFIX_TOKENS = 2
 
+#: How a position grid is adapted to a new grid (ImageNet's 24x24, or another length): the paper's Table 4.
+POS_EMBED_MODES = ("bilinear", "nearest", "reinit")
+
 
 @dataclass(frozen=True)
 class ModelConfig:

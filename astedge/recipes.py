@@ -66,7 +66,7 @@ class Recipe:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise UserError(f"unknown recipe field(s): {', '.join(unknown)}; known: {', '.join(known)}")
-        return replace(self, **{k: _coerce(getattr(self, k), k, v) for k, v in values.items()})
+        return _check(replace(self, **{k: _coerce(getattr(self, k), k, v) for k, v in values.items()}))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +94,18 @@ def _coerce(current, name: str, value):
     except ValueError:
         raise UserError(f"recipe field {name}: cannot read {value!r} as {type(current).__name__}") from None
     return text
+
+
+def _check(recipe: "Recipe") -> "Recipe":
+    from astedge.model_config import POS_EMBED_MODES
+
+    if recipe.pos_embed not in POS_EMBED_MODES:
+        raise UserError(f"pos_embed must be one of {', '.join(POS_EMBED_MODES)}, got {recipe.pos_embed!r}")
+    if len(recipe.patch_size) != 2:
+        raise UserError(f"patch_size needs two sizes (frequency x time), got {recipe.patch_size}")
+    if recipe.loss not in ("auto", "ce", "bce"):
+        raise UserError(f"loss must be auto, ce or bce, got {recipe.loss!r}")
+    return recipe
 
 
 PRESETS: dict[str, Recipe] = {

@@ -60,6 +60,39 @@ def default_target_length(lengths: list[int], config: feats.FbankConfig) -> int:
     return max(16, int(math.ceil(frames / 16) * 16))
 
 
+class FeatureCache:
+    """Raw log-mel of each clip on disk, keyed by the file's content and the fbank settings.
+
+    A later epoch or run reads `<dir>/<sha256(file)[:20]>-<settings>.npy` instead of decoding,
+    resampling and computing the fbank again. Only un-mixed clips are cached (mixup changes the audio);
+    files are written atomically, so a shared cache never holds half an array.
+    """
+
+    def __init__(self, folder: str | Path, config: feats.FbankConfig):
+        import hashlib
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fbank_fields = {k: v for k, v in config.to_dict().items() if k not in ("target_length", "mean", "std", "clip_seconds")}
+        self.settings = hashlib.sha256(json.dumps(fbank_fields, sort_keys=True).encode()).hexdigest()[:12]
+        self._keys: dict[Path, str] = {}
+
+    def path(self, audio: Path) -> Path:
+        from astedge.files import sha256_file
+
+        if audio not in self._keys:
+            self._keys[audio] = sha256_file(audio)[:20]
+        return self.folder / f"{self._keys[audio]}-{self.settings}.npy"
+
+    def load(self, audio: Path) -> np.ndarray | None:
+        path = self.path(audio)
+        return np.load(path) if path.is_file() else None
+
+    def store(self, audio: Path, logmel: np.ndarray) -> None:
+        with atomic_write(self.path(audio)) as handle:
+            np.save(handle, logmel)
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Items -> (normalized fbank [T, F], target vector), with AST's training augmentation.
 
@@ -69,9 +102,9 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, items: list[Item], num_labels: int, features: feats.FbankConfig, recipe: Recipe,
-                 train: bool, waves: list[np.ndarray] | None = None):
+                 train: bool, waves: list[np.ndarray] | None = None, cache: FeatureCache | None = None):
         self.items, self.num_labels, self.features, self.recipe, self.train = items, num_labels, features, recipe, train
-        self.waves = waves
+        self.waves, self.cache = waves, cache
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -87,20 +120,31 @@ class ClipDataset(torch.utils.data.Dataset):
         vector[list(self.items[index].targets)] = 1.0
         return vector
 
+    def logmel(self, index: int) -> np.ndarray:
+        """Raw log-mel of one clip, through the feature cache when there is one."""
+        path = self.items[index].path
+        cached = self.cache.load(path) if self.cache else None
+        if cached is None:
+            cached = _fbank(self.wave(index), self.features)
+            if self.cache:
+                self.cache.store(path, cached)
+        return cached
+
     def __getitem__(self, index: int):
         recipe, config = self.recipe, self.features
         rng = np.random.default_rng((recipe.seed, self.epoch, index))
-        wave, target = self.wave(index), self.target(index)
+        target = self.target(index)
         if self.train and recipe.mixup > 0 and rng.random() < recipe.mixup:
             other = int(rng.integers(len(self.items)))
-            partner = self.wave(other)
+            wave, partner = self.wave(index), self.wave(other)
             partner = np.pad(partner, (0, max(0, len(wave) - len(partner))))[: len(wave)]
             lam = rng.beta(10, 10)
             wave = feats.subtract_mean(lam * feats.subtract_mean(wave) + (1 - lam) * feats.subtract_mean(partner))
             target = lam * target + (1 - lam) * self.target(other)
-        if len(wave) < config.window_size:
-            wave = np.pad(wave, (0, config.window_size - len(wave)))
-        x = feats.pad_or_crop(feats.fbank(wave, config), config.target_length)
+            logmel = _fbank(wave, config)
+        else:
+            logmel = self.logmel(index)
+        x = feats.pad_or_crop(logmel, config.target_length)
         if self.train:
             x = spec_augment(x, recipe.freqm, recipe.timem, rng)
         x = feats.normalize(x, config)
@@ -108,6 +152,13 @@ class ClipDataset(torch.utils.data.Dataset):
             x = x + rng.random(x.shape, np.float32) * np.float32(rng.random()) / 10
             x = np.roll(x, int(rng.integers(-10, 10)), axis=0)
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(target.astype(np.float32))
+
+
+def _fbank(wave: np.ndarray, config: feats.FbankConfig) -> np.ndarray:
+    """fbank of a clip, zero-padded to one frame when shorter (a blip still yields one frame)."""
+    if len(wave) < config.window_size:
+        wave = np.pad(wave, (0, config.window_size - len(wave)))
+    return feats.fbank(wave, config)
 
 
 def spec_augment(x: np.ndarray, freqm: int, timem: int, rng: np.random.Generator) -> np.ndarray:
@@ -149,10 +200,7 @@ def normalization_stats(waves, config: feats.FbankConfig, limit: int = 1000, see
     order = np.random.default_rng(seed).permutation(len(waves))[:limit]
     total, total_sq, cells = 0.0, 0.0, 0
     for index in order:
-        wave = waves[int(index)]
-        if len(wave) < config.window_size:
-            wave = np.pad(wave, (0, config.window_size - len(wave)))
-        x = feats.pad_or_crop(feats.fbank(wave, config), config.target_length).astype(np.float64)
+        x = feats.pad_or_crop(_fbank(waves[int(index)], config), config.target_length).astype(np.float64)
         total, total_sq, cells = total + x.sum(), total_sq + (x**2).sum(), cells + x.size
     mean = total / cells
     return float(mean), float(math.sqrt(max(total_sq / cells - mean**2, 1e-12)))
@@ -312,8 +360,11 @@ def predict(model: nn.Module, dataset: ClipDataset, batch_size: int, device: tor
 
 
 def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bool = False, force: bool = False,
-          log=print, show_progress: bool = True) -> TrainResult:
-    """Train on `data` into `run_dir` (best.safetensors, last.safetensors, metrics.jsonl, curves.png)."""
+          cache_dir: str | Path | None = None, log=print, show_progress: bool = True) -> TrainResult:
+    """Train on `data` into `run_dir` (best.safetensors, last.safetensors, metrics.jsonl, curves.png).
+
+    `cache_dir` keeps each clip's raw log-mel on disk (see :class:`FeatureCache`).
+    """
     rank, world, device = _distributed()
     lead = rank == 0
     run_dir = Path(run_dir)
@@ -364,8 +415,9 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
 
     labels, task = list(data.labels), data.task
     loss_name = recipe.loss if recipe.loss != "auto" else ("ce" if task == "multiclass" else "bce")
-    train_set = ClipDataset(splits["train"], len(labels), features, recipe, True, waves["train"])
-    val_set = ClipDataset(splits["val"], len(labels), features, recipe, False, waves["val"])
+    cache = FeatureCache(cache_dir, features) if cache_dir else None
+    train_set = ClipDataset(splits["train"], len(labels), features, recipe, True, waves["train"], cache)
+    val_set = ClipDataset(splits["val"], len(labels), features, recipe, False, waves["val"], cache)
     weights = balanced_weights(splits["train"], len(labels)) if recipe.balanced_sampling else None
 
     model = build_model(recipe, len(labels), labels, features.target_length, features.num_mel_bins, say).to(device)

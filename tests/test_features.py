@@ -5,7 +5,8 @@ Tolerances, from measurements on noise, tones, chirps, silence and clipping (10 
 every float32 implementation, torchaudio included, differs in cells far below the frame's peak
 (up to 2.5e-2 nats between torchaudio and transformers on a pure chirp, 100+ dB down, where
 float32 cannot resolve the energy). So: noise, clipping and silence must agree everywhere to 1e-3;
-every signal must agree to 1e-3 within 80 dB of the frame's peak and to 3e-4 within 60 dB.
+every signal must agree to 1e-3 within 80 dB of the frame's peak and to 3e-4 within 60 dB (kaldi-native-fbank
+at 125 bins: 1.5e-3 and 4.5e-4, see its test).
 Measured: all-cell max 4.5e-4 (noise, vs transformers); 80 dB max 6.7e-4; 60 dB max 1.7e-4.
 """
 
@@ -25,15 +26,15 @@ LENGTHS = [400, 401, 559, 560, 160000, 163840]
 BROADBAND = ("noise", "clipping", "silence")
 
 
-def assert_parity(ours: np.ndarray, ref: np.ndarray, name: str, everywhere: float = 1e-3) -> None:
+def assert_parity(ours: np.ndarray, ref: np.ndarray, name: str, tol: float = 1e-3) -> None:
     assert ours.shape == ref.shape, name
     diff = np.abs(ours - ref)
     if name in BROADBAND:
-        assert diff.max() <= everywhere, (name, diff.max())
+        assert diff.max() <= tol, (name, diff.max())
     assert diff.max() <= 3e-2, (name, diff.max())
     resolved = diff[within_db(ref, 80)]
-    assert resolved.max() <= 1e-3 and resolved.mean() <= 5e-5, (name, resolved.max(), resolved.mean())
-    assert diff[within_db(ref, 60)].max() <= 3e-4, (name, diff[within_db(ref, 60)].max())
+    assert resolved.max() <= tol and resolved.mean() <= 5e-5, (name, resolved.max(), resolved.mean())
+    assert diff[within_db(ref, 60)].max() <= 0.3 * tol, (name, diff[within_db(ref, 60)].max())
 
 
 @pytest.mark.parametrize("length", LENGTHS)
@@ -47,11 +48,11 @@ def test_matches_transformers_numpy_path_at_128_bins(length, rng):
 @pytest.mark.parametrize("bins", [23, 40, 80, 125])
 def test_matches_kaldi_native_fbank(bins, rng):
     """knf computes its mel weights and window in double (agreeing with torchaudio's float32 to 1.6e-5),
-    which at 125 bins moves broadband cells by up to 1.3e-3: the everywhere bound is 1.5e-3 here."""
+    which at 125 bins moves some cells by up to 1.3e-3 (measured): the bound is 1.5e-3 there, 1e-3 below."""
     config = F.FbankConfig(num_mel_bins=bins)
-    for length in (400, 401, 559, 560, 32000):
+    for length in LENGTHS:
         for name, wave in signals(length, rng).items():
-            assert_parity(F.fbank(wave, config), knf_logmel(wave, bins), f"{name}", everywhere=1.5e-3)
+            assert_parity(F.fbank(wave, config), knf_logmel(wave, bins), name, tol=1.5e-3 if bins > 100 else 1e-3)
 
 
 def test_kaldi_native_fbank_refuses_asts_128_bins():

@@ -227,6 +227,49 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
 
 
+def test_feature_cache_is_keyed_by_content_and_settings(tmp_path, tiny_data):
+    from astedge.train import FeatureCache
+
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    recipe = load_recipe("demo", overrides={"mixup": 0.0})
+    config = F.FbankConfig(target_length=48)
+    plain = ClipDataset(data.splits["val"], 3, config, recipe, False)
+    cached = ClipDataset(data.splits["val"], 3, config, recipe, False, cache=FeatureCache(tmp_path / "c", config))
+    for i in range(3):
+        torch.testing.assert_close(cached[i][0], plain[i][0], rtol=0, atol=0)
+    files = sorted((tmp_path / "c").glob("*.npy"))
+    assert len(files) == 3
+    np.testing.assert_array_equal(np.load(files[0]), F.fbank(cached.wave(
+        [i for i in range(3) if cached.cache.path(cached.items[i].path) == files[0]][0])))
+    # A later read comes from disk: poison the file and see it served.
+    path = cached.cache.path(cached.items[0].path)
+    np.save(path, np.zeros_like(np.load(path)))
+    served = cached[0][0]
+    assert bool(torch.all(served == served[0, 0]))
+    # Other fbank settings get other entries; normalization and length do not change the key.
+    assert FeatureCache(tmp_path / "c", F.FbankConfig(num_mel_bins=64)).settings != cached.cache.settings
+    assert FeatureCache(tmp_path / "c", F.FbankConfig(target_length=99, mean=0.0)).settings == cached.cache.settings
+
+
+def test_fine_tuning_from_a_checkpoint_keeps_the_backbone_and_replaces_the_head(tmp_path, tiny_data):
+    from astedge.checkpoint import load_checkpoint, save_checkpoint
+    from astedge.model import ASTModel, model_config
+
+    torch.manual_seed(3)
+    source = ASTModel(model_config("tiny", depth=1, num_classes=5, target_length=48, fstride=16, tstride=16))
+    save_checkpoint(tmp_path / "src.safetensors", source, labels=list("abcde"), task="multilabel",
+                    feature_config=F.FbankConfig(target_length=48))
+    recipe = load_recipe("demo", overrides={**TINY, "epochs": 1, "lr": 1e-12, "warmup_steps": 0, "mixup": 0.0,
+                                            "init": str(tmp_path / "src.safetensors")})
+    result = train(read_dataset(tiny_data, val_fraction=0.3), tmp_path / "run", recipe, log=lambda *a: None,
+                   show_progress=False)
+    tuned = load_checkpoint(result.best).state_dict
+    original = source.state_dict()
+    assert tuned["mlp_head.1.weight"].shape == (3, 192)
+    np.testing.assert_allclose(tuned["v.blocks.0.attn.qkv.weight"], original["v.blocks.0.attn.qkv.weight"].numpy(),
+                               atol=1e-6)  # lr 1e-12: the backbone is the source's
+
+
 def test_unreadable_files_are_reported_and_skipped(tmp_path, tiny_data):
     import shutil
 
@@ -262,11 +305,19 @@ def test_cli_synth_and_train(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["clips"] == 12
     args = ["train", str(tmp_path / "d"), "-o", str(tmp_path / "r"), "--json", "--set", "depth=1", "--epochs", "1",
-            "--set", "fstride=16", "--set", "tstride=16", "--set", "val_fraction=0.4"]
+            "--patch", "32x32", "--stride", "32/16", "--set", "val_fraction=0.4", "--cache", str(tmp_path / "cache")]
     result = run(*args)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["metric"] == "accuracy"
+    summary = json.loads(result.stdout)
+    assert summary["metric"] == "accuracy"
+    from astedge.checkpoint import load_checkpoint
+
+    config = load_checkpoint(summary["best"], weights=False).model_config
+    assert (config.patch_size, config.fstride, config.tstride) == ((32, 32), 32, 16)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 12
     again = run(*args)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     bad = run("train", str(tmp_path / "d"), "-o", str(tmp_path / "r2"), "--set", "lr")
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    bad = run("train", str(tmp_path / "d"), "-o", str(tmp_path / "r2"), "--pos-embed", "cubic")
+    assert bad.returncode == 2 and "pos_embed must be one of" in bad.stderr
