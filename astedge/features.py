@@ -238,3 +238,51 @@ def normalize(features: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray
 def model_input(waveform: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray:
     """The model's input for ``[..., samples]`` audio: ``[..., target_length, num_mel_bins]`` float32."""
     return normalize(pad_or_crop(fbank(waveform, config), config.target_length), config)
+
+
+class StreamingFbank:
+    """Incremental :func:`fbank` of a stream fed in pieces of any size: each frame is computed once.
+
+    Frame ``i`` covers stream samples ``[shift * i, shift * i + size)`` (Kaldi's snip_edges framing), so
+    frame ``i`` here is bit-identical to ``fbank(stream)[i]`` and to frame ``i - j`` of
+    ``fbank(stream[shift * j:])``: per-frame arithmetic does not depend on how the audio is cut (sparse
+    mel product, row-wise FFT). Between calls only the samples of the next, incomplete frames are kept
+    (fewer than ``size``: 240 + up to 159 at 16 kHz), and the last `keep_frames` frames in a ring.
+    """
+
+    def __init__(self, config: FbankConfig = DEFAULT, keep_frames: int = 1024):
+        if keep_frames < 1:
+            raise ValueError("keep_frames must be >= 1")
+        self.config = config
+        self.keep = keep_frames
+        self.computed = 0  # frames computed so far; frame indices are global from the first sample fed
+        self._pending = np.zeros(0, np.float32)  # stream samples from the first sample of frame `computed`
+        self._ring = np.zeros((keep_frames, config.num_mel_bins), np.float32)
+
+    @property
+    def first_available(self) -> int:
+        """The oldest frame still held."""
+        return max(0, self.computed - self.keep)
+
+    def accept(self, samples: np.ndarray) -> int:
+        """Append samples and compute every frame they complete; returns how many frames were completed."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        buffer = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        count = num_frames(buffer.size, self.config)
+        shift = self.config.window_shift
+        skip = max(0, count - self.keep)  # frames that would be overwritten before anyone could read them
+        if count > skip:
+            views = np.lib.stride_tricks.sliding_window_view(buffer, self.config.window_size)[::shift]
+            for start in range(skip, count, _BLOCK_FRAMES):
+                stop = min(start + _BLOCK_FRAMES, count)
+                rows = (self.computed + np.arange(start, stop)) % self.keep
+                self._ring[rows] = _frames_to_logmel(views[start:stop], self.config)
+        self.computed += count
+        self._pending = np.array(buffer[count * shift:], dtype=np.float32)  # a copy: never a view of the caller's data
+        return count
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` (global indices) as a new ``[stop - start, num_mel_bins]`` array."""
+        if not self.first_available <= start <= stop <= self.computed:
+            raise IndexError(f"frames {start}..{stop} requested, {self.first_available}..{self.computed} held")
+        return self._ring[np.arange(start, stop) % self.keep]

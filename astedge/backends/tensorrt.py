@@ -279,26 +279,40 @@ class EngineRunner:
 
 
 class TensorRTBackend:
-    """The engine of an export folder, checked against this machine's TensorRT and GPU before loading."""
+    """The engine of an export folder, checked against this machine's TensorRT and GPU before loading.
+
+    The :class:`astedge.backends.Backend` of choice on a Jetson: tensorrt + numpy, no torch; the runtime
+    computes features with the CUDA fbank library beside it (:func:`astedge.cuda_fbank.load_fbank`).
+    The engine's precision is fixed when it is built; asking for another one is an error.
+    """
 
     name = "tensorrt"
+    device = "cuda"
 
-    def __init__(self, path: str | Path):
-        folder = art.artefact_dir(path)
-        meta = art.read_metadata(folder)
+    def __init__(self, path: str | Path, precision: str = "auto"):
+        from astedge.backends import check_precision, export_metadata, resolve_model
+
+        check_precision(precision)
+        ref = resolve_model(path)
+        if ref.kind != "export":
+            raise UserError("TensorRT runs an export folder's engine; export the checkpoint and build the engine on "
+                            f"this device: astedge export {ref.path} -o DIR && astedge build-engine DIR", ref.path)
+        folder = ref.path
+        meta, self.labels, self.task, self.feature_config = export_metadata(folder)
         engine = meta.get("engine")
         if not engine or not (folder / art.ENGINE_FILE).is_file():
             raise UserError(f"has no TensorRT engine; build one on this device: astedge build-engine {folder}", folder)
+        self.precision = engine.get("precision", "?")
+        if precision not in ("auto", self.precision):
+            raise UserError(f"the engine was built for {self.precision}, not {precision}; rebuild it: astedge "
+                            f"build-engine {folder} --force (with a profile of that precision)", folder)
         trt = import_tensorrt()
         self.warnings = check_engine_compatible(engine, trt.__version__, current_gpu())
         self.runner = EngineRunner((folder / art.ENGINE_FILE).read_bytes(), trt)
         self.folder, self.meta = folder, meta
-        self.labels = tuple(meta["labels"])
-        self.task = meta["task"]
-        self.precision = engine.get("precision", "?")
 
     def run(self, fbank: np.ndarray) -> np.ndarray:
-        return self.runner.run(fbank)
+        return np.asarray(self.runner.run(fbank), dtype=np.float32)
 
     def close(self) -> None:
         self.runner.close()
