@@ -17,83 +17,87 @@ import numpy as np
 from astedge.errors import UserError
 
 RATE = 16000
+#: Rates a clip is "recorded" at before it is resampled to 16 kHz with astedge's resampler, as a file or a
+#: microphone would be: real 16 kHz audio never carries full-band content up to 8 kHz.
+CAPTURE_RATES = (16000, 22050, 44100, 48000)
 
 
-def _time(n: int) -> np.ndarray:
-    return np.arange(n) / RATE
+def _time(n: int, rate: int) -> np.ndarray:
+    return np.arange(n) / rate
 
 
-def _tone(rng, n):
+def _tone(rng, n, rate):
     f = rng.uniform(300, 3000)
-    return np.sin(2 * np.pi * f * _time(n) + rng.uniform(0, 2 * np.pi))
+    return np.sin(2 * np.pi * f * _time(n, rate) + rng.uniform(0, 2 * np.pi))
 
 
-def _sweep(rng, n, up: bool):
+def _sweep(rng, n, rate, up: bool):
     lo, hi = rng.uniform(200, 600), rng.uniform(2500, 6000)
     f0, f1 = (lo, hi) if up else (hi, lo)
-    t = _time(n)
+    t = _time(n, rate)
     duration = max(t[-1], 1e-3)
     phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * duration))  # linear sweep f0 -> f1
     return np.sin(phase)
 
 
-def _noise_burst(rng, n):
+def _noise_burst(rng, n, rate):
     burst = rng.standard_normal(n)
     spectrum = np.fft.rfft(burst)
-    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
     centre, width = rng.uniform(800, 5000), rng.uniform(300, 1500)
     spectrum *= np.exp(-0.5 * ((freqs - centre) / width) ** 2)  # band-limited
     out = np.fft.irfft(spectrum, n)
     return out / (np.abs(out).max() + 1e-9)
 
 
-def _clicks(rng, n):
+def _clicks(rng, n, rate):
     out = np.zeros(n)
-    period = int(RATE / rng.uniform(6, 20))
+    period = int(rate / rng.uniform(6, 20))
     start = rng.integers(0, period)
-    decay = np.exp(-np.arange(64) / rng.uniform(4, 12))
-    for i in range(start, n - 64, period):
-        out[i:i + 64] += decay * rng.choice([-1.0, 1.0])
+    length = int(0.004 * rate)
+    decay = np.exp(-np.arange(length) / (rng.uniform(4, 12) * rate / 16000))
+    for i in range(start, n - length, period):
+        out[i:i + length] += decay * rng.choice([-1.0, 1.0])
     return out
 
 
-def _am_tone(rng, n):
-    t = _time(n)
-    return 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(4, 9) * t)) * _tone(rng, n)  # 100% modulation depth
+def _am_tone(rng, n, rate):
+    t = _time(n, rate)
+    return 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(4, 9) * t)) * _tone(rng, n, rate)  # 100% modulation depth
 
 
-def _fm_tone(rng, n):
-    t = _time(n)
+def _fm_tone(rng, n, rate):
+    t = _time(n, rate)
     fc, rate, depth = rng.uniform(500, 2500), rng.uniform(4, 9), rng.uniform(0.08, 0.2)
     return np.sin(2 * np.pi * fc * t + depth * fc / rate * np.sin(2 * np.pi * rate * t))
 
 
-def _harmonic_stack(rng, n):
-    t = _time(n)
+def _harmonic_stack(rng, n, rate):
+    t = _time(n, rate)
     f0 = rng.uniform(110, 400)
     harmonics = [k for k in range(1, rng.integers(5, 11)) if k * f0 < 7500]
     out = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k for k in harmonics)
     return out / np.abs(out).max()
 
 
-def _beeps(rng, n):
-    period = int(RATE * rng.uniform(0.12, 0.25))
+def _beeps(rng, n, rate):
+    period = int(rate * rng.uniform(0.12, 0.25))
     on = int(period * rng.uniform(0.35, 0.6))
     gate = (np.arange(n) % period) < on
-    return _tone(rng, n) * gate
+    return _tone(rng, n, rate) * gate
 
 
-def _hum(rng, n):
-    t = _time(n)
+def _hum(rng, n, rate):
+    t = _time(n, rate)
     f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.98, 1.02)
     return sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k**0.5 for k in (1, 2, 3, 4, 5)) / 3
 
 
-#: The classes, in label order. Each draws one event of `n` samples from its generator.
+#: The classes, in label order. Each draws one event of `n` samples at `rate` Hz from its generator.
 CLASSES = {
     "tone": _tone,
-    "chirp_up": lambda rng, n: _sweep(rng, n, up=True),
-    "chirp_down": lambda rng, n: _sweep(rng, n, up=False),
+    "chirp_up": lambda rng, n, rate: _sweep(rng, n, rate, up=True),
+    "chirp_down": lambda rng, n, rate: _sweep(rng, n, rate, up=False),
     "noise_burst": _noise_burst,
     "clicks": _clicks,
     "am_tone": _am_tone,
@@ -105,11 +109,15 @@ CLASSES = {
 
 
 def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
-    """One clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise."""
-    n = int(seconds * RATE)
+    """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise,
+    made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings."""
+    from astedge.audio import resample
+
+    rate = int(rng.choice(CAPTURE_RATES))
+    n = int(round(seconds * rate))
     length = int(n * rng.uniform(*fill))
-    event = CLASSES[label](rng, length).astype(np.float64)
-    fade = min(160, length // 4)
+    event = CLASSES[label](rng, length, rate).astype(np.float64)
+    fade = min(int(0.01 * rate), length // 4)
     ramp = np.linspace(0, 1, fade)
     event[:fade] *= ramp
     event[length - fade:] *= ramp[::-1]
@@ -120,7 +128,8 @@ def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple
     noise = rng.standard_normal(n)
     signal_rms = np.sqrt(np.mean(event**2)) * np.sqrt(length / n)
     clip += noise * signal_rms / 10 ** (rng.uniform(5, 30) / 20)  # SNR 5..30 dB
-    return np.clip(clip, -1, 1).astype(np.float32)
+    clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
+    return np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
 
 
 @dataclass(frozen=True)
