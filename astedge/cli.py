@@ -612,6 +612,84 @@ def classify(
         net.close()
 
 
+@app.command(epilog="Example: astedge bench --model ast-audioset/ --backend all --batch 1,8,32 -o bench.json "
+                    "--plot bench.png   (without --model: a random-weight AST of --size, latency only)")
+def bench(
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="Export folder, its astedge.json or model.onnx, "
+                                         "or a .safetensors checkpoint (default: a random-weight AST of --size, "
+                                         "exported to a temp folder: latency only)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Without --model: tiny, small or base (default base)."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=16, help="Without --model: input frames (default 1024, "
+                                         "a 10 s window; 512 = 5 s as ESC-50, 128 = 1 s as Speech Commands)."),
+    backend: str = typer.Option("all", "--backend", help="all (every backend that loads here; the others are listed "
+                                "with why), or comma-separated: tensorrt, onnxruntime-cpu, onnxruntime-cuda, "
+                                "onnxruntime-tensorrt, torch, auto, onnxruntime."),
+    batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,8,32."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32 or fp16 (ONNX Runtime: which ONNX file; "
+                                  "TensorRT: must match the engine)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed rounds per batch size."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Timed rounds per batch size (default: as many "
+                                        "as fit in --seconds, at least 10)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Time each batch size for at least this long "
+                                            "(default 5)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch and ONNX Runtime intra-op threads "
+                                          "(default: each library's own)."),
+    pause_ms: float = typer.Option(50.0, "--pause-ms", min=0, help="Pause before each backend's turn so the previous "
+                                   "runtime's spinning threads go idle; 0 runs calls back to back."),
+    profile: str = typer.Option("workstation", "--profile", help="Without --model: the profile the random model is "
+                                "exported (and its TensorRT engine built) with."),
+    output: list[Path] = typer.Option([], "-o", "--output", help="Also write the report: .json (everything, "
+                                      "samples included) or .md (header and table); repeatable."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the latency distributions per backend "
+                                        "(violin + box) as a PNG (needs matplotlib)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+) -> None:
+    """Time audio -> fbank, fbank -> logits and the whole window on each backend, with what makes it reproducible."""
+    from astedge import bench as benchmarks
+    from astedge.files import atomic_write
+
+    if model is not None and (size is not None or frames is not None):
+        raise UserError("--size and --frames shape the random model built without --model; they do not apply to --model")
+    for target in output:
+        if target.suffix not in (".json", ".md"):
+            raise UserError("--output writes .json or .md", target)
+    for target in (*output, plot):
+        if target is not None and not target.parent.is_dir():
+            raise UserError("its folder does not exist", target)
+    if plot is not None:
+        benchmarks.require_matplotlib()
+    report = benchmarks.benchmark(
+        model, size=size or "base", frames=frames or 1024, backends=backend, batches=batch, precision=precision, warmup=warmup, iters=iters,
+        seconds=seconds, threads=threads, pause_ms=pause_ms, profile=profile,
+        log=lambda message: err_console.print(message, style="dim", markup=False, highlight=False, soft_wrap=True))
+    for target in output:
+        with atomic_write(target, "w") as handle:
+            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else benchmarks.markdown(report))
+    if plot is not None:
+        benchmarks.plot(report, plot)
+    if as_json:
+        _print_json(report)
+        return
+    from rich import box
+
+    console = Console()
+    for line in benchmarks.header_lines(report):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for entry in report["backends"]:
+        table = Table("batch", "stage", "mean", "p50", "p90", "p99", "min", "max", "clips/s", "x RT",
+                      box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left",
+                      title=f"{entry['name']} ({entry['precision']}, {entry['device']}; fbank: {entry['fbank']}), ms")
+        for r in (r for r in benchmarks.rows(report) if r["backend"] == entry["name"]):
+            table.add_row(str(r["batch"]), benchmarks.STAGE_SHORT[r["stage"]],
+                          *(benchmarks.format_ms(r[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
+                                                                 "max_ms")),
+                          benchmarks.format_rate(r["throughput_clips_s"]), benchmarks.format_rate(r["x_realtime"]))
+        console.print(table)
+    for missing in report["unavailable"]:
+        console.print(f"not measured: {missing['backend']}: {missing['reason']}", markup=False, highlight=False,
+                      soft_wrap=True, style="dim")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:

@@ -1,0 +1,260 @@
+"""`astedge bench`: statistics against numpy, header probes (fake nvidia-smi/nvpmodel/jetson_clocks on PATH),
+the CUDA-event timer against a recording test double, and the command end to end on a random tiny model
+(structure and positivity only: nothing here asserts a speed)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astedge import bench
+from astedge.errors import UserError
+
+STAGE_KEYS = {"count", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+              "throughput_clips_s", "x_realtime", "real_time_factor", "samples_ms"}
+
+
+def cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "astedge", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300, **kwargs)
+
+
+# --- statistics -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("samples", [np.arange(1.0, 101.0), np.array([5.0, 1.0, 3.0, 2.0, 4.0]),
+                                     np.random.default_rng(0).gamma(2.0, 10.0, 997), np.array([7.25])])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_summarize_matches_numpy(samples, batch):
+    stats = bench.summarize(list(samples), batch=batch, audio_seconds=10.0)
+    mean = samples.mean()
+    assert stats["count"] == len(samples)
+    assert stats["mean_ms"] == pytest.approx(mean)
+    assert stats["std_ms"] == pytest.approx(samples.std())
+    assert (stats["min_ms"], stats["max_ms"]) == (samples.min(), samples.max())
+    for q in (50, 90, 95, 99):
+        assert stats[f"p{q}_ms"] == pytest.approx(np.percentile(samples, q))
+    assert stats["throughput_clips_s"] == pytest.approx(batch / (mean / 1e3))
+    assert stats["x_realtime"] == pytest.approx(batch * 10.0 / (mean / 1e3))
+    assert stats["real_time_factor"] == pytest.approx((mean / 1e3) / (batch * 10.0))
+    assert stats["x_realtime"] * stats["real_time_factor"] == pytest.approx(1.0)
+
+
+def test_summarize_known_values():
+    stats = bench.summarize([10.0, 20.0, 30.0, 40.0], batch=2, audio_seconds=5.0)
+    assert stats["mean_ms"] == 25.0 and stats["p50_ms"] == 25.0
+    assert stats["p90_ms"] == pytest.approx(37.0)  # linear: 30 + 0.7 * 10
+    assert stats["throughput_clips_s"] == pytest.approx(80.0)  # 2 clips per 25 ms
+    assert stats["x_realtime"] == pytest.approx(400.0)  # 10 s of audio per 25 ms
+    with pytest.raises(ValueError):
+        bench.summarize([], batch=1, audio_seconds=10.0)
+
+
+def test_option_parsing():
+    assert bench.parse_batches("1,8,32") == [1, 8, 32]
+    assert bench.parse_batches(" 8, 1,8") == [8, 1]
+    for bad in ("0", "1,,2", "a", "-1", ""):
+        with pytest.raises(UserError):
+            bench.parse_batches(bad)
+    from astedge.backends import BACKENDS
+
+    assert bench.parse_backends("all") == list(BACKENDS)
+    assert bench.parse_backends("torch,onnxruntime-cpu,torch") == ["torch", "onnxruntime-cpu"]
+    with pytest.raises(UserError, match="unknown backend 'nope'"):
+        bench.parse_backends("torch,nope")
+
+
+# --- header probes --------------------------------------------------------------------------------------
+
+def _script(folder: Path, name: str, text: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_gpu_and_jetson_probes_parse_the_tools(tmp_path, monkeypatch):
+    _script(tmp_path, "nvidia-smi", 'echo "0, Orin (nvgpu), 540.4.0, P0, 1300 MHz, 3199 MHz, 1300 MHz, 3199 MHz, [N/A]"\n')
+    _script(tmp_path, "nvpmodel", 'echo "NV Power Mode: MAXN_SUPER"\necho 2\n')
+    _script(tmp_path, "jetson_clocks", 'echo "SOC family:tegra234  Machine:NVIDIA Jetson Orin Nano"\n'
+                                       'echo "GPU MinFreq=1020000000 MaxFreq=1020000000 CurrentFreq=1020000000"\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    smi = bench.nvidia_smi()
+    assert smi["gpus"][0]["name"] == "Orin (nvgpu)" and smi["gpus"][0]["clocks.max.sm"] == "1300 MHz"
+    jetson = bench.jetson_info()
+    assert jetson["power_mode"] == "MAXN_SUPER" and jetson["clocks_locked"] is True
+    assert jetson["gpu_freq_hz"] == {"min": 1020000000, "max": 1020000000, "current": 1020000000}
+
+    _script(tmp_path, "jetson_clocks", 'echo "GPU MinFreq=306000000 MaxFreq=1020000000 CurrentFreq=306000000"\n')
+    assert bench.jetson_info()["clocks_locked"] is False
+    _script(tmp_path, "jetson_clocks", 'echo "Error: Run this script as root" >&2\nexit 1\n')
+    info = bench.jetson_info()
+    assert info["clocks_locked"] is None and "root" in info["clocks_locked_note"]
+    _script(tmp_path, "nvidia-smi", 'echo "Field \\"clocks.sm\\" is not a valid field" >&2\nexit 2\n')
+    assert "not a valid field" in bench.nvidia_smi()["error"]
+
+
+# --- CUDA events around TensorRT's execute_async_v3 (recording test double) ------------------------------
+
+class _FakeCudart:
+    """Records the event calls; event i's timestamp is 1.5 ms times its record order."""
+
+    def __init__(self):
+        self.calls, self.created, self.stamps, self.destroyed = [], 0, {}, []
+        for name in ("cudaEventCreate", "cudaEventRecord", "cudaEventElapsedTime", "cudaEventDestroy"):
+            function = getattr(self, "_" + name)
+            setattr(self, name, lambda *args, f=function: f(*args))
+
+    def _cudaEventCreate(self, ref):
+        self.created += 1
+        ref._obj.value = 1000 + self.created
+        return 0
+
+    def _cudaEventRecord(self, event, stream):
+        self.calls.append(("record", event.value, stream.value))
+        self.stamps[event.value] = 1.5 * sum(c[0] == "record" for c in self.calls)
+        return 0
+
+    def _cudaEventElapsedTime(self, ref, start, end):
+        ref._obj.value = self.stamps[end.value] - self.stamps[start.value]
+        return 0
+
+    def _cudaEventDestroy(self, event):
+        self.destroyed.append(event.value)
+        return 0
+
+
+class _FakeContext:
+    def __init__(self, lib):
+        self.lib, self.shape = lib, None
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return True
+
+    def execute_async_v3(self, stream):
+        self.lib.calls.append(("execute", stream))
+        return True
+
+
+def test_event_timer_brackets_execute_and_restores_the_context():
+    lib = _FakeCudart()
+    context = _FakeContext(lib)
+    runner = type("Runner", (), {})()
+    runner.context, runner.stream, runner.cuda = context, 77, type("Cuda", (), {"lib": lib})()
+    backend = type("Backend", (), {"runner": runner})()
+    timer = bench.EngineEventTimer.attach(backend)
+    assert timer is not None and runner.context is not context
+    assert runner.context.set_input_shape("fbank", (2, 3)) and context.shape == (2, 3)  # delegated
+    for _ in range(2):  # two chunks in one run()
+        assert runner.context.execute_async_v3(runner.stream)
+    kinds = [c[0] for c in lib.calls]
+    assert kinds == ["record", "execute", "record", "record", "execute", "record"]
+    assert all(c[2] == 77 for c in lib.calls if c[0] == "record")
+    assert timer.take() == pytest.approx(3.0)  # 1.5 ms per execute
+    assert timer.take() is None  # nothing since
+    runner.context.execute_async_v3(77)
+    assert timer.take() == pytest.approx(1.5)
+    assert lib.created == 4  # events are reused
+    timer.close()
+    assert runner.context is context and sorted(lib.destroyed) == [1001, 1002, 1003, 1004]
+    assert bench.EngineEventTimer.attach(type("Plain", (), {})()) is None
+
+
+def test_ctypes_byref_keeps_its_object():  # what the test double above relies on
+    value = ctypes.c_void_p()
+    assert ctypes.byref(value)._obj is value
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One run on a random tiny AST with a 128-frame (1 s) input, to keep the test fast; 1024 frames is the default."""
+    out = tmp_path_factory.mktemp("bench")
+    done = cli("bench", "--size", "tiny", "--frames", "128", "--backend", "onnxruntime-cpu,torch", "--iters", "5",
+               "--json", "--plot", str(out / "latency.png"), "-o", str(out / "bench.md"), "-o", str(out / "bench.json"))
+    return done, out
+
+
+def test_bench_json_shape(bench_run):
+    done, out = bench_run
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # stdout is only the JSON
+    assert json.loads((out / "bench.json").read_text()) == report
+    assert report["benchmark"] == "astedge bench"
+    assert set(report) >= {"header", "model", "settings", "backends", "unavailable", "results"}
+    header = report["header"]
+    assert {"date", "cpu", "cores", "python", "packages", "gpu", "jetson", "threads", "runtimes"} <= set(header)
+    assert {"devices", "driver", "nvidia_smi"} <= set(header["gpu"])
+    assert header["threads"]["torch"] >= 1 and header["threads"]["usable_cpus"] >= 1
+    assert "onnxruntime" in header["runtimes"] and "torch" in header["runtimes"]
+    model = report["model"]
+    assert model["weights"] == bench.RANDOM_WEIGHTS and model["size"] == "tiny"
+    assert model["input"] == [128, 128] and model["window_seconds"] == 1.0
+    assert model["params_m"] > 0 and model["gflops_per_clip"] > 0
+    assert report["settings"]["iters"] == 5 and report["settings"]["batches"] == [1]
+    assert [b["name"] for b in report["backends"]] == ["onnxruntime-cpu", "torch"]
+    assert report["unavailable"] == []
+    assert [(r["backend"], r["batch"]) for r in report["results"]] == [("onnxruntime-cpu", 1), ("torch", 1)]
+    for row in report["results"]:
+        assert row["fbank"] == "numpy" and row["device"] == "cpu" and row["precision"] == "fp32"
+        assert row["rounds"] == 5 and set(row["stages"]) == set(bench.STAGES)
+        for stage in row["stages"].values():
+            assert set(stage) == STAGE_KEYS and stage["count"] == 5 and len(stage["samples_ms"]) == 5
+            assert all(stage[k] > 0 for k in STAGE_KEYS - {"samples_ms", "count", "std_ms"})
+            assert stage["min_ms"] <= stage["p50_ms"] <= stage["p90_ms"] <= stage["p99_ms"] <= stage["max_ms"]
+        # the end-to-end call does the fbank work and more: its median exceeds the fbank's fastest call
+        assert row["stages"]["end_to_end"]["p50_ms"] > row["stages"]["fbank"]["min_ms"]
+
+
+def test_bench_plot_and_markdown(bench_run):
+    done, out = bench_run
+    assert done.returncode == 0, done.stderr
+    png = (out / "latency.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    text = (out / "bench.md").read_text()
+    assert bench.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "onnxruntime-cpu,nope"], "unknown backend 'nope'"),
+    (["-o", "report.txt"], "--output writes .json or .md"),
+    (["--model", "x.safetensors", "--size", "tiny"], "--size and --frames shape the random model"),
+])
+def test_bench_user_errors_are_one_line(args, message):
+    done = cli("bench", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batches="1,x"), "--batch expects positive integers"),
+    (dict(iters=3, seconds=2.0), "either --iters or --seconds"),
+    (dict(model="/nonexistent/model"), "does not exist"),
+    (dict(size="huge"), "unknown model size 'huge'"),
+    (dict(precision="int4"), "precision must be one of"),
+])
+def test_benchmark_checks_its_options_before_any_work(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        bench.benchmark(**{"backends": "onnxruntime-cpu", **kwargs})
+
+
+def test_machine_lines_name_the_gpu_clocks_and_power_mode():
+    header = {"cpu": "ARMv8 Processor rev 1 (v8l)", "cores": 6, "machine": "aarch64", "python": "3.10.12",
+              "date": "2026-11-25T00:00:00+00:00", "packages": {"numpy": "1.26.4"}, "runtimes": {"tensorrt": "10.3.0"},
+              "gpu": {"devices": [{"index": 0, "name": "Orin", "compute_capability": "8.7"}], "driver": "12.6",
+                      "error": None, "nvidia_smi": {"gpus": [{"index": "0", "clocks.sm": "1020 MHz",
+                                                              "clocks.max.sm": "1020 MHz", "clocks.mem": "3199 MHz",
+                                                              "clocks.max.mem": "3199 MHz", "pstate": "P0"}]}},
+              "jetson": {"l4t": "# R36 (release), REVISION: 4.3", "power_mode": "MAXN_SUPER", "clocks_locked": True},
+              "threads": {"usable_cpus": 6, "env": {}}}
+    text = "\n".join(bench.machine_lines(header))
+    assert "Orin (sm 8.7), driver 12.6; clocks SM 1020 MHz / max 1020 MHz" in text
+    assert "power mode MAXN_SUPER; clocks locked (jetson_clocks)" in text and "tensorrt 10.3.0" in text
