@@ -121,7 +121,7 @@ PRESETS: dict[str, Recipe] = {
     # A tiny AST from scratch on a 2-core CPU within the demo's 5 minutes. Measured on the demo data
     # (see the README's demo section): 12 layers learn too slowly for that budget (61% after 8 epochs,
     # 7 min), SpecAugment halves the early learning speed on 1 s clips, and 3,200 clips x 12 epochs
-    # overfit (95.2%) where 6,000 x 7 generalize (97.8%). So: DeiT-Ti width with 4 layers, no overlap
+    # overfit (95.2%) where 6,000 x 7 generalize (98.1%). So: DeiT-Ti width with 4 layers, no overlap
     # (stride 16: 56 patches), warm-up, a step decay and the weight average of the last two epochs;
     # the data's random pitch, gain, timing and noise are the augmentation.
     "demo": Recipe(model="tiny", depth=4, fstride=16, tstride=16, epochs=7, batch_size=32, lr=5e-4,
