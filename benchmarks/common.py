@@ -31,6 +31,24 @@ def timeit(fn, *, warmup: int = 3, repeats: int = 30) -> dict:
             "min_ms": samples[0], "max_ms": samples[-1], "repeats": repeats}
 
 
+def cuda_event_times(torch, call, *, iters: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Per-call device time (CUDA events around `call()`, synchronized after each) and host wall time, in ms."""
+    for _ in range(warmup):
+        call()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    device, host = [], []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        host.append((time.perf_counter() - t0) * 1e3)
+        device.append(start.elapsed_time(end))
+    return device, host
+
+
 def write_results(name: str, data: dict, markdown: str) -> Path:
     """benchmarks/results/<name>-<date>.{json,md}; one file per machine and date."""
     RESULTS.mkdir(exist_ok=True)

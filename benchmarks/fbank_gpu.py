@@ -20,13 +20,12 @@ import argparse
 import re
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, timeit, write_results  # noqa: E402
+from common import cuda_event_times, machine_header, timeit, write_results  # noqa: E402
 
 from astedge import cuda_fbank  # noqa: E402
 from astedge import features as F  # noqa: E402
@@ -49,19 +48,7 @@ def torch_model_input(torch, wave, window, mel_t, config=F.DEFAULT):
 
 def event_stats(torch, fn, *, iters: int, warmup: int = 10) -> dict:
     """Per-call device time (CUDA events, synchronized after each call) and host wall time, in ms."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    device, host = [], []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        host.append((time.perf_counter() - t0) * 1e3)
-        device.append(start.elapsed_time(end))
+    device, host = cuda_event_times(torch, fn, iters=iters, warmup=warmup)
     device.sort()
     host.sort()
     return {"device_p50_ms": device[len(device) // 2], "device_mean_ms": statistics.fmean(device),

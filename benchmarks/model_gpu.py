@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, write_results  # noqa: E402
+from common import cuda_event_times, machine_header, write_results  # noqa: E402
 
 from astedge import bench  # noqa: E402
 
@@ -47,19 +47,7 @@ SAMPLES = int(WINDOW_S * 16000)
 def cuda_times(torch, fn, x, *, iters: int, warmup: int) -> dict:
     """Per-call GPU time (CUDA events, synchronized after each call) and host wall time, in ms."""
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        device, host = [], []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            start.record()
-            fn(x)
-            end.record()
-            end.synchronize()
-            host.append((time.perf_counter() - t0) * 1e3)
-            device.append(start.elapsed_time(end))
+        device, host = cuda_event_times(torch, lambda: fn(x), iters=iters, warmup=warmup)
     batch = x.shape[0]
     return {"gpu": bench.summarize(device, batch=batch, audio_seconds=WINDOW_S),
             "host": bench.summarize(host, batch=batch, audio_seconds=WINDOW_S)}

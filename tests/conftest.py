@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+
+TORCH_STACK = ("torch", "timm", "torchvision", "transformers")
+
+
+def run_without_torch(code: str, blocked: tuple[str, ...] = TORCH_STACK) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter where the `blocked` packages cannot be imported (by default the
+    PyTorch stack, as on a Jetson that has TensorRT and numpy but no PyTorch)."""
+    block = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {tuple(blocked)!r}:\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    return subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True,
+                          env={**os.environ}, stdin=subprocess.DEVNULL, timeout=300)
 
 
 def tone(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.5, phase: float = 0.0) -> np.ndarray:

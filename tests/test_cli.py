@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import soundfile as sf
 
 from astedge import features as F
 from astedge import audio as audio_io
-from conftest import tone
+from conftest import run_without_torch, tone
 from test_audio import BAD, _write_bad
 
 
@@ -91,16 +90,10 @@ def test_too_short_audio_and_missing_output_dir(tmp_path):
 def test_runtime_modules_import_without_torch():
     """The Jetson runtime has no PyTorch: these modules must not import it."""
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'timm', 'torchvision', 'transformers'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "import astedge.cli, astedge.audio, astedge.features, astedge.doctor, astedge.files, astedge.cuda_fbank\n"
         "import numpy as np\n"
         "assert astedge.features.model_input(np.zeros(16000, np.float32)).shape == (1024, 128)\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    result = run_without_torch(code)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

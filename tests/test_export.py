@@ -5,7 +5,6 @@ real engines are built only by the `tensorrt`-marked test, on a machine with Ten
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import types
@@ -28,6 +27,7 @@ from astedge.errors import UserError
 from astedge.features import FbankConfig
 from astedge.model import ASTModel, model_config
 from astedge.onnx_fp16 import convert_fp16, float_types
+from conftest import TORCH_STACK, run_without_torch
 
 CFG = model_config("tiny", depth=2, num_classes=10, target_length=128)
 LABELS = [f"class {i}" for i in range(10)]
@@ -297,13 +297,6 @@ def test_build_engine_needs_no_torch_nor_onnx(exported):
     """The Jetson has tensorrt + numpy only: build-engine's modules import without torch, ONNX or ORT."""
     folder, _ = exported
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'timm', 'torchvision', 'transformers', 'onnx', 'onnxruntime',\n"
-        "                                  'onnxslim', 'onnxscript', 'tensorrt'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "import astedge.cli, astedge.engine, astedge.backends.tensorrt, astedge.triton, astedge.profiles\n"
         "import astedge.artefact, astedge.export, astedge.onnx_fp16\n"
         "from astedge.errors import UserError\n"
@@ -313,7 +306,7 @@ def test_build_engine_needs_no_torch_nor_onnx(exported):
         "except UserError as err:\n"
         "    print(err)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    result = run_without_torch(code, TORCH_STACK + ("onnx", "onnxruntime", "onnxslim", "onnxscript", "tensorrt"))
     assert result.returncode == 0, result.stderr
     assert "TensorRT is not available" in result.stdout
 

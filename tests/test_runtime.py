@@ -8,7 +8,6 @@ for the streaming path, and hand-computed numbers for smoothing and filters."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from astedge.errors import UserError
 from astedge.features import FbankConfig
 from astedge.model import ASTModel, model_config
 from astedge.predict import activate
+from conftest import run_without_torch
 
 CFG = model_config("tiny", depth=2, num_classes=10, target_length=128)
 LABELS = ["Speech", "Dog", "Child speech, kid speaking", "Music", "Siren", "Rain", "Car", "Bird", "Clapping", "Silence"]
@@ -154,12 +154,6 @@ def test_bad_model_paths_and_options_are_user_errors(model, tmp_path, wav):
 def test_runtime_and_backends_run_without_torch(model, wav):
     """The Jetson path: backends, runtime and capture import and classify with torch blocked."""
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'timm', 'torchvision', 'transformers'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "import astedge.backends, astedge.backends.onnxruntime, astedge.backends.tensorrt, astedge.runtime\n"
         "import astedge.capture, astedge.cli\n"
         "from astedge.backends import choose_backend\n"
@@ -170,7 +164,7 @@ def test_runtime_and_backends_run_without_torch(model, wav):
         "assert 'torch' not in sys.modules\n"
         "print(net.name, len(result.windows), [n for n, _ in choice.skipped])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    result = run_without_torch(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:2] == ["onnxruntime-cpu", "6"]  # 1 s windows every 1 s
 
