@@ -290,7 +290,8 @@ def demo(
     typer.echo(f"held-out accuracy      {summary['held_out_accuracy']:.1%} on {summary['held_out_clips']} clips")
     typer.echo(f"stream windows correct {summary['stream_window_accuracy']:.1%} of {summary['stream_windows']} "
                f"({summary['window_seconds']:.2f} s windows, hop {summary['hop_seconds']:.2f} s, against stream.csv)")
-    typer.echo(f"window latency         p50 {summary['latency_ms_p50']:.1f} ms, p99 {summary['latency_ms_p99']:.1f} ms")
+    typer.echo(f"window latency         p50 {summary['latency_ms_p50']:.1f} ms, p99 {summary['latency_ms_p99']:.1f} ms "
+               f"(features + {summary['backend']})")
     typer.echo(f"time                   {t['total_s']:.0f} s (train {t['train_s']:.0f} s); model {summary['checkpoint']}")
 
 

@@ -41,12 +41,12 @@ def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = Tr
 
     log("3/4 exporting to ONNX (FP32, verified against PyTorch; FP16)")
     t0 = time.perf_counter()
-    classifier, exported = _classifier(result.best, out, log)
+    exported = _export(result.best, out, log)
     timings["export_s"] = time.perf_counter() - t0
 
-    log("4/4 classifying the stream window by window with ONNX Runtime")
+    log("4/4 classifying the stream window by window")
     t0 = time.perf_counter()
-    stream = _score_stream(classifier, summary.stream, summary.stream_truth)
+    stream = _score_stream(out / "export", summary.stream, summary.stream_truth, log)
     timings["stream_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     return {"held_out_accuracy": result.best_value, "held_out_clips": len(data.splits["val"]),
@@ -54,49 +54,34 @@ def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = Tr
             "timings": {k: round(v, 1) for k, v in timings.items()}}
 
 
-def _classifier(checkpoint: Path, out: Path, log):
-    """Export the checkpoint (verified ONNX + FP16 ONNX) and return an ONNX Runtime fbank -> logits function."""
-    import onnxruntime
-
-    from astedge.checkpoint import load_checkpoint
+def _export(checkpoint: Path, out: Path, log) -> dict:
+    """Export the checkpoint (verified ONNX + FP16 ONNX; an engine too where TensorRT runs)."""
     from astedge.export import export
 
-    summary = export(checkpoint, out / "export", profile="workstation", engine=False, force=True, log=log)
-    session = onnxruntime.InferenceSession(str(out / "export" / summary["files"]["onnx"]),
-                                           providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: batch})[0]
-
-    exported = {"folder": summary["output"], "files": summary["files"],
-                "onnx_vs_torch_max_abs": summary["verification"]["onnx_fp32_vs_torch"]["max_abs_diff"]}
-    return (run, load_checkpoint(checkpoint, weights=False)), exported
+    summary = export(checkpoint, out / "export", profile="workstation", force=True, log=log)
+    return {"folder": summary["output"], "files": summary["files"],
+            "onnx_vs_torch_max_abs": summary["verification"]["onnx_fp32_vs_torch"]["max_abs_diff"]}
 
 
-def _score_stream(classifier, stream_path: Path, truth_path: Path) -> dict:
-    from astedge import audio as audio_io
-    from astedge import features as feats
-    from astedge.predict import activate
-    from astedge.runtime import window_starts
+def _score_stream(model: Path, stream_path: Path, truth_path: Path, log) -> dict:
+    """Classify the stream with the runtime (fastest backend here, one window per call) and score each window."""
+    from astedge.backends import choose_backend
+    from astedge.runtime import Windowing, classify_file
 
-    run, ckpt = classifier
-    config = ckpt.feature_config
-    wave = audio_io.load_audio(stream_path, config.sample_rate)
-    window = int(round(config.window_seconds * config.sample_rate))
-    hop = config.sample_rate // 2
+    backend = choose_backend(model).backend
+    windowing = Windowing.from_seconds(backend.feature_config, hop=0.5)
+    log(f"    backend {backend.name} ({backend.precision}), {windowing.seconds[0]:g} s windows every "
+        f"{windowing.seconds[1]:g} s")
+    result = classify_file(backend, stream_path, windowing, k=1, batch_size=1)
+    backend.close()
     truth = synth.read_truth(truth_path)
     correct = scored = 0
-    latencies = []
-    for start in window_starts(len(wave), window, hop):
-        t0 = time.perf_counter()
-        x = feats.model_input(wave[start:start + window], config)[None]
-        scores = activate(run(x)[0], ckpt.task)
-        latencies.append((time.perf_counter() - t0) * 1e3)
-        expected, _ = synth.window_label(truth, start / config.sample_rate, (start + window) / config.sample_rate)
+    for window in result.windows:
+        expected, _ = synth.window_label(truth, window.start, window.end)
         if expected is not None:  # windows split evenly between two segments have no single answer
             scored += 1
-            correct += ckpt.labels[int(np.argmax(scores))] == expected
-    return {"stream_windows": scored, "stream_window_accuracy": correct / max(scored, 1),
-            "window_seconds": window / config.sample_rate, "hop_seconds": hop / config.sample_rate,
+            correct += window.top[0].label == expected
+    latencies = [window.latency_ms for window in result.windows]
+    return {"backend": backend.name, "stream_windows": scored, "stream_window_accuracy": correct / max(scored, 1),
+            "window_seconds": windowing.seconds[0], "hop_seconds": windowing.seconds[1],
             "latency_ms_p50": float(np.percentile(latencies, 50)), "latency_ms_p99": float(np.percentile(latencies, 99))}
