@@ -449,7 +449,10 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     if lead:
         (run_dir / "recipe.json").write_text(json.dumps({**recipe.to_dict(), "loss": loss_name}, indent=2) + "\n")
 
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress_console = Console(stderr=True)  # stdout stays clean for --json
 
     for epoch in range(start_epoch, recipe.epochs + 1):
         started = time.perf_counter()
@@ -461,7 +464,7 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
         losses = []
         with Progress(TextColumn(f"epoch {epoch}/{recipe.epochs}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not (lead and show_progress),
-                      transient=True) as bar:
+                      transient=True, console=progress_console) as bar:
             job = bar.add_task("train", total=len(loader), loss="-")
             for x, y in loader:
                 step += 1
