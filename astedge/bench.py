@@ -95,6 +95,29 @@ def summarize(samples_ms, *, batch: int, audio_seconds: float) -> dict:
     }
 
 
+def round_robin(calls: dict, rounds: int, *, warmup: int = 1, pause_ms: float = DEFAULT_PAUSE_MS,
+                turn=lambda key: key) -> dict:
+    """key -> per-call ms: every round calls each function once, in order, so outside load hits all alike.
+
+    A pause comes before each contender's turn (``turn(key)`` names the contender; its calls then run
+    back to back): ONNX Runtime's and OpenMP's spinning worker threads otherwise slow the next runtime.
+    """
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times = {key: [] for key in calls}
+    for _ in range(rounds):
+        previous = object()
+        for key, fn in calls.items():
+            if turn(key) != previous:
+                time.sleep(pause_ms / 1e3)
+                previous = turn(key)
+            start = time.perf_counter()
+            fn()
+            times[key].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 # --- options --------------------------------------------------------------------------------------------
 
 def parse_batches(text: str) -> list[int]:

@@ -10,7 +10,6 @@ running the exported ONNX graph in ONNX Runtime on this machine's CPU.
 from __future__ import annotations
 
 import tempfile
-import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,20 +100,22 @@ def onnx_cpu_latencies_ms(configs: dict[str, ModelConfig], threads: int | None =
                           rounds: int = 7) -> dict[str, dict]:
     """Batch-1 latency of each config's exported FP32 ONNX graph (random weights) in ONNX Runtime on this CPU.
 
-    All sessions are built first and then run round-robin, `rounds` times each, so a burst of other
-    load hits every config alike; the minimum is the figure to compare (load only ever adds time).
+    All sessions are built first and then run round-robin (:func:`astedge.bench.round_robin`, with its
+    pause between contenders), `rounds` times each, so a burst of other load hits every config alike;
+    the minimum is the figure to compare (load only ever adds time).
     """
     import numpy as np
     import onnxruntime as ort
     import torch
 
+    from astedge.bench import round_robin
     from astedge.export import export_onnx
     from astedge.model import ASTModel
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    sessions = {}
+    calls = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (name, config) in enumerate(configs.items()):
             torch.manual_seed(0)
@@ -122,14 +123,9 @@ def onnx_cpu_latencies_ms(configs: dict[str, ModelConfig], threads: int | None =
             export_onnx(ASTModel(config).eval(), path)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             x = np.random.default_rng(0).standard_normal((1, config.target_length, config.num_mel_bins))
-            sessions[name] = (session, {session.get_inputs()[0].name: x.astype(np.float32)})
-            session.run(None, sessions[name][1])  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, (session, feed) in sessions.items():
-            start = time.perf_counter()
-            session.run(None, feed)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            feed = {session.get_inputs()[0].name: x.astype(np.float32)}
+            calls[name] = lambda session=session, feed=feed: session.run(None, feed)
+    times = round_robin(calls, rounds)
     return {name: {"min_ms": float(np.min(t)), "p50_ms": float(np.median(t)), "rounds": rounds}
             for name, t in times.items()}
 

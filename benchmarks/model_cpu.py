@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, write_results  # noqa: E402
 
 from astedge import features as F  # noqa: E402
-from astedge.bench import DEFAULT_PAUSE_MS, summarize  # noqa: E402
+from astedge.bench import DEFAULT_PAUSE_MS, round_robin, summarize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_S = 10.0
@@ -135,25 +135,6 @@ def contenders_for(size: str, folder: Path, threads: int) -> tuple[dict, dict, d
     return calls, features, notes
 
 
-def round_robin(calls: dict, rounds: int, warmup: int = 1, pause_ms: float = DEFAULT_PAUSE_MS) -> dict:
-    """(contender, stage) -> list of ms; every round calls each function once, in order, pausing before each
-    contender's turn (its stages then run back to back, as in astedge.bench)."""
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    times = {key: [] for key in calls}
-    for _ in range(rounds):
-        previous = None
-        for name, fn in calls.items():
-            if name[0] != previous:
-                time.sleep(pause_ms / 1e3)
-                previous = name[0]
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def stats(samples: list[float]) -> dict:
     return {**summarize(samples, batch=1, audio_seconds=WINDOW_S), "samples_ms": [round(v, 3) for v in samples]}
 
@@ -170,7 +151,7 @@ def measure_size(size: str, rounds: int, threads: int, log) -> dict:
             flat[(name, "features")] = fn
         log(f"{size}: {rounds} rounds of {len(flat)} calls")
         started = time.perf_counter()
-        times = round_robin(flat, rounds)
+        times = round_robin(flat, rounds, turn=lambda key: key[0])
         seconds = time.perf_counter() - started
         del calls, features
         gc.collect()

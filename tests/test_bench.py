@@ -258,3 +258,16 @@ def test_machine_lines_name_the_gpu_clocks_and_power_mode():
     text = "\n".join(bench.machine_lines(header))
     assert "Orin (sm 8.7), driver 12.6; clocks SM 1020 MHz / max 1020 MHz" in text
     assert "power mode MAXN_SUPER; clocks locked (jetson_clocks)" in text and "tensorrt 10.3.0" in text
+
+
+def test_round_robin_calls_every_contender_each_round_and_pauses_between_turns(monkeypatch):
+    from astedge import bench
+
+    order, sleeps = [], []
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: sleeps.append(seconds))
+    calls = {(name, stage): (lambda key=(name, stage): order.append(key))
+             for name in ("a", "b") for stage in ("model", "e2e")}
+    times = bench.round_robin(calls, 3, warmup=1, pause_ms=20, turn=lambda key: key[0])
+    assert order == list(calls) * 4  # one warm-up round, then three timed rounds in the same order
+    assert {key: len(v) for key, v in times.items()} == {key: 3 for key in calls}
+    assert sleeps == [0.02] * 6  # one pause per contender's turn, not per call
