@@ -123,6 +123,7 @@ def _open(path: Path, host: bool) -> ctypes.CDLL:
     ptr, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
     if host:
         lib.astedge_fbank_host_run.argtypes = [ctypes.POINTER(_Config), ptr, ptr, i32, i64]
+        lib.astedge_fbank_emulate_run.argtypes = [ctypes.POINTER(_Config), ptr, ptr, i32, i64, i32]
     else:
         lib.astedge_fbank_create.argtypes = [ctypes.POINTER(_Config), ctypes.POINTER(ptr)]
         lib.astedge_fbank_destroy.argtypes = [ptr]
@@ -194,22 +195,33 @@ class NumpyFbank(_Extractor):
 
 
 class HostFbank(_Extractor):
-    """The CUDA kernel's per-frame source compiled for the CPU (libastedge_fbank_host): for tests."""
+    """The CUDA kernel's source compiled for the CPU (libastedge_fbank_host): for tests.
+
+    By default each frame is one thread's work (the per-frame arithmetic). ``emulate_blocks=True`` runs
+    the kernel's thread blocks instead: its CTA body and launch geometry, one CPU thread per CUDA thread,
+    a barrier for ``__syncthreads`` (slow: about a second per 10 s clip), with gridDim.y capped at
+    `max_grid_y` to exercise the grid-stride loop over clips.
+    """
 
     device = "cpu-native"
 
-    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, library: str | Path | None = None):
+    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, library: str | Path | None = None,
+                 emulate_blocks: bool = False, max_grid_y: int = 65535):
         super().__init__(config, model_input)
         path = Path(library) if library else find_library(HOST_LIBRARY_NAME)
         if path is None:
             raise FileNotFoundError(f"{HOST_LIBRARY_NAME} not found in {[str(p) for p in library_candidates(HOST_LIBRARY_NAME)]}")
         self._lib = _open(path, host=True)
         self._native = _NativeConfig(config, model_input)
+        self.emulate_blocks = emulate_blocks
+        self.max_grid_y = max_grid_y
 
     def _run(self, flat: np.ndarray, out: np.ndarray) -> None:
-        status = self._lib.astedge_fbank_host_run(ctypes.byref(self._native.struct), flat.ctypes.data, out.ctypes.data,
-                                                  flat.shape[0], flat.shape[1])
-        _check(self._lib, status, "astedge_fbank_host_run")
+        args = (ctypes.byref(self._native.struct), flat.ctypes.data, out.ctypes.data, flat.shape[0], flat.shape[1])
+        if self.emulate_blocks:
+            _check(self._lib, self._lib.astedge_fbank_emulate_run(*args, self.max_grid_y), "astedge_fbank_emulate_run")
+        else:
+            _check(self._lib, self._lib.astedge_fbank_host_run(*args), "astedge_fbank_host_run")
 
 
 class CudaFbank(_Extractor):

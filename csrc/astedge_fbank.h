@@ -89,6 +89,13 @@ ASTEDGE_FBANK_API int astedge_fbank_run_host(astedge_fbank_plan* plan, const flo
 ASTEDGE_FBANK_API int astedge_fbank_host_run(const astedge_fbank_config* config, const float* input, float* output,
                                              int32_t batch, int64_t samples);
 
+/* The CUDA kernel's thread blocks emulated on the CPU (libastedge_fbank_host, tests only): its CTA body
+ * and launch geometry with one thread per CUDA thread and a barrier for __syncthreads, blocks one at a
+ * time, gridDim.y capped at max_grid_y (65535 on the GPU; smaller to exercise the grid-stride loop).
+ * Equals astedge_fbank_host_run bit for bit. */
+ASTEDGE_FBANK_API int astedge_fbank_emulate_run(const astedge_fbank_config* config, const float* input, float* output,
+                                                int32_t batch, int64_t samples, int32_t max_grid_y);
+
 #ifdef __cplusplus
 }
 #endif

@@ -68,6 +68,23 @@ int count_rows(const astedge_fbank_config& c, int64_t samples, int32_t* rows) {
     return ok();
 }
 
+int make_launch(const astedge_fbank_config& c, const Spec& spec, const float* input, float* output, int32_t batch,
+                int64_t samples, Launch* launch) {
+    if (batch < 0) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "batch must be >= 0");
+    *launch = Launch{};
+    int status = count_frames(c, samples, &launch->frames);
+    if (status == ASTEDGE_FBANK_OK) status = count_rows(c, samples, &launch->rows);
+    if (status != ASTEDGE_FBANK_OK || batch == 0) return status;
+    if (input == nullptr || output == nullptr)
+        return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "input and output are required");
+    launch->spec = spec;
+    launch->input = input;
+    launch->output = output;
+    launch->batch = batch;
+    launch->samples = samples;
+    return ok();
+}
+
 Spec scalars(const astedge_fbank_config& c) {
     Spec s{};
     s.window_size = c.window_size;
@@ -81,6 +98,17 @@ Spec scalars(const astedge_fbank_config& c) {
     s.scale = static_cast<float>(c.std * 2.0);
     s.pad_value = s.normalize ? div(sub(0.0f, s.mean), s.scale) : 0.0f;
     return s;
+}
+
+Spec host_spec(const astedge_fbank_config& config, std::vector<Complex>& table) {
+    table = twiddles(config.n_fft);
+    Spec spec = scalars(config);
+    spec.window = config.window;
+    spec.twiddle = table.data();
+    spec.mel_indptr = config.mel_indptr;
+    spec.mel_indices = config.mel_indices;
+    spec.mel_weights = config.mel_weights;
+    return spec;
 }
 
 }  // namespace astedge_fbank

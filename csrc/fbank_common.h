@@ -9,6 +9,7 @@
 
 #include "astedge_fbank.h"
 #include "fbank_frame.h"
+#include "fbank_kernel.h"
 
 namespace astedge_fbank {
 
@@ -30,6 +31,14 @@ int count_rows(const astedge_fbank_config& config, int64_t samples, int32_t* row
 
 // The scalar part of the per-frame spec (table pointers are filled in by the caller).
 Spec scalars(const astedge_fbank_config& config);
+
+// Checks a run's arguments and fills `launch` (spec, buffers, frame and row counts); batch 0 is valid
+// (nothing to do) and needs no buffers.
+int make_launch(const astedge_fbank_config& config, const Spec& spec, const float* input, float* output,
+                int32_t batch, int64_t samples, Launch* launch);
+
+// The spec with host-side tables (fbank_host.cpp); `table` receives the twiddles it points to.
+Spec host_spec(const astedge_fbank_config& config, std::vector<Complex>& table);
 
 // Non-zeros of the mel matrix.
 inline int mel_nonzeros(const astedge_fbank_config& config) { return config.mel_indptr[config.num_mel_bins]; }

@@ -1,7 +1,8 @@
 // libastedge_fbank: the whole feature pipeline as one kernel launch per batch.
 //
 // Grid: x = output rows / frames_per_block, y = clips (grid-stride beyond 65535). Block: 64 threads per
-// frame (x) times frames_per_block frames (y), each frame with its own shared-memory scratch. A frame's
+// frame (x) times frames_per_block frames (y), each frame with its own shared-memory scratch; the CTA's
+// body is fbank_kernel.h, which the CPU emulation (fbank_emulate.cpp) runs too. A frame's
 // arithmetic depends only on its own samples (fbank_frame.h), so results are deterministic and the same
 // for a frame whatever the batch size or its position. No atomics, no allocation, no host sync in
 // astedge_fbank_run_device: it can be captured in a CUDA graph.
@@ -12,13 +13,11 @@
 #include <vector>
 
 #include "fbank_common.h"
+#include "fbank_kernel.h"
 
 using namespace astedge_fbank;
 
 namespace {
-
-constexpr int kFrameThreads = 64;  // one radix-4 butterfly per thread per stage at n_fft = 512
-constexpr int kMaxGridY = 65535;
 
 struct DeviceGroup {
     __device__ int rank() const { return threadIdx.x; }
@@ -27,34 +26,9 @@ struct DeviceGroup {
     __device__ void sync() const { __syncthreads(); }
 };
 
-struct Launch {
-    Spec spec;
-    const float* input;
-    float* output;
-    int batch;
-    long long samples;
-    int frames;  // real frames per clip
-    int rows;    // output rows per clip (padding rows past `frames`, cropping below it)
-};
-
-__global__ void __launch_bounds__(kFrameThreads * 4) fbank_kernel(const Launch p) {
+__global__ void __launch_bounds__(kFrameThreads * kMaxFramesPerBlock) fbank_kernel(const Launch p) {
     extern __shared__ __align__(16) float shared[];
-    const Spec& s = p.spec;
-    const int first_row = blockIdx.x * blockDim.y;
-    const int row = first_row + threadIdx.y;
-    const Scratch scratch = make_scratch(shared + threadIdx.y * scratch_floats(s.n_fft), s.n_fft);
-    const DeviceGroup g;
-    for (int clip = blockIdx.y; clip < p.batch; clip += gridDim.y) {
-        float* out = row < p.rows ? p.output + (static_cast<long long>(clip) * p.rows + row) * s.num_mel_bins : nullptr;
-        if (first_row >= p.frames) {  // padding rows only: uniform over the block, no barriers
-            if (out != nullptr) pad_row(g, s, out);
-            continue;
-        }
-        const bool real = row < p.frames && out != nullptr;
-        const float* samples = real ? p.input + clip * p.samples + static_cast<long long>(row) * s.window_shift : nullptr;
-        frame(g, s, samples, scratch, out);
-        __syncthreads();  // the next clip reuses the scratch
-    }
+    fbank_cta(DeviceGroup{}, p, blockIdx.x, blockIdx.y, gridDim.y, threadIdx.y, blockDim.y, shared);
 }
 
 int cuda_status(cudaError_t error, const char* what) {
@@ -94,8 +68,6 @@ struct astedge_fbank_plan {
     int device = -1;
     void* tables = nullptr;         // window, twiddles, CSR in one device allocation
     Spec spec{};
-    int frames_per_block = 1;
-    size_t shared_bytes = 0;
     float* staging_in = nullptr;    // run_host's device buffers, grown on demand
     float* staging_out = nullptr;
     size_t staging_in_count = 0, staging_out_count = 0;
@@ -157,9 +129,6 @@ int astedge_fbank_create(const astedge_fbank_config* config, astedge_fbank_plan*
     p->spec.mel_indptr = reinterpret_cast<const int*>(base + off_indptr);
     p->spec.mel_indices = reinterpret_cast<const int*>(base + off_indices);
     p->spec.mel_weights = reinterpret_cast<const float*>(base + off_weights);
-    // 4 frames per CTA (256 threads, ~9 KB at n_fft = 512); fewer for long FFTs to stay under 48 KB.
-    p->frames_per_block = n <= 1024 ? 4 : (n <= 2048 ? 2 : 1);
-    p->shared_bytes = sizeof(float) * scratch_floats(n) * p->frames_per_block;
     *plan = p;
     return ok();
 }
@@ -181,38 +150,28 @@ int astedge_fbank_output_rows(const astedge_fbank_plan* plan, int64_t samples, i
 int astedge_fbank_run_device(const astedge_fbank_plan* plan, const float* input, float* output, int32_t batch,
                              int64_t samples, void* stream) {
     if (plan == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan is null");
-    if (batch < 0) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "batch must be >= 0");
     Launch launch{};
-    int status = count_frames(plan->config, samples, &launch.frames);
-    if (status == ASTEDGE_FBANK_OK) status = count_rows(plan->config, samples, &launch.rows);
+    int status = make_launch(plan->config, plan->spec, input, output, batch, samples, &launch);
     if (status != ASTEDGE_FBANK_OK || batch == 0) return status;
-    if (input == nullptr || output == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "input and output are required");
     int device = -1;
     if ((status = cuda_status(cudaGetDevice(&device), "cudaGetDevice")) != ASTEDGE_FBANK_OK) return status;
     if (device != plan->device)
         return fail(ASTEDGE_FBANK_ERROR_WRONG_DEVICE, "plan made on device " + std::to_string(plan->device) +
                                                           ", current device is " + std::to_string(device));
-    launch.spec = plan->spec;
-    launch.input = input;
-    launch.output = output;
-    launch.batch = batch;
-    launch.samples = samples;
-    const dim3 block(kFrameThreads, plan->frames_per_block);
-    const dim3 grid((launch.rows + plan->frames_per_block - 1) / plan->frames_per_block, std::min<int>(batch, kMaxGridY));
-    fbank_kernel<<<grid, block, plan->shared_bytes, static_cast<cudaStream_t>(stream)>>>(launch);
+    const Geometry shape = geometry(plan->config.n_fft, launch.rows, batch);
+    const dim3 grid(shape.grid_x, shape.grid_y), block(kFrameThreads, shape.frames_per_block);
+    fbank_kernel<<<grid, block, shape.shared_bytes, static_cast<cudaStream_t>(stream)>>>(launch);
     return cuda_status(cudaGetLastError(), "fbank_kernel launch");
 }
 
 int astedge_fbank_run_host(astedge_fbank_plan* plan, const float* input, float* output, int32_t batch, int64_t samples,
                            void* stream) {
     if (plan == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan is null");
-    if (batch < 0) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "batch must be >= 0");
-    int32_t rows = 0;
-    int status = count_rows(plan->config, samples, &rows);
+    Launch launch{};
+    int status = make_launch(plan->config, plan->spec, input, output, batch, samples, &launch);
     if (status != ASTEDGE_FBANK_OK || batch == 0) return status;
-    if (input == nullptr || output == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "input and output are required");
     const size_t in_count = static_cast<size_t>(batch) * samples;
-    const size_t out_count = static_cast<size_t>(batch) * rows * plan->config.num_mel_bins;
+    const size_t out_count = static_cast<size_t>(batch) * launch.rows * plan->config.num_mel_bins;
     auto grow = [](float** buffer, size_t* have, size_t need, const char* what) {
         if (*have >= need) return ok();
         cudaFree(*buffer);

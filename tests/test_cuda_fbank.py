@@ -1,7 +1,9 @@
 """The CUDA fbank library (csrc/) and its binding (astedge.cuda_fbank).
 
 Without a GPU: the kernel's per-frame source compiled for the CPU (libastedge_fbank_host, built here
-with CMake into tests/.cache) against the numpy reference, and the binding's fallback to numpy.
+with CMake into tests/.cache) against the numpy reference; the kernel's thread blocks emulated with CPU
+threads (same CTA body, geometry and barriers) against that host build, bit for bit, and under
+ThreadSanitizer; the binding's fallback to numpy.
 With a GPU (``-m cuda``): the kernel itself, against the reference and against the host build.
 
 Tolerances: the library computes the FFT in float32 (the reference in float64), as torchaudio does, so
@@ -20,6 +22,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from references import within_db
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_BUILD = Path(__file__).parent / ".cache" / "fbank-host-build"
+TSAN_BUILD = Path(__file__).parent / ".cache" / "fbank-tsan-build"
 LENGTHS = [400, 401, 160000, 163840]
 BROADBAND = ("noise", "clipping", "silence")
 LOG_EPS = np.log(np.float32(F.LOG_FLOOR))
@@ -132,6 +136,67 @@ def test_host_library_validates_its_input(host_library, host_raw):
     assert lib.astedge_fbank_error_string(status) == b"unsupported configuration"
     native.struct.n_fft = 512
     assert lib.astedge_fbank_host_run(ctypes.byref(native.struct), wave.ctypes.data, out.ctypes.data, 1, 399) == 3
+
+
+# --- the kernel's thread blocks, emulated on the CPU ------------------------------------------------------
+# 16000 samples = 98 frames. Target lengths put the last block (4 rows) across the end of the frames
+# (100: rows 96-97 real, 98-99 padding), cut rows short of the frames (97, 50: cropping; 97 also leaves
+# three of the last block's four rows outside the output), or match (98).
+EMULATED = {
+    "raw-400": (F.DEFAULT, False, 400, 1),
+    "raw-401-batch64": (F.DEFAULT, False, 401, 64),
+    "raw-16000": (F.DEFAULT, False, 16000, 1),
+    **{f"target{n}": (F.FbankConfig(target_length=n), True, 16000, 2) for n in (50, 97, 98, 100)},
+    "8k-64mel": (F.FbankConfig(sample_rate=8000, num_mel_bins=64, target_length=30), True, 2400, 3),  # n_fft 256
+    "44k1": (F.FbankConfig(sample_rate=44100, target_length=8), True, 5000, 2),  # n_fft 2048: 2 frames a block
+    "96k": (F.FbankConfig(sample_rate=96000, target_length=5), True, 9000, 2),  # n_fft 4096: 1 frame a block
+}
+
+
+@pytest.mark.parametrize("case", EMULATED)
+def test_emulated_thread_blocks_equal_the_host_build(case, rng, host_library):
+    config, model_input, samples, batch = EMULATED[case]
+    waves = (0.1 * rng.standard_normal((batch, samples))).astype(np.float32)
+    waves[-1, samples // 3:] = 0.0  # silence within a clip: the log floor and the mean lanes
+    host = C.HostFbank(config, model_input=model_input, library=host_library)(waves)
+    reference = (F.model_input if model_input else F.fbank)(waves, config)
+    assert host.shape == reference.shape
+    assert np.abs(host - reference).max() <= (1e-3 / (2 * config.std) if model_input else 1e-3)
+    # One block row per clip, then (batches) gridDim.y = 1: every clip through the grid-stride loop.
+    for max_grid_y in (65535, 1) if batch > 1 else (65535,):
+        emulated = C.HostFbank(config, model_input=model_input, library=host_library, emulate_blocks=True,
+                               max_grid_y=max_grid_y)(waves)
+        # Bit for bit: also no NaN from the NaN-filled shared memory, no row left unwritten.
+        assert np.array_equal(emulated, host), (max_grid_y, np.abs(emulated - host).max())
+
+
+def test_emulated_thread_blocks_are_race_free_under_thread_sanitizer(tmp_path):
+    """The kernel's barrier placement: a missing __syncthreads shows up here as a data race (checked by
+    deleting one: ThreadSanitizer reported it and the output changed)."""
+    runtime = subprocess.run(["c++", "-print-file-name=libtsan.so"], capture_output=True, text=True).stdout.strip()
+    if shutil.which("cmake") is None or not os.path.isabs(runtime):
+        pytest.skip("needs cmake and a C++ compiler with ThreadSanitizer (libtsan)")
+    build = TSAN_BUILD
+    for step in (["cmake", "-S", str(ROOT), "-B", str(build), "-DASTEDGE_FBANK_CUDA=OFF",
+                  "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DCMAKE_CXX_FLAGS=-fsanitize=thread",
+                  "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread"],
+                 ["cmake", "--build", str(build), "--target", "astedge_fbank_host", "-j", "2"]):
+        result = subprocess.run(step, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from astedge import cuda_fbank as C, features as F\n"
+        "w = (0.1 * np.random.default_rng(0).standard_normal((3, 2000))).astype(np.float32)\n"
+        "for config, model_input in ((F.DEFAULT, False), (F.FbankConfig(target_length=13), True)):\n"
+        "    run = lambda **kw: C.HostFbank(config, model_input=model_input, library=sys.argv[1], **kw)(w)\n"
+        "    assert np.array_equal(run(emulate_blocks=True, max_grid_y=2), run())\n"
+        "print('equal')\n")
+    env = dict(os.environ, LD_PRELOAD=runtime, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
+    result = subprocess.run([sys.executable, str(script), str(build / C.HOST_LIBRARY_NAME)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert "ThreadSanitizer" not in result.stderr, result.stderr[-4000:]
+    assert result.returncode == 0 and result.stdout.strip() == "equal", result.stderr[-4000:]
 
 
 # --- loading and falling back ----------------------------------------------------------------------------
