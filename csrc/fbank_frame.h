@@ -16,7 +16,9 @@
 #include <float.h>
 #include <math.h>
 
-#if defined(__FAST_MATH__) || defined(__USE_FAST_MATH__)
+// Fast math changes the rounding this code reproduces. GCC/Clang's -ffast-math and NVRTC's
+// -use_fast_math=true say so by macro; nvcc's --use_fast_math defines none (CMakeLists.txt refuses it).
+#if defined(__FAST_MATH__) || (defined(__USE_FAST_MATH__) && __USE_FAST_MATH__)
 #error "fast-math changes the rounding this code reproduces; build without it"
 #endif
 

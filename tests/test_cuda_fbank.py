@@ -239,6 +239,17 @@ def test_library_search_order(tmp_path, monkeypatch):
     assert C.library_candidates(C.HOST_LIBRARY_NAME)[0] == tmp_path / "host.so"
 
 
+def test_install_builds_the_cuda_library_where_nvcc_exists():
+    """setup.py runs CMakeLists.txt during `pip install`: with nvcc the package carries libastedge_fbank."""
+    if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
+        pytest.skip("no nvcc on this machine: the install builds the host library only")
+    if os.environ.get("ASTEDGE_BUILD_FBANK") == "0" or C.ENV_VAR in os.environ:
+        pytest.skip("the library build was switched off or overridden")
+    built = [path for path in C.library_candidates()[-2:] if path.is_file()]
+    assert built, "nvcc is here but neither astedge/lib nor build/ has libastedge_fbank.so (see setup.py's output, pip -v)"
+    assert C._open(built[0], host=False).astedge_fbank_abi_version() == C.ABI_VERSION
+
+
 def test_built_cuda_library_without_a_gpu_falls_back(rng, fresh_notices):
     """The real libastedge_fbank (./build, as .ci/run makes it where nvcc exists) on a machine with no GPU."""
     library = C.find_library()
