@@ -17,6 +17,14 @@ from astedge.errors import UserError
 #: soxr quality for every rate conversion in astedge ("VHQ": very high, linear phase).
 RESAMPLER_QUALITY = "VHQ"
 
+#: Frames per block when a file is read and mixed to mono: a 1 h 6-channel 48 kHz file is never held
+#: as all its channels at once (4 GB as float32), only as mono.
+READ_BLOCK_FRAMES = 1 << 16
+
+#: Louder than this (60 dB over full scale) is not float audio in [-1, 1] but a scaling mistake, typically
+#: integer sample values stored as float; far louder values would overflow the fbank into inf/NaN.
+MAX_PEAK = 1000.0
+
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """Band-limited resampling of a 1-D float32 signal (returns the input when rates match)."""
@@ -45,6 +53,10 @@ def prepare(samples: np.ndarray, rate: int, target_rate: int = 16000, source: st
     if not np.isfinite(mono).all():
         bad = int(np.count_nonzero(~np.isfinite(mono)))
         raise UserError(f"contains {bad} NaN or infinite sample(s)", source)
+    peak = max(float(mono.max()), -float(mono.min()))  # no temporary the size of the audio
+    if peak > MAX_PEAK:
+        raise UserError(f"has samples up to {peak:.6g}, far outside [-1, 1] (integer values stored as float?); "
+                        "scale the audio to [-1, 1]", source)
     return resample(mono, int(rate), int(target_rate))
 
 
@@ -57,14 +69,17 @@ def audio_info(path: str | Path):
         raise UserError("no such file", path)
     if path.is_dir():
         raise UserError("is a directory, not an audio file", path)
+    if not path.is_file():
+        raise UserError("is not a regular file (a pipe or a device?); save the audio to a file first", path)
     if path.stat().st_size == 0:
         raise UserError("is empty (0 bytes)", path)
     try:
         info = sf.info(os.fspath(path))
     except (RuntimeError, sf.LibsndfileError) as err:  # libsndfile: bad header, unknown format, truncation
         reason = str(err).split(":")[-1].strip().rstrip(".") or "unreadable"
-        raise UserError(f"not a readable audio file ({reason}); astedge reads WAV, FLAC, OGG and the other "
-                        "formats of libsndfile", path) from None
+        raise UserError(f"not a readable audio file ({reason}); astedge reads WAV, FLAC, OGG, Opus, MP3 and "
+                        "the other formats of libsndfile; convert others first, e.g. ffmpeg -i IN -ar 16000 OUT.wav",
+                        path) from None
     if info.frames == 0 or info.samplerate <= 0:
         raise UserError("contains no audio samples", path)
     return info
@@ -81,8 +96,13 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | 
     seconds = info.frames / info.samplerate
     if max_seconds is not None and seconds > max_seconds:
         raise UserError(f"is {seconds:.1f} s long, over the {max_seconds:g} s limit for this operation", path)
-    try:
-        samples, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    blocks = []
+    try:  # mixed to mono block by block: only the mono signal is ever held whole
+        with sf.SoundFile(os.fspath(path)) as handle:  # read(), not blocks(): some codecs (GSM 6.10) cannot seek
+            rate = handle.samplerate
+            while len(block := handle.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                blocks.append(to_mono(block))
     except (RuntimeError, sf.LibsndfileError) as err:
         raise UserError(f"could not be decoded ({str(err).split(':')[-1].strip()})", path) from None
-    return prepare(samples, rate, sample_rate, source=path)
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return prepare(mono, rate, sample_rate, source=path)

@@ -30,6 +30,11 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+def log_line(message: str, style: str | None = None) -> None:
+    """A progress line on stderr, as plain text: paths and labels with brackets are not rich markup."""
+    err_console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
 def _print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -108,6 +113,8 @@ def features(
     config = feats.DEFAULT.with_dataset(dataset)
     if target_length is not None:
         config = dataclasses.replace(config, target_length=target_length)
+    if output.exists() and audio.exists() and output.samefile(audio):
+        raise UserError("is the input audio; give the features another path with -o", output)
     wave = audio_io.load_audio(audio, config.sample_rate, max_seconds=max_seconds)
     if len(wave) < config.window_size:
         raise UserError(f"is {len(wave)} samples long at {config.sample_rate} Hz, shorter than one "
@@ -182,7 +189,7 @@ def predict(
         return
     table = Table("score", "label", "index", box=None)
     for row in result["top"]:
-        table.add_row(f"{row['score']:.4f}", row["label"], str(row["index"]))
+        table.add_row(f"{row['score']:.4f}", escape(row["label"]), str(row["index"]))
     Console().print(table)
 
 
@@ -264,7 +271,7 @@ def train(
         overrides.update(fstride=fstride, tstride=tstride)
     recipe = load_recipe(preset, config, overrides)
     dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed)
-    result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=err_console.print)
+    result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=log_line)
     summary = {"best": str(result.best), "metric": result.metric, "best_value": result.best_value,
                "best_epoch": result.best_epoch, "epochs": len(result.history), "skipped_files": len(result.problems)}
     if as_json:
@@ -282,7 +289,7 @@ def demo(
     """Synthesize data, train a tiny AST on the CPU, export it and classify a labelled stream."""
     from astedge.demo import run_demo
 
-    summary = run_demo(out, seed=seed, log=err_console.print)
+    summary = run_demo(out, seed=seed, log=log_line)
     if as_json:
         _print_json(summary)
         return
@@ -448,7 +455,7 @@ def _open_backend(model: Optional[Path], backend: str, precision: str):
                             "ASTEDGE_MODEL")
         model = Path(os.environ["ASTEDGE_MODEL"])
     choice = choose_backend(model, backend, precision)
-    err_console.print(f"{model}: {choice.describe()}", markup=False, highlight=False, soft_wrap=True, style="dim")
+    log_line(f"{model}: {choice.describe()}", style="dim")
     return choice.backend
 
 
@@ -599,12 +606,13 @@ def classify(
                 sys.stdout.write("".join(json.dumps(record) + "\n" for record in result.records()))
                 sys.stdout.flush()
                 continue
-            console.print(f"[bold]{path}[/]  {result.seconds:.2f} s, {len(result.windows)} window(s)", highlight=False)
+            console.print(f"[bold]{escape(str(path))}[/]  {result.seconds:.2f} s, {len(result.windows)} window(s)",
+                          highlight=False, soft_wrap=True)
             table = Table("mean", "max", "label", box=None)
             peaks = {s.index: s.score for s in result.max.top}
             for score in result.mean.top:
                 peak = peaks.get(score.index)
-                table.add_row(f"{score.score:.4f}", f"{peak:.4f}" if peak is not None else "", score.label)
+                table.add_row(f"{score.score:.4f}", f"{peak:.4f}" if peak is not None else "", escape(score.label))
             console.print(table)
             if len(result.windows) > 1:
                 for window_result in result.windows:
@@ -662,7 +670,7 @@ def bench(
     report = benchmarks.benchmark(
         model, size=size or "base", frames=frames or 1024, backends=backend, batches=batch, precision=precision, warmup=warmup, iters=iters,
         seconds=seconds, threads=threads, pause_ms=pause_ms, profile=profile,
-        log=lambda message: err_console.print(message, style="dim", markup=False, highlight=False, soft_wrap=True))
+        log=lambda message: log_line(message, style="dim"))
     for target in output:
         with atomic_write(target, "w") as handle:
             handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else benchmarks.markdown(report))

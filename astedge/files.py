@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -16,18 +18,38 @@ def _umask() -> int:
     return mask
 
 
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb"):
     """Yield a temp file beside `path`; rename it over `path` only if the block succeeds.
 
-    A crash, Ctrl-C or error never leaves a half-written output behind.
+    A crash, Ctrl-C or error never leaves a half-written output behind. A symlinked `path` keeps its
+    link (the file it points to is replaced); a device or pipe (/dev/null, /dev/stdout, a FIFO) is
+    written in place, once the block has succeeded, from a memory buffer (it cannot be renamed over, and
+    numpy cannot save to a pipe). Failures to write are a UserError naming the output.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        buffer = io.BytesIO() if "b" in mode else io.StringIO()
+        yield buffer
+        try:
+            with open(path, mode) as handle:
+                handle.write(buffer.getvalue())
+        except OSError as err:
+            raise UserError(f"cannot write the output ({err.strerror or err})", path) from None
+        return
     if not path.parent.is_dir():
         raise UserError("output directory does not exist", path.parent)
     if path.is_dir():
         raise UserError("output path is a directory", path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"cannot write the output ({err.strerror or err})", path) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
         with os.fdopen(fd, mode) as handle:
@@ -35,9 +57,11 @@ def atomic_write(path: str | Path, mode: str = "wb"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRORS:  # a full disk, a read-only file system
+            raise UserError(f"cannot write the output ({err.strerror or err})", path) from None
         raise
 
 

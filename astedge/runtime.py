@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from astedge import features as feats
-from astedge.audio import to_mono
+from astedge.audio import MAX_PEAK, to_mono
 from astedge.errors import UserError
 from astedge.features import FbankConfig
 from astedge.predict import Score, activate, top_k
@@ -425,7 +425,7 @@ class Listener:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         # accounting
-        self.overflows = self.nonfinite = 0
+        self.overflows = self.invalid_samples = 0
         self.flags: collections.Counter = collections.Counter()
         self.classified = self.dropped = self.lost_windows = 0
         self._reported_overflows = self._unreported_dropped = 0
@@ -445,11 +445,11 @@ class Listener:
             if self._capture_done:
                 return
             mono = to_mono(np.asarray(indata, dtype=np.float32))
-            finite = np.isfinite(mono)
-            if not finite.all():  # a broken driver or plugin: silence the bad samples, count them
-                mono = np.where(finite, mono, np.float32(0.0))
+            valid = np.abs(mono) <= MAX_PEAK  # False for NaN/inf and for absurd values (int16 stored as float)
+            if not valid.all():  # a broken driver, plugin or file: silence the bad samples, count them
+                mono = np.where(valid, mono, np.float32(0.0))
                 with self._lock:
-                    self.nonfinite += int(mono.size - np.count_nonzero(finite))
+                    self.invalid_samples += int(mono.size - np.count_nonzero(valid))
             if self._resampler is not None:
                 mono = self._resampler.resample_chunk(mono)
             self._write(mono)
@@ -624,7 +624,7 @@ class Listener:
             **self.windowing.describe(),
             "audio_s": round(heard, 3), "wall_s": round(wall, 3),
             "windows": self.classified, "dropped": self.dropped, "lost": self.lost_windows,
-            "overflows": overflows, "status_flags": flags, "nonfinite_samples": self.nonfinite,
+            "overflows": overflows, "status_flags": flags, "invalid_samples": self.invalid_samples,
             "inference_ms": _percentiles(self.inference_ms), "window_ms": _percentiles(self.window_ms),
             "delay_ms": _percentiles(self.delay_ms),
             "real_time_factor": round(self._busy_s / heard, 5) if heard else None,
@@ -721,6 +721,7 @@ def classify_file(backend, path: str | Path, windowing: Windowing, *, max_second
 def render(result: WindowResult | None, summary: dict, title: str = ""):
     """A rich renderable of the latest window: top labels with score bars, latency, running counts."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -735,7 +736,7 @@ def render(result: WindowResult | None, summary: dict, title: str = ""):
         header = Text(f"{title}  {result.start:7.2f}-{result.end:7.2f} s  latency {result.latency_ms:6.1f} ms")
         for score in result.top:
             filled = int(round(max(0.0, min(1.0, score.score)) * width))
-            table.add_row(score.label, Text("█" * filled + "·" * (width - filled), style="green"),
+            table.add_row(escape(score.label), Text("█" * filled + "·" * (width - filled), style="green"),
                           f"{score.score:.3f}")
     p = summary.get("inference_ms") or {}
     footer = Text(f"heard {summary['audio_s']:.1f} s · windows {summary['windows']} · dropped {summary['dropped']} · "

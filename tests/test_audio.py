@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -42,6 +45,40 @@ def test_channels_are_averaged(tmp_path):
     six = np.stack([left] * 5 + [right], axis=1)
     sf.write(tmp_path / "six.wav", six, 16000, subtype="FLOAT")
     np.testing.assert_allclose(audio.load_audio(tmp_path / "six.wav"), (5 * left + right) / 6, atol=1e-6)
+
+
+def test_many_channels_are_mixed_block_by_block(tmp_path, monkeypatch):
+    """A long multichannel file is mixed to mono as it is read: never held as all its channels (an hour of
+    6-channel 48 kHz audio is 4 GB as float32), and the result equals mixing the whole array at once."""
+    rate, channels = 48000, 8
+    wave = np.stack([tone(300 + 100 * c, 4.0, rate=rate, amplitude=0.1) for c in range(channels)], axis=1)
+    path = tmp_path / "eight.wav"
+    sf.write(path, wave, rate, subtype="FLOAT")
+    monkeypatch.setattr(audio, "READ_BLOCK_FRAMES", 4096)  # 47 blocks, as a long file has thousands
+    tracemalloc.start()
+    try:
+        out = audio.load_audio(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, audio.prepare(wave, rate))
+    assert peak < 0.4 * wave.nbytes, f"peak {peak / wave.nbytes:.2f}x the [frames, channels] array"
+
+
+def test_codecs_that_cannot_seek_are_read(tmp_path):
+    """GSM 6.10 WAV (telephony) is not seekable in libsndfile: it must still be read to the end."""
+    path = tmp_path / "call.wav"
+    sf.write(path, tone(440, 2.0, rate=8000), 8000, subtype="GSM610")
+    out = audio.load_audio(path)
+    assert abs(len(out) - 32000) <= 320
+    expected = tone(440, 2.0)[:len(out)]
+    assert np.corrcoef(out[1000:-1000], expected[1000:-1000])[0, 1] > 0.95
+
+
+def test_loud_float_audio_is_accepted():
+    """Float files may run over full scale (hot masters, decoded MP3 overshoot): kept as they are."""
+    hot = 4.0 * tone(440, 0.5)
+    np.testing.assert_array_equal(audio.prepare(hot, 16000), hot)
 
 
 def test_ogg_vorbis_is_read(tmp_path):
@@ -91,13 +128,20 @@ def _write_bad(tmp_path, kind):
         wave[200] = np.inf
         sf.write(path, wave, 16000, subtype="FLOAT")
         return path, "2 NaN or infinite"
+    if kind == "int_scaled_float":  # integer sample values stored in a float file: would give garbage or NaN
+        sf.write(path, np.round(32767 * tone(440, 0.5)), 16000, subtype="FLOAT")
+        return path, "far outside [-1, 1]"
+    if kind == "pipe":
+        os.mkfifo(path)
+        return path, "not a regular file"
     if kind == "too_long":
         sf.write(path, np.zeros(16000 * 3, np.float32), 16000)
         return path, "over the 2 s limit"
     raise AssertionError(kind)
 
 
-BAD = ["missing", "directory", "empty", "zero_samples", "truncated_header", "corrupt", "unsupported", "nan", "too_long"]
+BAD = ["missing", "directory", "empty", "zero_samples", "truncated_header", "corrupt", "unsupported", "nan",
+       "int_scaled_float", "pipe", "too_long"]
 
 
 @pytest.mark.parametrize("kind", BAD)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -75,6 +79,55 @@ def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, kind):
     assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.npy")]
+
+
+def test_features_output_that_is_not_a_plain_file(tmp_path):
+    """-o through a symlink, into a pipe (or /dev/null, /dev/stdout), onto the input, or where nothing can be
+    written: the link and the pipe are kept (a temp file renamed over them would replace them), the input is
+    never overwritten, and a write error is one line."""
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone(440, 1.0), 16000, subtype="PCM_16")
+    expected = F.model_input(audio_io.load_audio(wav))
+
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.npy"
+    link.symlink_to(tmp_path / "real" / "target.npy")
+    assert run("features", str(wav), "-o", str(link)).returncode == 0
+    assert link.is_symlink()
+    np.testing.assert_array_equal(np.load(tmp_path / "real" / "target.npy"), expected)
+
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = run("features", str(wav), "-o", str(fifo))
+    reader.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert fifo.is_fifo() and received
+    np.testing.assert_array_equal(np.load(io.BytesIO(received[0])), expected)
+
+    before = wav.read_bytes()
+    result = run("features", str(wav), "-o", str(wav))
+    assert result.returncode == 2 and "is the input audio" in result.stderr and wav.read_bytes() == before
+
+    result = run("features", str(wav), "-o", "/proc/astedge-cannot-write-here.npy")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "cannot write the output" in lines[0], result.stderr
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg to make an M4A file")
+def test_m4a_is_refused_in_one_line(tmp_path):
+    """AAC in MP4 is not a libsndfile format: one line naming the file and how to convert it, exit 2."""
+    wav, m4a = tmp_path / "clip.wav", tmp_path / "clip.m4a"
+    sf.write(wav, tone(440, 1.0), 16000, subtype="PCM_16")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True,
+                   stdin=subprocess.DEVNULL, timeout=60)
+    result = run("features", str(m4a), "-o", str(tmp_path / "out.npy"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert str(m4a) in lines[0] and "not a readable audio file" in lines[0] and "ffmpeg" in lines[0]
+    assert not (tmp_path / "out.npy").exists()
 
 
 def test_too_short_audio_and_missing_output_dir(tmp_path):

@@ -30,7 +30,7 @@ from astedge.checkpoint import save_checkpoint
 from astedge.errors import UserError
 from astedge.features import FbankConfig
 from astedge.model import ASTModel, model_config
-from astedge.predict import activate
+from astedge.predict import Score, activate
 from conftest import run_without_torch
 
 CFG = model_config("tiny", depth=2, num_classes=10, target_length=128)
@@ -282,6 +282,25 @@ def _listen(backend, source, windowing, **options):
     return results, listener.summary()
 
 
+def test_stream_silences_and_counts_invalid_samples(ort_backend, tmp_path):
+    """NaN/inf and absurd values (int16 numbers in a float file) from a live source are zeroed and counted,
+    so the stream goes on with finite scores instead of stopping or printing NaN."""
+    wave = signal(2.0)
+    bad = wave.copy()
+    bad[100:110], bad[5000], bad[9000:9003] = np.nan, np.inf, 32767.0
+    path = tmp_path / "bad.wav"
+    sf.write(path, bad, 16000, subtype="FLOAT")
+    windowing = rt.Windowing.from_seconds(KWS, hop=0.5)
+    results, summary = _listen(ort_backend, capture.FileSource(path), windowing, k=3)
+    assert summary["invalid_samples"] == 14
+    cleaned = tmp_path / "cleaned.wav"
+    sf.write(cleaned, np.where(np.isfinite(bad) & (np.abs(bad) <= 1000), bad, 0.0).astype(np.float32), 16000,
+             subtype="FLOAT")
+    expected, _ = _listen(ort_backend, capture.FileSource(cleaned), windowing, k=3)
+    assert len(results) == len(expected) > 0
+    assert max(np.abs(r.logits - e.logits).max() for r, e in zip(results, expected)) == 0.0
+
+
 def test_stream_of_a_file_equals_the_batch_path(ort_backend, wav, tmp_path):
     windowing = rt.Windowing.from_seconds(KWS, hop=0.4)
     batch = rt.classify_waveform(ort_backend, audio_io.load_audio(wav), windowing, k=10, batch_size=4)
@@ -461,6 +480,24 @@ def test_classify_json_windows_and_aggregates(model, wav, tmp_path):
     assert [(x["start"], x["end"], x.get("aggregate")) for x in padded] == [(0, 0.5, None), (0, 0.5, "mean"),
                                                                           (0, 0.5, "max")]
     assert b"backend torch" in result.stderr
+
+
+def test_classify_text_prints_paths_and_labels_as_they_are(model, wav, tmp_path):
+    """File names and labels are text, not rich markup: "[live]" stays, "[/" does not crash the table."""
+    odd = tmp_path / "Band [live] x[" / "]take [bold]2.wav"
+    odd.parent.mkdir()
+    odd.write_bytes(wav.read_bytes())
+    result = cli("classify", str(odd), "-m", str(model[1]), "--window", "1")
+    assert result.returncode == 0, result.stderr.decode()
+    assert str(odd) in result.stdout.decode() and b"Traceback" not in result.stderr
+    from rich.console import Console
+
+    console = Console(record=True, width=120)
+    top = [Score(0, "[noise]", 0.9), Score(1, "Speech [/]", 0.5)]
+    console.print(rt.render(rt.WindowResult(0.0, 1.0, 1.0, top), {"audio_s": 1.0, "windows": 1, "dropped": 0,
+                                                                   "overflows": 0}, str(odd)))
+    text = console.export_text()
+    assert "[noise]" in text and "Speech [/]" in text
 
 
 def test_commands_fail_with_one_line(model, wav, tmp_path):
