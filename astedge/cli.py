@@ -116,9 +116,7 @@ def features(
     if output.exists() and audio.exists() and output.samefile(audio):
         raise UserError("is the input audio; give the features another path with -o", output)
     wave = audio_io.load_audio(audio, config.sample_rate, max_seconds=max_seconds)
-    if len(wave) < config.window_size:
-        raise UserError(f"is {len(wave)} samples long at {config.sample_rate} Hz, shorter than one "
-                        f"{config.frame_length_ms:g} ms frame ({config.window_size} samples)", audio)
+    feats.frames_or_error(len(wave), config, audio)
     logmel = feats.fbank(wave, config)
     result = logmel if raw else feats.normalize(feats.pad_or_crop(logmel, config.target_length), config)
     with atomic_write(output) as handle:

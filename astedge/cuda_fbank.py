@@ -156,11 +156,7 @@ class _Extractor:
         return (self.config.target_length if self.model_input else frames), self.config.num_mel_bins
 
     def _frames(self, samples: int) -> int:
-        frames = features.num_frames(samples, self.config)
-        if frames == 0:
-            raise UserError(f"audio of {samples} samples is shorter than one {self.config.frame_length_ms:g} ms frame "
-                            f"({self.config.window_size} samples at {self.config.sample_rate} Hz)")
-        return frames
+        return features.frames_or_error(samples, self.config)
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
         wave = np.ascontiguousarray(waveform, dtype=np.float32)

@@ -113,6 +113,15 @@ def num_frames(num_samples: int, config: FbankConfig = DEFAULT) -> int:
     return 1 + (num_samples - config.window_size) // config.window_shift
 
 
+def frames_or_error(num_samples: int, config: FbankConfig = DEFAULT, source=None) -> int:
+    """num_frames, or the one error every entry point gives for audio shorter than one frame (naming `source`)."""
+    count = num_frames(num_samples, config)
+    if count == 0:
+        raise UserError(f"audio is {1000 * num_samples / config.sample_rate:.3g} ms long ({num_samples} samples at "
+                        f"{config.sample_rate} Hz), shorter than one {config.frame_length_ms:g} ms frame", source)
+    return count
+
+
 def _mel(freq):
     return 1127.0 * np.log(1.0 + freq / np.float32(700.0))
 
@@ -199,10 +208,7 @@ def fbank(waveform: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray:
     wave = np.asarray(waveform, dtype=np.float32)
     if wave.ndim == 0:
         raise UserError("expected a waveform array, got a scalar")
-    count = num_frames(wave.shape[-1], config)
-    if count == 0:
-        raise UserError(f"audio of {wave.shape[-1]} samples is shorter than one {config.frame_length_ms:g} ms frame "
-                        f"({config.window_size} samples at {config.sample_rate} Hz)")
+    count = frames_or_error(wave.shape[-1], config)
     batch_shape = wave.shape[:-1]
     flat = np.ascontiguousarray(wave.reshape(-1, wave.shape[-1]))
     views = np.lib.stride_tricks.sliding_window_view(flat, config.window_size, axis=-1)[:, ::config.window_shift]

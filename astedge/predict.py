@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from astedge.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -48,19 +47,18 @@ def predict_file(audio: str | Path, model: str | Path, k: int = 5, max_seconds: 
 
     from astedge.audio import load_audio
     from astedge.checkpoint import load_checkpoint
-    from astedge.features import model_input, num_frames
+    from astedge.features import frames_or_error, model_input
 
     checkpoint = load_checkpoint(model)
     config = checkpoint.feature_config
     wave = load_audio(audio, config.sample_rate, max_seconds=max_seconds)
-    frames = num_frames(len(wave), config)
-    if frames == 0:
-        raise UserError(f"is {len(wave)} samples long at {config.sample_rate} Hz, shorter than one "
-                        f"{config.frame_length_ms:g} ms frame", audio)
+    frames, seconds = frames_or_error(len(wave), config, audio), len(wave) / config.sample_rate
+    # Only the first target_length frames reach the model: no features for the rest of a long file.
+    wave = wave[:(config.target_length - 1) * config.window_shift + config.window_size]
     net = checkpoint.build_model()
     with torch.inference_mode():
         logits = net(torch.from_numpy(model_input(wave, config))[None])[0].numpy()
     scores = activate(logits, checkpoint.task)
     return {"file": str(audio), "model": str(model), "task": checkpoint.task,
-            "seconds": len(wave) / config.sample_rate, "frames": frames, "target_length": config.target_length,
+            "seconds": seconds, "frames": frames, "target_length": config.target_length,
             "top": [asdict(s) for s in top_k(scores, checkpoint.labels, k)]}

@@ -678,9 +678,7 @@ def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int
                       name: str | None = None) -> FileResult:
     """Classify mono audio at the model's rate in sliding windows, `batch_size` windows per backend call."""
     cfg, rate = windowing.config, windowing.config.sample_rate
-    if len(wave) < cfg.window_size:
-        raise UserError(f"is {len(wave)} samples long at {rate} Hz, shorter than one {cfg.frame_length_ms:g} ms "
-                        f"frame", name)
+    feats.frames_or_error(len(wave), cfg, name)
     if batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     starts = window_starts(len(wave), windowing.window, windowing.hop, tail=True, min_tail=cfg.window_shift)

@@ -175,6 +175,21 @@ def test_predict_file_matches_model(model, saved, wav):
     assert result["seconds"] == pytest.approx(0.5) and result["frames"] == 48 and result["task"] == "multiclass"
 
 
+def test_predict_long_file_uses_its_first_window(model, saved, tmp_path):
+    """A 5 s file under a 128-frame model: the first 128 frames decide; seconds/frames describe the whole file."""
+    path, features = saved
+    wave = (0.1 * np.random.default_rng(1).standard_normal(80000)).astype(np.float32)
+    wave[20000:] = 0.0  # what comes after the first window must not matter
+    soundfile.write(tmp_path / "long.wav", wave, 16000, subtype="FLOAT")
+    result = predict_file(tmp_path / "long.wav", path, k=3)
+    x = torch.from_numpy(model_input(wave, features))[None]
+    with torch.no_grad():
+        probs = torch.softmax(model(x).double(), dim=-1)[0]
+    np.testing.assert_allclose([row["score"] for row in result["top"]], probs[[r["index"] for r in result["top"]]],
+                               rtol=1e-5)
+    assert result["seconds"] == 5.0 and result["frames"] == 498
+
+
 def test_predict_command(saved, wav, monkeypatch, capsys):
     path, _ = saved
     def run(*args):

@@ -135,6 +135,7 @@ def test_too_short_audio_and_missing_output_dir(tmp_path):
     sf.write(wav, np.zeros(300, np.float32), 16000)
     result = run("features", str(wav), "-o", str(tmp_path / "x.npy"))
     assert result.returncode == 2 and "shorter than one 25 ms frame" in result.stderr
+    assert f"{wav}: audio is 18.8 ms long (300 samples at 16000 Hz)" in result.stderr
     sf.write(wav, np.zeros(1600, np.float32), 16000)
     result = run("features", str(wav), "-o", str(tmp_path / "nowhere" / "x.npy"))
     assert result.returncode == 2 and "output directory does not exist" in result.stderr
