@@ -104,15 +104,20 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
         "task": task,
         "provenance": json.dumps(provenance, ensure_ascii=False),
     }
+    # Weights are stored in float32 whatever they came in (a bfloat16 or float16 Hub checkpoint): numpy
+    # cannot read bfloat16 without torch, and precision is chosen at export.
     if all(isinstance(v, np.ndarray) for v in state.values()):
         from safetensors.numpy import save
 
-        data = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=metadata)
+        data = save({k: np.ascontiguousarray(v, np.float32 if v.dtype.kind == "f" else v.dtype)
+                     for k, v in state.items()}, metadata=metadata)
     else:
         import torch
         from safetensors.torch import save
 
-        data = save({k: _own_storage(torch.as_tensor(v)) for k, v in state.items()}, metadata=metadata)
+        tensors = {k: torch.as_tensor(v) for k, v in state.items()}
+        data = save({k: _own_storage(t.float() if t.is_floating_point() else t) for k, t in tensors.items()},
+                    metadata=metadata)
     with atomic_write(path) as handle:
         handle.write(data)
     return path

@@ -66,6 +66,17 @@ def test_round_trip(model, saved):
     assert header.state_dict is None and header.labels == checkpoint.labels
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_are_stored_as_float32(model, tmp_path, dtype):
+    """A bfloat16/float16 Hub checkpoint imports to float32 weights, readable without torch (numpy has no bfloat16)."""
+    half = {k: v.to(dtype) for k, v in model.state_dict().items()}
+    path = save_checkpoint(tmp_path / "half.safetensors", half, model_config=CFG)
+    checkpoint = load_checkpoint(path)
+    for key, value in half.items():
+        assert checkpoint.state_dict[key].dtype == np.float32, key
+        assert np.array_equal(checkpoint.state_dict[key], value.float().numpy()), key
+
+
 def test_defaults_and_numpy_state(model, tmp_path):
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     path = save_checkpoint(tmp_path / "np.safetensors", state, CFG)
