@@ -195,6 +195,8 @@ def test_emulated_thread_blocks_are_race_free_under_thread_sanitizer(tmp_path):
     env = dict(os.environ, LD_PRELOAD=runtime, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
     result = subprocess.run([sys.executable, str(script), str(build / C.HOST_LIBRARY_NAME)], capture_output=True,
                             text=True, env=env, timeout=300)
+    if "unexpected memory mapping" in result.stderr:  # TSan cannot start under this kernel's ASLR settings
+        pytest.skip("ThreadSanitizer cannot run on this machine: " + result.stderr.strip().splitlines()[0])
     assert "ThreadSanitizer" not in result.stderr, result.stderr[-4000:]
     assert result.returncode == 0 and result.stdout.strip() == "equal", result.stderr[-4000:]
 
