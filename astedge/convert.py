@@ -128,8 +128,10 @@ def from_hf(state: dict) -> dict:
     return out
 
 
-def detect_layout(state: dict) -> str:
-    """``official`` (AST repository or astedge), ``hf-v4``, ``hf-v5`` or ``imagenet`` (timm), from key names."""
+def detect_layout(state: dict, source=None) -> str:
+    """``official`` (AST repository or astedge), ``hf-v4``, ``hf-v5`` or ``imagenet`` (timm), from key names.
+
+    An unknown layout is a UserError naming `source` (the file the keys came from)."""
     keys = list(state)
     if any(k.startswith((_HF_PREFIX, "classifier.")) for k in keys):
         return "hf-v5" if any(".layers." in k for k in keys) else "hf-v4"
@@ -137,7 +139,10 @@ def detect_layout(state: dict) -> str:
         return "official"
     if any(k.startswith("blocks.") for k in keys) and "pos_embed" in state:
         return "imagenet"
-    raise UserError(f"not an AST checkpoint: keys such as {_some(keys, 5)} match no known layout")
+    if any(k.startswith("embeddings.patch_embeddings.") for k in keys):
+        raise UserError("is a Hugging Face ASTModel without a classification head (keys embeddings.*, encoder.*); "
+                        "astedge imports ASTForAudioClassification weights, which carry the classifier", source)
+    raise UserError(f"not an AST checkpoint: keys such as {_some(keys, 5)} match no known layout", source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +518,7 @@ def _import_hf_folder(folder: Path, **options) -> Imported:
     except (OSError, ValueError) as err:
         raise UserError(f"is not readable JSON ({err})", config_path) from None
     raw, weights_path = _read_hf_state(folder)
-    layout = detect_layout(raw)
+    layout = detect_layout(raw, weights_path)
     if not layout.startswith("hf"):
         raise UserError(f"weights are in the {layout} layout, not Hugging Face's", weights_path)
     config = hf_config(hf)
@@ -546,7 +551,7 @@ def _import_astedge(path: Path) -> Imported:
 
 def _import_official(path: Path, **options) -> Imported:
     raw = read_state_dict(path)
-    layout = detect_layout(raw)
+    layout = detect_layout(raw, path)
     if layout == "imagenet":
         raise UserError("is an ImageNet backbone without an audio head; train from it instead of importing", path)
     if layout.startswith("hf"):

@@ -209,6 +209,19 @@ def test_foreign_files_are_refused_without_unpickling(tmp_path):
         import_source(tmp_path / "folder")
 
 
+def test_hf_backbone_without_head_is_named(small_hf, tmp_path):
+    """A Hugging Face ASTModel (the backbone, as the Hub also carries): one error naming the weights file."""
+    model = small_hf[0]
+    model.audio_spectrogram_transformer.save_pretrained(tmp_path / "backbone")
+    with pytest.raises(UserError, match=r"backbone/model\.safetensors: is a Hugging Face ASTModel without a "
+                                        r"classification head"):
+        import_source(tmp_path / "backbone")
+    torch.save({"embeddings.cls_token": torch.zeros(1, 1, 8), "unrelated.weight": torch.zeros(2)},
+               tmp_path / "odd.pth")
+    with pytest.raises(UserError, match=r"odd\.pth: not an AST checkpoint: keys such as embeddings\.cls_token"):
+        import_source(tmp_path / "odd.pth")
+
+
 def test_base_size_matches_transformers(tmp_path):
     """One run at the paper's size and AudioSet shape (10/10, 1024 frames)."""
     start = time.perf_counter()
