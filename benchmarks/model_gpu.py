@@ -30,13 +30,12 @@ import argparse
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cuda_event_times, machine_header, write_results  # noqa: E402
+from common import cuda_event_times, machine_header, wall_times, write_results  # noqa: E402
 
 from astedge import bench  # noqa: E402
 
@@ -54,13 +53,7 @@ def cuda_times(torch, fn, x, *, iters: int, warmup: int) -> dict:
 
 
 def host_times(fn, *, iters: int, warmup: int, batch: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
+    samples = wall_times(fn, warmup=warmup, repeats=iters)
     return bench.summarize(samples, batch=batch, audio_seconds=WINDOW_S)
 
 
