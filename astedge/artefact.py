@@ -18,7 +18,6 @@ Only numpy and the standard library here: the Jetson side imports this without t
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ import numpy as np
 from astedge import __version__
 from astedge.errors import UserError
 from astedge.files import atomic_write
+from astedge.timing import utc_now
 
 METADATA_FILE = "astedge.json"
 FORMAT_VERSION = "1"
@@ -41,14 +41,12 @@ ONNX_FP16_FILE = "model.fp16.onnx"
 ENGINE_FILE = "model.plan"
 VERIFICATION_FILE = "verification.npz"
 LABELS_FILE = "labels.txt"
+#: The precisions an artefact's models and engines come in.
+PRECISIONS = ("fp32", "fp16")
 
 
 class VerificationError(UserError):
     """An exported model disagrees with its reference beyond tolerance; nothing was written."""
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict, profile: dict,
@@ -58,7 +56,7 @@ def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict,
     return {
         "astedge_artefact": FORMAT_VERSION,
         "astedge": __version__,
-        "created": now(),
+        "created": utc_now(),
         "source": source,
         "task": task,
         "labels": list(labels),

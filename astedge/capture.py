@@ -1,4 +1,4 @@
-"""Audio sources for :class:`astedge.runtime.Listener`: a microphone, a replayed file, raw PCM on stdin.
+"""Audio sources for :class:`astedge.stream.Listener`: a microphone, a replayed file, raw PCM on stdin.
 
 Every source delivers audio the way PortAudio does, through one callback with sounddevice's
 signature, ``callback(indata [frames, channels] float32, frames, time_info, status)``, and calls

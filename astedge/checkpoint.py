@@ -11,19 +11,19 @@ Metadata keys: ``astedge_format`` (``"1"``), ``model_config``, ``feature_config`
 
 from __future__ import annotations
 
-import datetime
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from astedge import __version__
 from astedge.errors import UserError
-from astedge.features import DATASET_STATS, FbankConfig
+from astedge.features import FbankConfig
 from astedge.files import atomic_write
 from astedge.labels import default_labels
 from astedge.model_config import ModelConfig
+from astedge.timing import utc_now
 
 FORMAT_VERSION = "1"
 TASKS = ("multilabel", "multiclass")
@@ -50,19 +50,6 @@ class Checkpoint:
         return build_model(self.model_config, self.state_dict)
 
 
-def feature_config_for(config: ModelConfig, dataset: str | None = None) -> FbankConfig:
-    """The features a model takes: its mel bins and length, with a dataset's normalization statistics.
-
-    Without `dataset`, the published recipe whose window equals the model's is used (1024 AudioSet,
-    512 ESC-50, 128 Speech Commands), AudioSet otherwise.
-    """
-    if dataset is None:
-        dataset = next((name for name, stats in DATASET_STATS.items()
-                        if stats["target_length"] == config.target_length), "audioset")
-    base = FbankConfig(num_mel_bins=config.num_mel_bins).with_dataset(dataset)
-    return replace(base, target_length=config.target_length)
-
-
 def _validate(config: ModelConfig, features: FbankConfig, labels, task: str, source) -> None:
     if task not in TASKS:
         raise UserError(f"task must be one of {', '.join(TASKS)}, got {task!r}", source)
@@ -80,7 +67,7 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
 
     `model_or_state_dict` is an ASTModel (its ``config`` is used) or a state dict of torch tensors
     or numpy arrays with `model_config`. Labels default to AudioSet's for 527 outputs, else
-    ``class_N``; features default to :func:`feature_config_for`.
+    ``class_N``; features default to :meth:`FbankConfig.for_model`.
     """
     path = Path(path)
     if hasattr(model_or_state_dict, "state_dict"):
@@ -90,11 +77,10 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
         state = dict(model_or_state_dict)
     if model_config is None:
         raise ValueError("model_config is required with a bare state dict")
-    feature_config = feature_config or feature_config_for(model_config)
+    feature_config = feature_config or FbankConfig.for_model(model_config.num_mel_bins, model_config.target_length)
     labels = list(default_labels(model_config.num_classes) if labels is None else labels)
     _validate(model_config, feature_config, labels, task, path)
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    provenance = {"created": now, "astedge": __version__, **(provenance or {})}
+    provenance = {"created": utc_now(), "astedge": __version__, **(provenance or {})}
     metadata = {
         "format": "pt",
         "astedge_format": FORMAT_VERSION,

@@ -150,7 +150,7 @@ def import_(
 ) -> None:
     """Convert a published AST checkpoint into one self-describing astedge .safetensors file."""
     from astedge.checkpoint import save_checkpoint
-    from astedge.convert import import_source
+    from astedge.importer import import_source
     from astedge.labels import read_labels
 
     names = read_labels(labels) if labels is not None else None
@@ -256,17 +256,14 @@ def train(
 ) -> None:
     """Train an AST with one of AST's recipes and write a self-describing checkpoint."""
     from astedge.datasets import read_dataset
-    from astedge.recipes import load_recipe
+    from astedge.recipes import load_recipe, parse_stride
     from astedge.train import train as run_training
 
     overrides = _parse_sets(set_values)
     overrides.update({k: v for k, v in dict(model=model, epochs=epochs, init=init, patch_size=patch,
                                             pos_embed=pos_embed).items() if v is not None})
     if stride is not None:
-        fstride, _, tstride = stride.partition("/")
-        if not (fstride.isdigit() and tstride.isdigit()):
-            raise UserError(f"--stride expects F/T such as 10/10, got {stride!r}")
-        overrides.update(fstride=fstride, tstride=tstride)
+        overrides["fstride"], overrides["tstride"] = parse_stride(stride)
     recipe = load_recipe(preset, config, overrides)
     dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed)
     result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=log_line)
@@ -398,23 +395,8 @@ def models(
 
     from astedge import costs
     from astedge.files import atomic_write
-    from astedge.model_config import model_config
 
-    if config is not None:
-        from astedge.recipes import read_toml
-
-        if not config.is_file():
-            raise UserError("no such config file", config)
-        entries = read_toml(config).get("config", [])
-        if not entries:
-            raise UserError("no [[config]] tables found", config)
-        configs = {}
-        for entry in entries:
-            entry = dict(entry)
-            name = str(entry.pop("name", f"config{len(configs) + 1}"))
-            configs[name] = model_config(entry.pop("size", size), **entry)
-    else:
-        configs = costs.paper_configs(size)
+    configs = costs.configs_from_toml(config, size) if config is not None else costs.paper_configs(size)
     with Progress(transient=True, console=err_console) as bar:
         job = bar.add_task("counting, then timing" if latency else "counting", total=len(configs))
         results = costs.costs(configs, latency=latency, threads=threads, progress=lambda: bar.update(job, advance=1))
@@ -441,17 +423,22 @@ def models(
     Console().print(table)
 
 
-def _open_backend(model: Optional[Path], backend: str, precision: str):
-    """The backend for a model path (default $ASTEDGE_MODEL); says on stderr which one runs and why."""
+def _model_path(model: Optional[Path]) -> Path:
+    """--model, else $ASTEDGE_MODEL."""
     import os
-
-    from astedge.backends import choose_backend
 
     if model is None:
         if not os.environ.get("ASTEDGE_MODEL"):
             raise UserError("no model: pass --model PATH (an export folder or a .safetensors checkpoint) or set "
                             "ASTEDGE_MODEL")
         model = Path(os.environ["ASTEDGE_MODEL"])
+    return model
+
+
+def _load_backend(model: Path, backend: str, precision: str):
+    """The backend for a model path; says on stderr which one runs and why."""
+    from astedge.backends import choose_backend
+
     choice = choose_backend(model, backend, precision)
     log_line(f"{model}: {choice.describe()}", style="dim")
     return choice.backend
@@ -507,7 +494,10 @@ def listen(
 ) -> None:
     """Classify live audio in sliding windows: microphone, a file replayed in real time, or raw PCM on stdin."""
     from astedge import capture
-    from astedge import runtime as rt
+    from astedge.scores import Smoother, label_mask
+    from astedge.stream import Listener
+    from astedge.views import render
+    from astedge.windows import Windowing
 
     if source is None and (realtime or speed is not None):
         raise UserError("--realtime and --speed apply to --source (a microphone is always real time)")
@@ -519,17 +509,20 @@ def listen(
         raise UserError("--speed paces a --realtime replay; add --realtime")
     if duration is not None and duration <= 0:
         raise UserError("--duration must be > 0")
-    net = _open_backend(model, backend, precision)
-    windowing = rt.Windowing.from_seconds(net.feature_config, window, hop, default_hop=1.0)
-    mask = rt.label_mask(net.labels, allow, deny)
-    smoother = rt.Smoother(smoothing, smoothing_windows)
+    from astedge.backends import stream_hop
+
+    model = _model_path(model)
+    net = _load_backend(model, backend, precision)
+    windowing = Windowing.from_seconds(net.feature_config, window, hop, default_hop=stream_hop(model))
+    mask = label_mask(net.labels, allow, deny)
+    smoother = Smoother(smoothing, smoothing_windows)
     if source == "-":
         src = capture.PcmSource(rate=rate or 16000, channels=channels or 1, fmt=pcm_format or "s16le", live=realtime)
     elif source is not None:
         src = capture.FileSource(source, realtime=realtime, speed=speed or 1.0)
     else:
         src = capture.MicrophoneSource(device, rate=net.feature_config.sample_rate)
-    listener = rt.Listener(net, src, windowing, k=top_k, threshold=threshold, mask=mask, smoother=smoother,
+    listener = Listener(net, src, windowing, k=top_k, threshold=threshold, mask=mask, smoother=smoother,
                            partial=partial, duration=duration)
     console = Console()
     interrupted = False
@@ -542,9 +535,9 @@ def listen(
         elif console.is_terminal:
             from rich.live import Live
 
-            with Live(rt.render(None, listener.summary(), src.name), console=console, refresh_per_second=8) as live:
+            with Live(render(None, listener.summary(), src.name), console=console, refresh_per_second=8) as live:
                 for result in listener.results():
-                    live.update(rt.render(result, listener.summary(), src.name))
+                    live.update(render(result, listener.summary(), src.name))
         else:
             for result in listener.results():
                 typer.echo(_window_line(result))
@@ -586,19 +579,21 @@ def classify(
                                  "records (\"aggregate\")."),
 ) -> None:
     """Classify audio files: short ones padded, long ones in sliding windows, plus the clip's mean and max."""
-    from astedge import runtime as rt
     from astedge.audio import audio_info
+    from astedge.cuda_fbank import extractor_for
+    from astedge.scores import label_mask
+    from astedge.windows import Windowing, classify_file
 
     for path in audio:  # every file's problem before any work
         audio_info(path)
-    net = _open_backend(model, backend, precision)
+    net = _load_backend(_model_path(model), backend, precision)
     try:
-        windowing = rt.Windowing.from_seconds(net.feature_config, window, hop)
-        mask = rt.label_mask(net.labels, allow, deny)
-        extractor = rt.raw_extractor(net, net.feature_config)
+        windowing = Windowing.from_seconds(net.feature_config, window, hop)
+        mask = label_mask(net.labels, allow, deny)
+        extractor = extractor_for(net.device, net.feature_config, model_input=False)
         console = Console()
         for path in audio:
-            result = rt.classify_file(net, path, windowing, max_seconds=max_seconds, k=top_k, threshold=threshold,
+            result = classify_file(net, path, windowing, max_seconds=max_seconds, k=top_k, threshold=threshold,
                                       mask=mask, batch_size=batch_size, extractor=extractor)
             if as_json:
                 sys.stdout.write("".join(json.dumps(record) + "\n" for record in result.records()))
@@ -653,6 +648,7 @@ def bench(
 ) -> None:
     """Time audio -> fbank, fbank -> logits and the whole window on each backend, with what makes it reproducible."""
     from astedge import bench as benchmarks
+    from astedge import bench_report
     from astedge.files import atomic_write
 
     if model is not None and (size is not None or frames is not None):
@@ -664,33 +660,33 @@ def bench(
         if target is not None and not target.parent.is_dir():
             raise UserError("its folder does not exist", target)
     if plot is not None:
-        benchmarks.require_matplotlib()
+        bench_report.require_matplotlib()
     report = benchmarks.benchmark(
         model, size=size or "base", frames=frames or 1024, backends=backend, batches=batch, precision=precision, warmup=warmup, iters=iters,
         seconds=seconds, threads=threads, pause_ms=pause_ms, profile=profile,
         log=lambda message: log_line(message, style="dim"))
     for target in output:
         with atomic_write(target, "w") as handle:
-            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else benchmarks.markdown(report))
+            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else bench_report.markdown(report))
     if plot is not None:
-        benchmarks.plot(report, plot)
+        bench_report.plot(report, plot)
     if as_json:
         _print_json(report)
         return
     from rich import box
 
     console = Console()
-    for line in benchmarks.header_lines(report):
+    for line in bench_report.header_lines(report):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for entry in report["backends"]:
         table = Table("batch", "stage", "mean", "p50", "p90", "p99", "min", "max", "clips/s", "x RT",
                       box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left",
                       title=f"{entry['name']} ({entry['precision']}, {entry['device']}; fbank: {entry['fbank']}), ms")
-        for r in (r for r in benchmarks.rows(report) if r["backend"] == entry["name"]):
-            table.add_row(str(r["batch"]), benchmarks.STAGE_SHORT[r["stage"]],
-                          *(benchmarks.format_ms(r[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
-                                                                 "max_ms")),
-                          benchmarks.format_rate(r["throughput_clips_s"]), benchmarks.format_rate(r["x_realtime"]))
+        for r in (r for r in bench_report.rows(report) if r["backend"] == entry["name"]):
+            table.add_row(str(r["batch"]), bench_report.STAGE_SHORT[r["stage"]],
+                          *(bench_report.format_ms(r[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
+                                                                   "max_ms")),
+                          bench_report.format_rate(r["throughput_clips_s"]), bench_report.format_rate(r["x_realtime"]))
         console.print(table)
     for missing in report["unavailable"]:
         console.print(f"not measured: {missing['backend']}: {missing['reason']}", markup=False, highlight=False,

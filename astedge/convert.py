@@ -1,4 +1,4 @@
-"""Checkpoint conversions into astedge's layout, each a pure function ``state_dict -> state_dict``.
+"""Checkpoint layouts -> astedge's, each a pure function: ``state_dict -> state_dict`` or ``dict -> config``.
 
 astedge's parameter names are the original AST repository's without DataParallel's ``module.``
 and without the unused DeiT ImageNet heads (``v.blocks.0.attn.qkv.weight``, ``mlp_head.1.weight``).
@@ -8,61 +8,24 @@ and without the unused DeiT ImageNet heads (``v.blocks.0.attn.qkv.weight``, ``ml
   (``encoder.layer.N.attention.attention.query``) and v5 names (``layers.N.attention.q_proj``);
   separate q/k/v are concatenated into timm's fused ``qkv``.
 - :func:`from_imagenet`: a timm ImageNet DeiT/ViT made into an audio backbone as AST does it.
-- :func:`resize_target_length`: run a model at another input length (position embedding resampling).
+- :func:`detect_layout`, :func:`official_config`, :func:`hf_config`, :func:`hf_labels`, :func:`hf_features`:
+  what a source is and the configs its tensors and JSON files describe.
 
-Below them, the readers that turn a file or folder into ``(state, config, ...)``: they load with
-``torch.load(weights_only=True)`` or safetensors and never unpickle arbitrary objects.
+Reading files and putting the pieces together is :mod:`astedge.importer`'s job; position-embedding
+geometry is :mod:`astedge.pos_embed`'s.
 """
 
 from __future__ import annotations
 
-
-import json
 import math
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from astedge.errors import UserError
-from astedge.files import sha256_file
+from astedge.errors import UserError, some
 from astedge.features import FbankConfig
-from astedge.model_config import NUM_PREFIX_TOKENS, POS_EMBED_MODES, ModelConfig
-
-# ---------------------------------------------------------------------------------------------
-# Checking a state dict against a config
-
-
-def _some(names, limit: int = 8) -> str:
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def check_state(state: dict, config: ModelConfig, optional: tuple[str, ...] = ()) -> None:
-    """Raise :class:`UserError` listing missing, unexpected and wrongly shaped weights for `config`.
-
-    Keys starting with a prefix in `optional` may be missing (e.g. a new head).
-    """
-    from astedge.model import expected_shapes
-
-    expected = expected_shapes(config)
-    missing = [k for k in expected if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} (model: {list(expected[k])})"
-             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"missing {_some(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shape {_some(wrong, 4)}")
-    if problems:
-        raise UserError("weights do not fit the model: " + "; ".join(problems))
-
+from astedge.model_config import NUM_PREFIX_TOKENS, ModelConfig
+from astedge.pos_embed import adapt_grid, check_mode, fresh_grid, join_pos, split_pos
 
 # ---------------------------------------------------------------------------------------------
 # Official AST repository
@@ -119,7 +82,7 @@ def from_hf(state: dict) -> dict:
         else:
             unknown.append(key)
     if unknown:
-        raise UserError(f"unknown Hugging Face AST weights: {_some(unknown)}")
+        raise UserError(f"unknown Hugging Face AST weights: {some(unknown)}")
     for (layer, kind), parts in sorted(qkv.items()):
         if set(parts) != {"q", "k", "v"}:
             lacking = ", ".join(p for p in "qkv" if p not in parts)
@@ -142,81 +105,7 @@ def detect_layout(state: dict, source=None) -> str:
     if any(k.startswith("embeddings.patch_embeddings.") for k in keys):
         raise UserError("is a Hugging Face ASTModel without a classification head (keys embeddings.*, encoder.*); "
                         "astedge imports ASTForAudioClassification weights, which carry the classifier", source)
-    raise UserError(f"not an AST checkpoint: keys such as {_some(keys, 5)} match no known layout", source)
-
-
-# ---------------------------------------------------------------------------------------------
-# Position embeddings: AST's cut-or-interpolate, and resampling the time axis
-
-
-def _centre(size: int, keep: int) -> slice:
-    start = size // 2 - keep // 2
-    return slice(start, start + keep)
-
-
-def adapt_grid(grid: torch.Tensor, f_dim: int, t_dim: int, mode: str = "bilinear") -> torch.Tensor:
-    """AST's resize of a ``[1, D, H, W]`` position grid to ``(f_dim, t_dim)``, time axis first.
-
-    Each axis keeps its centre when the target is no larger, else is stretched (``mode``: AST's
-    ``bilinear``, ``align_corners=False``, or ``nearest`` for the paper's Table 4 ablation): time to
-    ``(H, t_dim)``, then frequency to ``(f_dim, t_dim)``.
-    """
-    height, width = grid.shape[-2:]
-    if t_dim <= width:
-        grid = grid[..., _centre(width, t_dim)]
-    else:
-        grid = F.interpolate(grid, size=(height, t_dim), mode=mode)
-    if f_dim <= height:
-        grid = grid[..., _centre(height, f_dim), :]
-    else:
-        grid = F.interpolate(grid, size=(f_dim, t_dim), mode=mode)
-    return grid
-
-
-def _split_pos(pos_embed: torch.Tensor, grid: tuple[int, int], prefix: int = NUM_PREFIX_TOKENS):
-    """``[1, prefix + f*t, D]`` -> (prefix positions, ``[1, D, f, t]`` grid)."""
-    dim = pos_embed.shape[-1]
-    return pos_embed[:, :prefix], pos_embed[:, prefix:].transpose(1, 2).reshape(1, dim, *grid)
-
-
-def _join_pos(prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    return torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
-
-
-RESIZE_MODES = ("bilinear", "nearest", "crop", "reinit")
-
-
-def resize_time_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], t_dim: int,
-                          mode: str = "bilinear") -> torch.Tensor:
-    """Position embedding ``[1, 2 + f*t, D]`` for the same frequency rows and `t_dim` time columns.
-
-    Modes: ``bilinear`` (default) and ``nearest`` resample the time axis of the ``f x t`` grid
-    (``F.interpolate``, ``align_corners=False``); ``crop`` is the original AST rule (keep the
-    centre columns when shorter, bilinear when longer); ``reinit`` draws fresh positions
-    (truncated normal, std 0.02, as at initialization). The class/distillation positions are kept.
-    A model run at a length it was not trained at may lose accuracy; fine-tune to recover it.
-    """
-    if mode not in RESIZE_MODES:
-        raise UserError(f"unknown position-embedding resize mode {mode!r}; known: {', '.join(RESIZE_MODES)}")
-    f_dim = grid[0]
-    prefix, patches = _split_pos(pos_embed, grid)
-    if mode == "reinit":
-        patches = torch.nn.init.trunc_normal_(patches.new_empty(1, patches.shape[1], f_dim, t_dim), std=0.02)
-    elif mode == "crop":
-        patches = adapt_grid(patches, f_dim, t_dim)
-    else:
-        patches = F.interpolate(patches, size=(f_dim, t_dim), mode=mode)
-    return _join_pos(prefix, patches)
-
-
-def resize_target_length(state: dict, config: ModelConfig, target_length: int,
-                         mode: str = "bilinear") -> tuple[dict, ModelConfig]:
-    """An astedge state and config for `target_length` input frames (see :func:`resize_time_pos_embed`)."""
-    new_config = replace(config, target_length=target_length)
-    out = dict(state)
-    out["v.pos_embed"] = resize_time_pos_embed(torch.as_tensor(state["v.pos_embed"]), config.grid,
-                                               new_config.grid[1], mode)
-    return out, new_config
+    raise UserError(f"not an AST checkpoint: keys such as {some(keys, 5)} match no known layout", source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +120,10 @@ def from_imagenet(state: dict, config: ModelConfig, pos_embed: str = "bilinear")
     distillation tokens and positions are kept (a plain ViT's class token stands in for the
     distillation token), blocks and the final norm are copied, and the ImageNet heads dropped.
     The audio head (``mlp_head``) is not included: it starts fresh. `pos_embed` picks the grid
-    adaptation of the paper's Table 4: ``bilinear`` (AST), ``nearest``, or ``reinit`` (fresh
-    truncated-normal positions, std 0.02; the class/distillation positions are still kept).
+    adaptation of the paper's Table 4: ``bilinear`` (AST; ``crop`` is the same rule), ``nearest``, or
+    ``reinit`` (fresh truncated-normal positions, std 0.02; the class/distillation positions are still kept).
     """
-    if pos_embed not in POS_EMBED_MODES:
-        raise UserError(f"unknown position-embedding adaptation {pos_embed!r}; known: {', '.join(POS_EMBED_MODES)}")
+    check_mode(pos_embed)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if tuple(config.patch_size) != (16, 16):
         raise UserError(f"ImageNet weights have 16x16 patches; a model with {config.patch_size[0]}x"
@@ -257,14 +145,14 @@ def from_imagenet(state: dict, config: ModelConfig, pos_embed: str = "bilinear")
     side = math.isqrt(pos.shape[1] - prefix)
     if side * side != pos.shape[1] - prefix:
         raise UserError(f"ImageNet position embedding of {pos.shape[1] - prefix} patches is not a square grid")
-    prefix_pos, grid = _split_pos(pos, (side, side), prefix)
+    prefix_pos, grid = split_pos(pos, (side, side), prefix)
     if not distilled:
         prefix_pos = torch.cat([prefix_pos, prefix_pos], dim=1)
     if pos_embed == "reinit":
-        grid = torch.nn.init.trunc_normal_(grid.new_empty(1, grid.shape[1], *config.grid), std=0.02)
+        grid = fresh_grid(grid, *config.grid)
     else:
-        grid = adapt_grid(grid, *config.grid, mode=pos_embed)
-    out["v.pos_embed"] = _join_pos(prefix_pos, grid)
+        grid = adapt_grid(grid, *config.grid, mode="bilinear" if pos_embed == "crop" else pos_embed)
+    out["v.pos_embed"] = join_pos(prefix_pos, grid)
     done = ("head.", "head_dist.", "patch_embed.", "pos_embed", "cls_token", "dist_token")
     for key, value in state.items():
         if not key.startswith(done):
@@ -272,69 +160,8 @@ def from_imagenet(state: dict, config: ModelConfig, pos_embed: str = "bilinear")
     return out
 
 
-def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear"):
-    """A fresh :class:`astedge.model.ASTModel` whose backbone starts from an ImageNet state (new head)."""
-    from astedge.model import ASTModel
-
-    backbone = from_imagenet(state, config, pos_embed)
-    check_state(backbone, config, optional=("mlp_head.",))
-    model = ASTModel(config)
-    model.load_state_dict(backbone, strict=False)
-    return model
-
-
-def imagenet_state_from_timm(name: str, file: str | Path) -> dict:
-    """An ImageNet state through timm's own loader from a local file (``pretrained_cfg_overlay``); no download."""
-    import timm
-
-    file = Path(file)
-    if not file.is_file():
-        raise UserError("ImageNet weights file does not exist", file)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
-    return model.state_dict()
-
-
 # ---------------------------------------------------------------------------------------------
-# Reading sources
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file or a torch file loaded with ``weights_only=True``.
-
-    A checkpoint wrapping its weights under ``model`` or ``state_dict`` (DeiT, Lightning) is unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("does not exist" if not path.exists() else "is not a file", path)
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except SafetensorError as err:
-            raise UserError(f"is not a readable safetensors file ({err})", path) from None
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format or a legacy pickle
-        raise UserError("is neither a torch checkpoint (.pth/.bin) nor a .safetensors file", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors come in many types; all mean "not a safe weights file"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot be read as a weights-only torch file ({first})", path) from None
-    for _ in range(2):
-        if isinstance(state, dict):
-            inner = next((state[k] for k in ("model", "state_dict") if isinstance(state.get(k), dict)), None)
-            if inner is not None:
-                state = inner
-    if not isinstance(state, dict) or not state:
-        raise UserError("holds no state dict", path)
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if len(tensors) != len(state):
-        others = [k for k in state if k not in tensors]
-        raise UserError(f"state dict holds non-tensor entries: {_some(others)}", path)
-    return tensors
+# Configs from tensors and JSON
 
 
 _STANDARD_LENGTHS = (1024, 512, 128)  # AudioSet, ESC-50, Speech Commands windows
@@ -441,143 +268,7 @@ def hf_labels(config: dict) -> list[str] | None:
     return names
 
 
-_HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def _read_hf_state(folder: Path) -> tuple[dict, Path]:
-    for name in _HF_WEIGHTS:
-        path = folder / name
-        if not path.is_file():
-            continue
-        if not name.endswith(".index.json"):
-            return read_state_dict(path), path
-        try:
-            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"is not a readable shard index ({err})", path) from None
-        state = {}
-        for shard in shards:
-            state.update(read_state_dict(folder / shard))
-        return state, path
-    raise UserError(f"holds no weights (looked for {', '.join(_HF_WEIGHTS)})", folder)
-
-
-@dataclass(frozen=True)
-class Imported:
-    """A converted checkpoint, ready for :func:`astedge.checkpoint.save_checkpoint`."""
-
-    state: dict
-    model_config: ModelConfig
-    feature_config: FbankConfig | None  # None: derive from the model config
-    labels: list[str] | None  # None: the default names for the head
-    task: str
-    provenance: dict = field(default_factory=dict)
-
-
-def import_source(source: str | Path, *, labels: list[str] | None = None, fstride: int | None = None,
-                  tstride: int | None = None, target_length: int | None = None, dataset: str | None = None,
-                  task: str | None = None) -> Imported:
-    """Read a published AST checkpoint: an AST repository ``.pth``, a Hugging Face model folder, or an
-    astedge checkpoint (re-imported with its own description).
-
-    Strides and length come from the source (HF ``config.json``; the official tensors and file
-    name); the options disambiguate or, for HF, must agree. Labels: `labels`, else HF's
-    ``id2label``, else AudioSet's for 527 outputs, else ``class_N``. Normalization statistics:
-    `dataset`, else HF's ``preprocessor_config.json``, else the recipe matching the input length.
-    """
-    from astedge.checkpoint import feature_config_for
-    from astedge.labels import default_labels
-
-    source = Path(source)
-    if not source.exists():
-        raise UserError("does not exist", source)
-    if source.is_dir():
-        got = _import_hf_folder(source, fstride=fstride, tstride=tstride, target_length=target_length)
-    elif _is_astedge_checkpoint(source):
-        got = _import_astedge(source)
-    else:
-        got = _import_official(source, fstride=fstride, tstride=tstride, target_length=target_length)
-    config = got.model_config
-    try:
-        check_state(got.state, config)
-    except UserError as err:
-        raise UserError(str(err), source) from None
-    names = list(labels or got.labels or default_labels(config.num_classes))
-    if len(names) != config.num_classes:
-        raise UserError(f"{len(names)} labels given for a head of {config.num_classes} outputs", source)
-    features = got.feature_config if dataset is None and got.feature_config else feature_config_for(config, dataset)
-    return replace(got, feature_config=features, labels=names, task=task or got.task)
-
-
-def _import_hf_folder(folder: Path, **options) -> Imported:
-    config_path = folder / "config.json"
-    try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("is a folder without config.json (expected a Hugging Face AST model)", folder) from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"is not readable JSON ({err})", config_path) from None
-    raw, weights_path = _read_hf_state(folder)
-    layout = detect_layout(raw, weights_path)
-    if not layout.startswith("hf"):
-        raise UserError(f"weights are in the {layout} layout, not Hugging Face's", weights_path)
-    config = hf_config(hf)
-    for name, value in options.items():
-        if value is not None and value != getattr(config, name):
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} {value} disagrees with config.json ({getattr(config, name)})", folder)
-    features = None
-    pre = folder / "preprocessor_config.json"
-    if pre.is_file():
-        try:
-            features = _hf_features(json.loads(pre.read_text(encoding="utf-8")), config, pre)
-        except (OSError, ValueError) as err:
-            raise UserError(f"is not readable JSON ({err})", pre) from None
-    single = hf.get("problem_type") == "single_label_classification"
-    return Imported(state=from_hf(raw), model_config=config, feature_config=features, labels=hf_labels(hf),
-                    task="multiclass" if single else "multilabel",
-                    provenance={"source": folder.name, "source_format": layout,
-                                "source_sha256": sha256_file(weights_path)})
-
-
-def _import_astedge(path: Path) -> Imported:
-    from astedge.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    return Imported(state={k: torch.from_numpy(v) for k, v in ckpt.state_dict.items()},
-                    model_config=ckpt.model_config, feature_config=ckpt.feature_config, labels=list(ckpt.labels),
-                    task=ckpt.task, provenance={**ckpt.provenance, "source": path.name, "source_format": "astedge"})
-
-
-def _import_official(path: Path, **options) -> Imported:
-    raw = read_state_dict(path)
-    layout = detect_layout(raw, path)
-    if layout == "imagenet":
-        raise UserError("is an ImageNet backbone without an audio head; train from it instead of importing", path)
-    if layout.startswith("hf"):
-        raise UserError("holds Hugging Face weights; import the folder with its config.json instead", path)
-    state = from_official(raw)
-    try:
-        config = official_config(state, name=path.name, **options)
-    except UserError as err:
-        raise UserError(str(err), path) from None
-    return Imported(state=state, model_config=config, feature_config=None, labels=None, task="multilabel",
-                    provenance={"source": path.name, "source_format": "ast-official", "source_sha256": sha256_file(path)})
-
-
-def _is_astedge_checkpoint(path: Path) -> bool:
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            return "astedge_format" in (handle.metadata() or {})
-    except SafetensorError:
-        return False
-
-
-def _hf_features(pre: dict, config: ModelConfig, path: Path) -> FbankConfig:
+def hf_features(pre: dict, config: ModelConfig, path) -> FbankConfig:
     """FbankConfig from an ``ASTFeatureExtractor`` preprocessor config; its window must be the model's."""
     features = FbankConfig(sample_rate=pre.get("sampling_rate", 16000),
                            num_mel_bins=pre.get("num_mel_bins", config.num_mel_bins),

@@ -9,7 +9,6 @@ running the exported ONNX graph in ONNX Runtime on this machine's CPU.
 
 from __future__ import annotations
 
-import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,34 +99,48 @@ def onnx_cpu_latencies_ms(configs: dict[str, ModelConfig], threads: int | None =
                           rounds: int = 7) -> dict[str, dict]:
     """Batch-1 latency of each config's exported FP32 ONNX graph (random weights) in ONNX Runtime on this CPU.
 
-    All sessions are built first and then run round-robin (:func:`astedge.bench.round_robin`, with its
+    All sessions are built first and then run round-robin (:func:`astedge.timing.round_robin`, with its
     pause between contenders), `rounds` times each, so a burst of other load hits every config alike;
     the minimum is the figure to compare (load only ever adds time).
     """
+    import contextlib
+
     import numpy as np
-    import onnxruntime as ort
-    import torch
 
-    from astedge.bench import round_robin
-    from astedge.export import export_onnx
-    from astedge.model import ASTModel
+    from astedge import artefact as art
+    from astedge.backends.onnxruntime import ort_session
+    from astedge.export import random_export
+    from astedge.timing import round_robin
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
     calls = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
         for index, (name, config) in enumerate(configs.items()):
-            torch.manual_seed(0)
-            path = Path(tmp) / f"model{index}.onnx"
-            export_onnx(ASTModel(config).eval(), path)
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            folder = stack.enter_context(random_export(config, name=f"model{index}"))
+            session = ort_session(folder / art.ONNX_FILE, threads=threads)
             x = np.random.default_rng(0).standard_normal((1, config.target_length, config.num_mel_bins))
             feed = {session.get_inputs()[0].name: x.astype(np.float32)}
             calls[name] = lambda session=session, feed=feed: session.run(None, feed)
     times = round_robin(calls, rounds)
     return {name: {"min_ms": float(np.min(t)), "p50_ms": float(np.median(t)), "rounds": rounds}
             for name, t in times.items()}
+
+
+def configs_from_toml(path: str | Path, size: str = "base") -> dict[str, ModelConfig]:
+    """``[[config]]`` tables (name, patch_size, fstride, tstride, target_length, size, ...) -> named configs."""
+    from astedge.errors import UserError
+    from astedge.files import read_toml
+
+    if not Path(path).is_file():
+        raise UserError("no such config file", path)
+    entries = read_toml(path).get("config", [])
+    if not entries:
+        raise UserError("no [[config]] tables found", path)
+    configs = {}
+    for entry in entries:
+        entry = dict(entry)
+        name = str(entry.pop("name", f"config{len(configs) + 1}"))
+        configs[name] = model_config(entry.pop("size", size), **entry)
+    return configs
 
 
 @dataclass

@@ -172,6 +172,11 @@ class _Extractor:
     def _run(self, flat: np.ndarray, out: np.ndarray) -> None:
         raise NotImplementedError
 
+    @property
+    def detail(self) -> str:
+        """Which implementation runs, in words (for reports)."""
+        return type(self).__name__
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, model_input={self.model_input})"
 
@@ -184,6 +189,10 @@ class NumpyFbank(_Extractor):
     def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, reason: str | None = None):
         super().__init__(config, model_input)
         self.reason = reason
+
+    @property
+    def detail(self) -> str:
+        return f"numpy reference ({self.reason})" if self.reason else "numpy reference"
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
         fn = features.model_input if self.model_input else features.fbank
@@ -255,6 +264,10 @@ class CudaFbank(_Extractor):
         self._lock = threading.Lock()  # run_host reuses the plan's staging buffers
         self._finalizer = weakref.finalize(self, self._lib.astedge_fbank_destroy, self._plan)
 
+    @property
+    def detail(self) -> str:
+        return f"CUDA fbank library {self.library}"
+
     def close(self) -> None:
         """Free the plan's device memory now (otherwise when the object is collected)."""
         self._finalizer()
@@ -293,19 +306,28 @@ class CudaFbank(_Extractor):
 _NOTIFIED: set[str] = set()
 
 
-def load_fbank(config: FbankConfig = DEFAULT, *, model_input: bool = True,
-               library: str | Path | None = None) -> CudaFbank | NumpyFbank:
+def load_fbank(config: FbankConfig = DEFAULT, *, model_input: bool = True, library: str | Path | None = None,
+               warn: bool = True) -> CudaFbank | NumpyFbank:
     """The CUDA extractor when the library and a GPU are present, else the numpy reference.
 
-    The fallback is announced once per process and reason (a RuntimeWarning); the returned
-    NumpyFbank keeps the reason in `.reason`.
+    The fallback is announced once per process and reason (a RuntimeWarning, unless `warn` is False);
+    the returned NumpyFbank keeps the reason in `.reason`.
     """
     try:
         return CudaFbank(config, model_input=model_input, library=library)
     except CudaFbankUnavailable as err:
         reason = str(err)
-    if reason not in _NOTIFIED:
+    if warn and reason not in _NOTIFIED:
         _NOTIFIED.add(reason)
         warnings.warn(f"astedge: CUDA fbank unavailable, using the numpy reference: {reason}", RuntimeWarning,
                       stacklevel=2)
     return NumpyFbank(config, model_input=model_input, reason=reason)
+
+
+def extractor_for(device: str, config: FbankConfig = DEFAULT, *, model_input: bool = True,
+                  warn: bool = True) -> CudaFbank | NumpyFbank:
+    """The runtime's one choice of feature extractor for a backend computing on `device` ("cuda" or "cpu"):
+    the CUDA fbank library beside a GPU backend when it loads, else the numpy reference."""
+    if device == "cuda":
+        return load_fbank(config, model_input=model_input, warn=warn)
+    return NumpyFbank(config, model_input=model_input, reason="CPU backend: the runtime uses the numpy reference")

@@ -66,7 +66,7 @@ def _export(checkpoint: Path, out: Path, log) -> dict:
 def _score_stream(model: Path, stream_path: Path, truth_path: Path, log) -> dict:
     """Classify the stream with the runtime (fastest backend here, one window per call) and score each window."""
     from astedge.backends import choose_backend
-    from astedge.runtime import Windowing, classify_file
+    from astedge.windows import Windowing, classify_file
 
     backend = choose_backend(model).backend
     windowing = Windowing.from_seconds(backend.feature_config, hop=0.5)

@@ -1,68 +1,16 @@
-"""What this machine can run: versions, GPUs, the fbank library, microphones and usable backends.
+"""``astedge doctor``: what this machine can run — versions, GPUs, the fbank library, microphones, backends.
 
+It only reports: the probes live in :mod:`astedge.machine` (and :mod:`astedge.cuda_fbank` for the library).
 Every probe is guarded: a missing or broken piece is reported, never raised.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib
-import importlib.metadata
 import platform
 import sys
 
-from astedge import __version__, cuda_fbank
-
-#: Distributions whose versions the report lists (PyPI names).
-PACKAGES = ("numpy", "scipy", "soundfile", "soxr", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu",
-            "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "sounddevice")
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def cuda_devices() -> dict:
-    """GPUs seen by the CUDA driver API (libcuda), without PyTorch; {"error": ...} when there is no driver."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return {"driver": None, "devices": [], "error": "no CUDA driver (libcuda.so.1 not found)"}
-    if cuda.cuInit(0) != 0:
-        return {"driver": None, "devices": [], "error": "cuInit failed (no usable GPU)"}
-    version, count = ctypes.c_int(), ctypes.c_int()
-    cuda.cuDriverGetVersion(ctypes.byref(version))
-    cuda.cuDeviceGetCount(ctypes.byref(count))
-    devices = []
-    for index in range(count.value):
-        name = ctypes.create_string_buffer(256)
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        cuda.cuDeviceGetName(name, 256, index)
-        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, index)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, index)  # ..._MINOR
-        devices.append({"index": index, "name": name.value.decode(), "compute_capability": f"{major.value}.{minor.value}"})
-    driver = f"{version.value // 1000}.{version.value % 1000 // 10}"
-    return {"driver": driver, "devices": devices, "error": None}
-
-
-def audio_inputs() -> dict:
-    """Capture devices through sounddevice/PortAudio."""
-    try:
-        import sounddevice
-    except ImportError:
-        return {"devices": [], "error": "sounddevice not installed (pip install 'astedge[mic]')"}
-    except OSError as err:  # the PortAudio shared library is missing
-        return {"devices": [], "error": f"PortAudio not available ({err})"}
-    try:
-        devices = sounddevice.query_devices()
-    except Exception as err:  # noqa: BLE001 - PortAudio reports host-API failures many ways
-        return {"devices": [], "error": str(err)}
-    inputs = [{"index": d["index"], "name": d["name"], "channels": d["max_input_channels"],
-               "default_rate": d["default_samplerate"]} for d in devices if d["max_input_channels"] > 0]
-    return {"devices": inputs, "error": None if inputs else "no input devices found"}
+from astedge import __version__, cuda_fbank, machine
 
 
 def _try_import(module: str) -> tuple[bool, str]:
@@ -112,15 +60,15 @@ def fbank_library() -> dict:
 
 def report() -> dict:
     """The whole machine report, as plain data (the CLI prints it as a table or JSON)."""
-    gpus = cuda_devices()
+    gpus = machine.cuda_devices()
     return {
         "astedge": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "packages": {name: package_version(name) for name in PACKAGES},
+        "packages": machine.package_versions(),
         "cuda": gpus,
         "fbank_library": fbank_library(),
-        "audio_inputs": audio_inputs(),
+        "audio_inputs": machine.audio_inputs(),
         "backends": backends(gpus["devices"]),
     }

@@ -35,6 +35,7 @@ from astedge.backends.tensorrt import MIN_TENSORRT_MAJOR, EngineRunner, current_
 from astedge.errors import UserError
 from astedge.files import atomic_write
 from astedge.profiles import DeviceProfile, load_profile
+from astedge.timing import utc_now
 
 TYPINGS = ("auto", "weak", "strong")
 
@@ -245,7 +246,7 @@ def build_engine(path: str | Path, profile: DeviceProfile | str | None = None, *
               "batch": {"min": profile.min_batch, "opt": profile.opt_batch, "max": profile.max_batch},
               "workspace_mib": profile.workspace_mib, "builder_optimization_level": profile.builder_optimization_level,
               "hardware_compatibility": profile.hardware_compatibility, "profile": profile.name,
-              "built": art.now(), "bytes": len(data), **info}
+              "built": utc_now(), "bytes": len(data), **info}
     meta["engine"] = engine
     meta["profile"] = profile.to_dict()  # the folder now targets the device the engine was built for
     meta["files"]["engine"] = art.ENGINE_FILE

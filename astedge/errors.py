@@ -16,3 +16,19 @@ class UserError(Exception):
     def __init__(self, message: str, path: str | Path | None = None):
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def some(names, limit: int = 8) -> str:
+    """Up to `limit` names for a one-line message: ``a, b, c and 12 more``."""
+    names = [str(name) for name in names]
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_fields(cls, data: dict, what: str, source=None) -> dict:
+    """`data` when every key is a field of the dataclass `cls`; else a UserError naming the unknown ones (a typo
+    in a config must never fall back to a default silently)."""
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"unknown {what} fields: {', '.join(map(str, unknown))}", source)
+    return data

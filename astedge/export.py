@@ -45,6 +45,8 @@ FP32_TOLERANCE = 1e-3
 #: Above this many bytes of weights, model.onnx keeps them in model.onnx.data (protobuf's 2 GB cap).
 EXTERNAL_DATA_BYTES = 1_800_000_000
 VERIFY_COUNT = 8
+#: How models with random weights are labelled wherever they are measured.
+RANDOM_WEIGHTS = "random weights (latency only)"
 FP16_CPU_NOTE = ("ONNX Runtime's CPU provider has no FP16 kernels for this graph's arithmetic (MatMul, Gemm, Conv, Add, "
                  "Mul, Div, Erf, Softmax; measured with onnxruntime 1.32): it runs them in FP32 behind inserted casts, and "
                  "only data movement (Reshape, Transpose, Split, Gather, Concat) sees FP16 tensors. This run checks the "
@@ -161,11 +163,9 @@ def verification_inputs(feature_config, count: int = VERIFY_COUNT, seed: int = 0
 
 def run_onnxruntime(path: str | Path, inputs: np.ndarray, chunks: list[slice]) -> np.ndarray:
     """Logits of an ONNX file on ONNX Runtime's CPU provider, fed in the given batches."""
-    import onnxruntime as ort
+    from astedge.backends.onnxruntime import ort_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path)
     outputs = [session.run([art.OUTPUT_NAME], {art.INPUT_NAME: inputs[chunk]})[0] for chunk in chunks]
     return np.concatenate(outputs)
 
@@ -194,11 +194,7 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
     from astedge.checkpoint import load_checkpoint
 
     log = log or (lambda message: print(message, file=sys.stderr))
-    profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    fp16 = profile.precision == "fp16" if fp16 is None else fp16
-    precision = "fp16" if fp16 else "fp32"
-    if profile.precision != precision:
-        profile = DeviceProfile.from_dict({**profile.to_dict(), "precision": precision})
+    profile = _profile_for(profile, fp16)
     out_dir = art.check_destination(out_dir, force)
     if triton_repo is not None:
         name = triton.model_name(triton_name or out_dir.resolve().name)
@@ -206,17 +202,8 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
     checkpoint = load_checkpoint(checkpoint_path)
     if verify_count < 1:
         raise UserError("verify_count must be >= 1")
-    if engine is None:
-        engine, why_not = engine_mod.tensorrt_status()
-        if not engine:
-            log(f"skipping the TensorRT engine ({why_not.split(';')[0]}); build it on the device with "
-                "`astedge build-engine`")
-    elif engine:
-        ok, why_not = engine_mod.tensorrt_status()
-        if not ok:
-            raise UserError(f"--engine needs TensorRT and a GPU here: {why_not}")
+    engine = _engine_wanted(engine, log)
     _require_export_dependencies()
-    import torch
 
     warnings_ = _window_warning(profile, checkpoint.feature_config)
     started = time.perf_counter()
@@ -227,68 +214,12 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
             feature_config=checkpoint.feature_config.to_dict(), profile=profile.to_dict(),
             source={"checkpoint": str(Path(checkpoint_path).resolve()), "sha256": sha256_file(Path(checkpoint_path)),
                     "provenance": checkpoint.provenance})
-        files = meta["files"]
-
-        log(f"exporting ONNX (opset {OPSET}, dynamic batch, {checkpoint.model_config.target_length} frames)")
-        model = export_onnx(net, tmp / art.ONNX_FILE)
-        files["onnx"] = art.ONNX_FILE
-        meta["precisions"][art.ONNX_FILE] = "fp32"
-        import onnx
-        import onnxruntime
-        import onnxslim
-
-        meta["onnx"] = {**graph_summary(model), "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
-                        "simplifier": f"onnxslim {onnxslim.__version__}", "onnx": onnx.__version__,
-                        "weights": "external" if (tmp / (art.ONNX_FILE + ".data")).exists() else "inline"}
-
         inputs, kinds = verification_inputs(checkpoint.feature_config, verify_count)
-        with torch.no_grad():
-            reference = net(torch.from_numpy(inputs)).numpy()
-        chunks = art.batch_chunks(len(inputs), max_batch=3)
-        runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-        onnx32 = run_onnxruntime(tmp / art.ONNX_FILE, inputs, chunks)
-        fp32 = {**art.compare(reference, onnx32), "reference": f"torch {torch.__version__} (CPU, FP32)",
-                "runtime": runtime, "batches": [c.stop - c.start for c in chunks], "tolerance": FP32_TOLERANCE}
-        fp32["passed"] = fp32["finite"] and fp32["max_abs_diff"] <= FP32_TOLERANCE
-        meta["verification"] = {"inputs": {"file": art.VERIFICATION_FILE, "count": len(inputs), "kinds": kinds},
-                                "onnx_fp32_vs_torch": fp32}
-        log(f"ONNX FP32 vs PyTorch: max abs diff {fp32['max_abs_diff']:.3g}, top-5 agreement "
-            f"{fp32['top5_agreement']:.3f}")
-        if not fp32["passed"]:
-            raise art.VerificationError(f"ONNX Runtime FP32 logits differ from PyTorch by {fp32['max_abs_diff']:.3g} "
-                                        f"(> {FP32_TOLERANCE:g}); nothing was written")
-        arrays = {"fbank": inputs, "logits_torch": reference.astype(np.float32), "logits_onnx": onnx32}
-
-        if fp16:
-            from astedge.onnx_fp16 import convert_fp16, precision_report
-
-            log(f"converting to FP16 (FP32 I/O; kept in FP32: {', '.join(profile.fp32_ops) or 'nothing'})")
-            model16 = convert_fp16(model, profile.fp32_ops)
-            save_onnx(model16, tmp / art.ONNX_FP16_FILE)
-            onnx.checker.check_model(str(tmp / art.ONNX_FP16_FILE), full_check=True)
-            files["onnx_fp16"] = art.ONNX_FP16_FILE
-            meta["precisions"][art.ONNX_FP16_FILE] = "fp16 (FP32 I/O and " + ", ".join(profile.fp32_ops) + ")"
-            meta["onnx"]["fp16"] = precision_report(model16, profile.fp32_ops)
-            onnx16 = run_onnxruntime(tmp / art.ONNX_FP16_FILE, inputs, chunks)
-            half = {**art.compare(onnx32, onnx16), "reference": "model.onnx on " + runtime, "runtime": runtime,
-                    "batches": [c.stop - c.start for c in chunks], "note": FP16_CPU_NOTE}
-            failure = art.fp16_gate(half)
-            half["passed"] = failure is None
-            meta["verification"]["onnx_fp16_vs_onnx_fp32"] = half
-            log(f"ONNX FP16 vs FP32: max abs diff {half['max_abs_diff']:.3g}, top-1 agreement "
-                f"{half['top1_agreement']:.3f}")
-            if failure:
-                raise art.VerificationError(f"the FP16 ONNX fails verification: {failure}; nothing was written "
-                                            "(export with --no-fp16, or keep more ops in FP32 in the profile)")
-            arrays["logits_onnx_fp16"] = onnx16
-
-        art.save_arrays(tmp / art.VERIFICATION_FILE, **arrays)
-        files["verification"] = art.VERIFICATION_FILE
-        (tmp / art.LABELS_FILE).write_text("".join(label + "\n" for label in checkpoint.labels), encoding="utf-8")
-        files["labels"] = art.LABELS_FILE
-        meta["warnings"] = warnings_
-        art.write_metadata(tmp, meta)
-
+        meta["verification"] = {"inputs": {"file": art.VERIFICATION_FILE, "count": len(inputs), "kinds": kinds}}
+        model, arrays = _write_fp32(net, inputs, tmp, meta, log)
+        if profile.precision == "fp16":
+            arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
+        _write_extras(tmp, meta, arrays, checkpoint.labels, warnings_)
         engine_summary = None
         if engine:
             engine_summary = engine_mod.build_engine(tmp, profile, force=True, typing=typing,
@@ -303,3 +234,127 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
             "profile": profile.name, "verification": meta["verification"], "engine": engine_summary,
             "triton": str(triton_dir) if triton_dir else None, "warnings": warnings_,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _profile_for(profile: DeviceProfile | str | None, fp16: bool | None) -> DeviceProfile:
+    """The device profile, with its precision replaced by `fp16` when that is given."""
+    profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    precision = profile.precision if fp16 is None else ("fp16" if fp16 else "fp32")
+    if profile.precision != precision:
+        profile = DeviceProfile.from_dict({**profile.to_dict(), "precision": precision})
+    return profile
+
+
+def _engine_wanted(engine: bool | None, log) -> bool:
+    """None: build an engine when TensorRT and a GPU are usable here; True: require them; False: skip."""
+    from astedge.engine import tensorrt_status
+
+    if engine is False:
+        return False
+    ok, why_not = tensorrt_status()
+    if engine and not ok:
+        raise UserError(f"--engine needs TensorRT and a GPU here: {why_not}")
+    if not ok:
+        log(f"skipping the TensorRT engine ({why_not.split(';')[0]}); build it on the device with "
+            "`astedge build-engine`")
+    return ok
+
+
+def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[object, dict]:
+    """model.onnx, checked against PyTorch on the verification inputs; returns the ModelProto and the logits."""
+    import onnx
+    import onnxruntime
+    import onnxslim
+    import torch
+
+    log(f"exporting ONNX (opset {OPSET}, dynamic batch, {net.config.target_length} frames)")
+    model = export_onnx(net, tmp / art.ONNX_FILE)
+    meta["files"]["onnx"] = art.ONNX_FILE
+    meta["precisions"][art.ONNX_FILE] = "fp32"
+    meta["onnx"] = {**graph_summary(model), "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
+                    "simplifier": f"onnxslim {onnxslim.__version__}", "onnx": onnx.__version__,
+                    "weights": "external" if (tmp / (art.ONNX_FILE + ".data")).exists() else "inline"}
+    with torch.no_grad():
+        reference = net(torch.from_numpy(inputs)).numpy()
+    chunks = art.batch_chunks(len(inputs), max_batch=3)
+    onnx32 = run_onnxruntime(tmp / art.ONNX_FILE, inputs, chunks)
+    fp32 = {**art.compare(reference, onnx32), "reference": f"torch {torch.__version__} (CPU, FP32)",
+            "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+            "batches": [c.stop - c.start for c in chunks], "tolerance": FP32_TOLERANCE}
+    fp32["passed"] = fp32["finite"] and fp32["max_abs_diff"] <= FP32_TOLERANCE
+    meta["verification"]["onnx_fp32_vs_torch"] = fp32
+    log(f"ONNX FP32 vs PyTorch: max abs diff {fp32['max_abs_diff']:.3g}, top-5 agreement "
+        f"{fp32['top5_agreement']:.3f}")
+    if not fp32["passed"]:
+        raise art.VerificationError(f"ONNX Runtime FP32 logits differ from PyTorch by {fp32['max_abs_diff']:.3g} "
+                                    f"(> {FP32_TOLERANCE:g}); nothing was written")
+    return model, {"fbank": inputs, "logits_torch": reference.astype(np.float32), "logits_onnx": onnx32}
+
+
+def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DeviceProfile, tmp: Path, meta: dict,
+                log) -> np.ndarray:
+    """model.fp16.onnx, checked against the FP32 ONNX; returns its logits."""
+    import onnx
+    import onnxruntime
+
+    from astedge.onnx_fp16 import convert_fp16, precision_report
+
+    log(f"converting to FP16 (FP32 I/O; kept in FP32: {', '.join(profile.fp32_ops) or 'nothing'})")
+    model16 = convert_fp16(model, profile.fp32_ops)
+    save_onnx(model16, tmp / art.ONNX_FP16_FILE)
+    onnx.checker.check_model(str(tmp / art.ONNX_FP16_FILE), full_check=True)
+    meta["files"]["onnx_fp16"] = art.ONNX_FP16_FILE
+    meta["precisions"][art.ONNX_FP16_FILE] = "fp16 (FP32 I/O and " + ", ".join(profile.fp32_ops) + ")"
+    meta["onnx"]["fp16"] = precision_report(model16, profile.fp32_ops)
+    chunks = art.batch_chunks(len(inputs), max_batch=3)
+    onnx16 = run_onnxruntime(tmp / art.ONNX_FP16_FILE, inputs, chunks)
+    runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+    half = {**art.compare(onnx32, onnx16), "reference": "model.onnx on " + runtime, "runtime": runtime,
+            "batches": [c.stop - c.start for c in chunks], "note": FP16_CPU_NOTE}
+    failure = art.fp16_gate(half)
+    half["passed"] = failure is None
+    meta["verification"]["onnx_fp16_vs_onnx_fp32"] = half
+    log(f"ONNX FP16 vs FP32: max abs diff {half['max_abs_diff']:.3g}, top-1 agreement {half['top1_agreement']:.3f}")
+    if failure:
+        raise art.VerificationError(f"the FP16 ONNX fails verification: {failure}; nothing was written "
+                                    "(export with --no-fp16, or keep more ops in FP32 in the profile)")
+    return onnx16
+
+
+def _write_extras(tmp: Path, meta: dict, arrays: dict, labels, warnings_: list[str]) -> None:
+    """verification.npz, labels.txt and astedge.json."""
+    art.save_arrays(tmp / art.VERIFICATION_FILE, **arrays)
+    meta["files"]["verification"] = art.VERIFICATION_FILE
+    (tmp / art.LABELS_FILE).write_text("".join(label + "\n" for label in labels), encoding="utf-8")
+    meta["files"]["labels"] = art.LABELS_FILE
+    meta["warnings"] = warnings_
+    art.write_metadata(tmp, meta)
+
+
+@contextlib.contextmanager
+def random_export(config, *, fp16: bool = False, engine: bool = False, profile: str = "workstation",
+                  name: str = "random", log=None):
+    """A random-weight AST of `config` (a ModelConfig) exported into a temp folder, for latency measurements.
+
+    Yields the export folder; its checkpoint stays beside it, so the torch backend runs it too.
+    Verified like any export (on one input): its latency is real, its outputs are not.
+    """
+    import tempfile
+
+    _require_export_dependencies()
+    import torch
+
+    from astedge.checkpoint import save_checkpoint
+    from astedge.model import ASTModel
+
+    log = log or (lambda message: None)
+    with tempfile.TemporaryDirectory(prefix="astedge-random-") as tmp:
+        torch.manual_seed(0)
+        checkpoint = save_checkpoint(Path(tmp) / f"{name}.safetensors", ASTModel(config).eval(),
+                                     provenance={"source": f"astedge: {RANDOM_WEIGHTS}"})
+        log(f"exporting a random-weight AST ({config.embed_dim}-d x {config.depth}, {config.target_length} x "
+            f"{config.num_mel_bins}, {config.num_classes} classes) to ONNX{' + FP16' if fp16 else ''}"
+            f"{' + TensorRT engine' if engine else ''}")
+        folder = Path(tmp) / name
+        export(checkpoint, folder, profile=profile, fp16=fp16, engine=engine, force=True, verify_count=1, log=log)
+        yield folder

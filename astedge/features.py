@@ -26,7 +26,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from astedge.errors import UserError
+from astedge.errors import UserError, check_fields
 
 #: The floor before the log: float32 machine epsilon, as torchaudio uses.
 LOG_FLOOR = float(np.finfo(np.float32).eps)
@@ -51,6 +51,32 @@ class FbankConfig:
     # sees what it learned: AST's 10 s AudioSet clips are 998 frames plus 26 padded rows.
     clip_seconds: float | None = None
 
+    def __post_init__(self):
+        problems = []
+        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
+            problems.append(f"sample_rate must be a positive integer, got {self.sample_rate!r}")
+        elif not (self.frame_length_ms > 0 and self.frame_shift_ms > 0 and self.window_size >= 2
+                  and self.window_shift >= 1):
+            problems.append(f"frames of {self.frame_length_ms} ms every {self.frame_shift_ms} ms are empty at "
+                            f"{self.sample_rate} Hz")
+        else:
+            nyquist = 0.5 * self.sample_rate
+            high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+            if not 0.0 <= self.low_freq < high <= nyquist:
+                problems.append(f"mel range {self.low_freq}..{high} Hz does not fit 0..{nyquist} Hz")
+        if not (isinstance(self.num_mel_bins, int) and self.num_mel_bins >= 1):
+            problems.append(f"num_mel_bins must be >= 1, got {self.num_mel_bins!r}")
+        if not (isinstance(self.target_length, int) and self.target_length >= 1):
+            problems.append(f"target_length must be >= 1, got {self.target_length!r}")
+        if not 0.0 <= self.preemphasis <= 1.0:
+            problems.append(f"preemphasis must be in [0, 1], got {self.preemphasis}")
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            problems.append(f"normalization needs a finite mean and a positive std, got {self.mean}, {self.std}")
+        if self.clip_seconds is not None and not (math.isfinite(self.clip_seconds) and self.clip_seconds > 0):
+            problems.append(f"clip_seconds must be positive, got {self.clip_seconds}")
+        if problems:
+            raise UserError("invalid feature config: " + "; ".join(problems))
+
     @property
     def window_size(self) -> int:
         """Samples per frame (400 at 16 kHz)."""
@@ -67,17 +93,23 @@ class FbankConfig:
         return 1 << (self.window_size - 1).bit_length()
 
     @property
+    def model_samples(self) -> int:
+        """Samples of audio that make exactly `target_length` frames (164080 = 10.255 s for AudioSet models):
+        the most audio the model sees in one window."""
+        return (self.target_length - 1) * self.window_shift + self.window_size
+
+    @property
     def window_seconds(self) -> float:
         """The default classification window: the training clip length, else the input's span in whole
         seconds (1024 frames -> 10 s, 512 -> 5 s, 128 -> 1 s, as AST's datasets)."""
         if self.clip_seconds:
             return float(self.clip_seconds)
-        span = ((self.target_length - 1) * self.window_shift + self.window_size) / self.sample_rate
+        span = self.model_samples / self.sample_rate
         return float(math.floor(span)) if span >= 1.0 else span
 
     @property
     def pad_value(self) -> float:
-        """What a padded (all-zero) log-mel cell becomes after normalization."""
+        """What a padded (all-zero) log-mel cell becomes after normalization: padding rows of a model input."""
         return float(normalize(np.zeros(1, np.float32), self)[0])
 
     def to_dict(self) -> dict:
@@ -85,8 +117,20 @@ class FbankConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FbankConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """The config a dict describes (a checkpoint's or an artefact's); unknown keys are an error."""
+        return cls(**check_fields(cls, data, "feature config"))
+
+    @classmethod
+    def for_model(cls, num_mel_bins: int, target_length: int, dataset: str | None = None) -> "FbankConfig":
+        """The features a model of this input shape takes, with a dataset's normalization statistics.
+
+        Without `dataset`, the published recipe whose window equals the model's is used (1024 AudioSet,
+        512 ESC-50, 128 Speech Commands), AudioSet otherwise.
+        """
+        if dataset is None:
+            dataset = next((name for name, stats in DATASET_STATS.items()
+                            if stats["target_length"] == target_length), "audioset")
+        return replace(cls(num_mel_bins=num_mel_bins).with_dataset(dataset), target_length=target_length)
 
     def with_dataset(self, name: str) -> "FbankConfig":
         """This config with a published dataset's statistics and window (see :data:`DATASET_STATS`)."""
@@ -144,10 +188,8 @@ def mel_filterbank(config: FbankConfig = DEFAULT) -> np.ndarray:
     The Nyquist column is zero, as in torchaudio. With 128 bins from 20 Hz, filter 3 covers no FFT
     bin and is empty: its output is the log floor in every frame, as in the original.
     """
-    nyquist = 0.5 * config.sample_rate
+    nyquist = 0.5 * config.sample_rate  # the range is checked by FbankConfig
     high = config.high_freq if config.high_freq > 0 else nyquist + config.high_freq
-    if not 0.0 <= config.low_freq < high <= nyquist:
-        raise UserError(f"mel range {config.low_freq}..{high} Hz does not fit 0..{nyquist} Hz")
     mel_low, mel_high = 1127.0 * math.log(1.0 + config.low_freq / 700.0), 1127.0 * math.log(1.0 + high / 700.0)
     delta = np.float32((mel_high - mel_low) / (config.num_mel_bins + 1))
     b = np.arange(config.num_mel_bins, dtype=np.float32)[:, None]
@@ -226,14 +268,14 @@ def subtract_mean(waveform: np.ndarray) -> np.ndarray:
     return wave - wave.mean(axis=-1, keepdims=True, dtype=np.float32)
 
 
-def pad_or_crop(features: np.ndarray, target_length: int) -> np.ndarray:
-    """Append zero frames up to `target_length`, or keep the first `target_length` frames (axis -2)."""
+def pad_or_crop(features: np.ndarray, target_length: int, value: float = 0.0) -> np.ndarray:
+    """Append frames of `value` up to `target_length`, or keep the first `target_length` frames (axis -2)."""
     frames = features.shape[-2]
     if frames >= target_length:
         return features[..., :target_length, :]
     pad = [(0, 0)] * features.ndim
     pad[-2] = (0, target_length - frames)
-    return np.pad(features, pad)
+    return np.pad(features, pad, constant_values=np.float32(value))
 
 
 def normalize(features: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray:
@@ -242,8 +284,18 @@ def normalize(features: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray
 
 
 def model_input(waveform: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray:
-    """The model's input for ``[..., samples]`` audio: ``[..., target_length, num_mel_bins]`` float32."""
-    return normalize(pad_or_crop(fbank(waveform, config), config.target_length), config)
+    """The model's input for ``[..., samples]`` audio: ``[..., target_length, num_mel_bins]`` float32.
+
+    Only the audio's own frames are normalized; padding rows get :attr:`FbankConfig.pad_value` directly
+    (bit-identical to normalizing zero rows, which is what AST does).
+    """
+    return window_input(fbank(waveform[..., :config.model_samples], config), config)
+
+
+def window_input(logmel: np.ndarray, config: FbankConfig = DEFAULT) -> np.ndarray:
+    """Raw log-mel frames ``[..., frames, mel]`` -> the model's input: normalized, padded or cropped."""
+    return pad_or_crop(normalize(logmel[..., :config.target_length, :], config), config.target_length,
+                       config.pad_value)
 
 
 class StreamingFbank:

@@ -21,8 +21,10 @@ from timm.layers import PatchEmbed
 from timm.models.deit import VisionTransformerDistilled
 from torch import nn
 
-from astedge.errors import UserError
+from astedge.convert import from_imagenet
+from astedge.errors import UserError, some
 from astedge.model_config import NUM_PREFIX_TOKENS, SIZES, ModelConfig, model_config
+from astedge.pos_embed import resize_target_length
 
 
 class StridedPatchEmbed(PatchEmbed):
@@ -85,8 +87,6 @@ def build_model(config: ModelConfig, state_dict: dict | None = None) -> ASTModel
     """
     if state_dict is None:
         return ASTModel(config).eval()
-    from astedge.convert import check_state
-
     check_state(state_dict, config)
     with torch.device("meta"):
         model = ASTModel(config)
@@ -102,13 +102,41 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def with_target_length(model: ASTModel, target_length: int, mode: str = "bilinear") -> ASTModel:
-    """A copy of `model` that takes `target_length` frames; see :func:`astedge.convert.resize_target_length`."""
-    from astedge.convert import resize_target_length
+def check_state(state: dict, config: ModelConfig, optional: tuple[str, ...] = ()) -> None:
+    """Raise :class:`UserError` listing missing, unexpected and wrongly shaped weights for `config`.
 
+    Keys starting with a prefix in `optional` may be missing (e.g. a new head).
+    """
+    expected = expected_shapes(config)
+    missing = [k for k in expected if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} (model: {list(expected[k])})"
+             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing {some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {some(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shape {some(wrong, 4)}")
+    if problems:
+        raise UserError("weights do not fit the model: " + "; ".join(problems))
+
+
+def with_target_length(model: ASTModel, target_length: int, mode: str = "bilinear") -> ASTModel:
+    """A copy of `model` that takes `target_length` frames; see :func:`astedge.pos_embed.resize_target_length`."""
     state, config = resize_target_length(model.state_dict(), model.config, target_length, mode)
     return build_model(config, state).train(model.training)
 
 
-__all__ = ["SIZES", "ModelConfig", "model_config", "ASTModel", "build_model", "expected_shapes",
-           "with_target_length"]
+def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear"):
+    """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new head; :func:`from_imagenet`)."""
+    backbone = from_imagenet(state, config, pos_embed)
+    check_state(backbone, config, optional=("mlp_head.",))
+    model = ASTModel(config)
+    model.load_state_dict(backbone, strict=False)
+    return model
+
+
+__all__ = ["SIZES", "ModelConfig", "model_config", "ASTModel", "build_model", "check_state", "expected_shapes",
+           "with_target_length", "imagenet_init"]

@@ -6,9 +6,9 @@ timm are not installed (the Jetson runtime).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from astedge.errors import UserError
+from astedge.errors import UserError, check_fields
 
 #: Named sizes: DeiT's tiny/small/base widths (head dim 64) and the timm ImageNet backbone each
 #: starts from. ``base`` with the 384-pixel DeiT weights is the paper's model.
@@ -21,9 +21,9 @@ SIZES = {
 #: Tokens before the patches: DeiT's class token and distillation token.
 NUM_PREFIX_TOKENS = 2
 
-#: How a position grid is adapted to a new grid (ImageNet's 24x24, or another length): the paper's Table 4.
-POS_EMBED_MODES = ("bilinear", "nearest", "reinit")
-
+#: How a position grid is adapted to another grid or input length (:mod:`astedge.pos_embed`; the paper's
+#: Table 4 plus AST's centre-crop rule).
+POS_EMBED_MODES = ("bilinear", "nearest", "crop", "reinit")
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -77,12 +77,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown model config fields: {', '.join(unknown)}")
-        return cls(**data)
-
+        return cls(**check_fields(cls, data, "model config"))
 
 def model_config(size: str = "base", **overrides) -> ModelConfig:
     """The config of a named size (see :data:`SIZES`) with any field overridden."""
@@ -90,3 +85,11 @@ def model_config(size: str = "base", **overrides) -> ModelConfig:
         raise UserError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
     dims = {k: v for k, v in SIZES[size].items() if k != "timm_name"}
     return ModelConfig(**{**dims, **overrides})
+
+
+def size_name(config: ModelConfig) -> str | None:
+    """The named size whose width, depth and heads `config` has (None for a custom shape)."""
+    for name, dims in SIZES.items():
+        if (config.embed_dim, config.depth, config.num_heads) == (dims["embed_dim"], dims["depth"], dims["num_heads"]):
+            return name
+    return None

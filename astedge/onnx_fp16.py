@@ -35,111 +35,147 @@ def float_types(model) -> dict[str, int]:
 
 
 def convert_fp16(model, fp32_ops=DEFAULT_FP32_OPS):
-    """A new ModelProto computing in FP16 except `fp32_ops`, with FP32 graph inputs and outputs."""
+    """A new ModelProto computing in FP16 except `fp32_ops`, with FP32 graph inputs and outputs.
+
+    Steps: type every tensor (shape inference), refuse what the pass does not handle, give each float
+    tensor its home precision, keep the graph outputs FP32 under their own names, store initializers in
+    the precision(s) their consumers need, then insert the casts and check the result.
+    """
     import onnx
-    from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-    fp32_ops = frozenset(fp32_ops)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)  # a copy, with every type known
-    graph = model.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.output, *graph.value_info)}
-    types.update({init.name: init.data_type for init in graph.initializer})
-    names = set(types) | {out for node in graph.node for out in node.output}
-
-    def unique(base: str) -> str:
-        name, index = base, 1
-        while name in names:
-            name, index = f"{base}_{index}", index + 1
-        names.add(name)
-        return name
-
-    def is_float(name: str) -> bool:
-        return bool(name) and types.get(name) == FLOAT
-
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-                raise NotImplementedError(f"{node.op_type} node {node.name!r} has a subgraph")
-            if node.op_type not in ("Cast", "Constant", "ConstantOfShape") and attr.name in ("to", "dtype") \
-                    and attr.i == FLOAT and node.op_type not in fp32_ops:
-                raise NotImplementedError(f"{node.op_type} node {node.name!r} creates float32 tensors")
-        for out in node.output:
-            if out and out not in types:
-                raise ValueError(f"shape inference gave no type for {out!r}")
-
-    def needs(node) -> int:
-        return FLOAT if node.op_type in fp32_ops else HALF
-
-    # Where each float tensor lives.
-    home = {i.name: FLOAT for i in graph.input if is_float(i.name)}
-    for node in graph.node:
-        for out in node.output:
-            if is_float(out):
-                home[out] = needs(node)
-
-    # Graph outputs computed in FP16 get an FP32 Cast under their own name.
-    tail = []
-    for output in graph.output:
-        name = output.name
-        if home.get(name) == HALF:
-            inner = unique(f"{name}__fp16")
-            for node in graph.node:
-                node.output[:] = [inner if x == name else x for x in node.output]
-                node.input[:] = [inner if x == name else x for x in node.input]
-            home[inner], types[inner] = HALF, FLOAT
-            tail.append(helper.make_node("Cast", [inner], [name], to=FLOAT, name=unique(f"{name}__to_fp32")))
-
-    # Initializers: stored in what their consumers need (both, when both need it).
-    initializers = {init.name: init for init in graph.initializer if init.data_type == FLOAT}
-    wanted: dict[str, set[int]] = {}
-    for node in graph.node:
-        for name in node.input:
-            if name in initializers:
-                wanted.setdefault(name, set()).add(needs(node))
-    fp32_copy = {}
-    kept = [init for init in graph.initializer if init.name not in initializers]
-    for name, init in initializers.items():
-        precisions = wanted.get(name, {HALF})
-        array = numpy_helper.to_array(init)
-        if HALF in precisions:
-            if np.abs(array).max(initial=0.0) > FP16_MAX:
-                raise ValueError(f"initializer {name!r} exceeds the FP16 range (|x| > {FP16_MAX:g})")
-            kept.append(numpy_helper.from_array(array.astype(np.float16), name))
-            if FLOAT in precisions:
-                fp32_copy[name] = unique(f"{name}__fp32")
-                kept.append(numpy_helper.from_array(array, fp32_copy[name]))
-        else:
-            kept.append(init)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-
-    nodes, casts = [], {}
-
-    def as_precision(name: str, precision: int) -> str:
-        if name in initializers:
-            return fp32_copy.get(name, name) if precision == FLOAT else name
-        if not is_float(name) or home.get(name, precision) == precision:
-            return name
-        if (name, precision) not in casts:
-            suffix = "fp32" if precision == FLOAT else "fp16"
-            cast = unique(f"{name}__{suffix}")
-            nodes.append(helper.make_node("Cast", [name], [cast], to=precision, name=unique(f"{name}__to_{suffix}")))
-            casts[name, precision] = cast
-        return casts[name, precision]
-
-    for node in graph.node:
-        precision = needs(node)
-        node.input[:] = [as_precision(x, precision) for x in node.input]
-        if precision == HALF:
-            _retype_attributes(node, FLOAT, HALF, numpy_helper)
-        nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes + tail)
-    del graph.value_info[:]
+    graph = _Graph(model.graph, frozenset(fp32_ops))
+    graph.refuse_unsupported()
+    graph.assign_homes()
+    tail = graph.keep_outputs_fp32()
+    graph.store_initializers()
+    graph.insert_casts(tail)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+class _Graph:
+    """The state of one conversion: tensor types, home precisions, new names and inserted casts."""
+
+    def __init__(self, graph, fp32_ops: frozenset):
+        from onnx import TensorProto
+
+        self.graph, self.fp32_ops = graph, fp32_ops
+        self.FLOAT, self.HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+        self.types = {vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.output, *graph.value_info)}
+        self.types.update({init.name: init.data_type for init in graph.initializer})
+        self.names = set(self.types) | {out for node in graph.node for out in node.output}
+        self.home: dict[str, int] = {}
+        self.initializers = {init.name: init for init in graph.initializer if init.data_type == self.FLOAT}
+        self.fp32_copy: dict[str, str] = {}
+
+    def unique(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.names:
+            name, index = f"{base}_{index}", index + 1
+        self.names.add(name)
+        return name
+
+    def is_float(self, name: str) -> bool:
+        return bool(name) and self.types.get(name) == self.FLOAT
+
+    def needs(self, node) -> int:
+        return self.FLOAT if node.op_type in self.fp32_ops else self.HALF
+
+    def refuse_unsupported(self) -> None:
+        """Subgraphs and ops that create float32 values from attributes are not handled: refuse, never guess."""
+        from onnx import AttributeProto
+
+        for node in self.graph.node:
+            for attr in node.attribute:
+                if attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+                    raise NotImplementedError(f"{node.op_type} node {node.name!r} has a subgraph")
+                if node.op_type not in ("Cast", "Constant", "ConstantOfShape") and attr.name in ("to", "dtype") \
+                        and attr.i == self.FLOAT and node.op_type not in self.fp32_ops:
+                    raise NotImplementedError(f"{node.op_type} node {node.name!r} creates float32 tensors")
+            for out in node.output:
+                if out and out not in self.types:
+                    raise ValueError(f"shape inference gave no type for {out!r}")
+
+    def assign_homes(self) -> None:
+        """Where each float tensor lives: FP32 for graph inputs and kept ops' outputs, FP16 otherwise."""
+        self.home = {i.name: self.FLOAT for i in self.graph.input if self.is_float(i.name)}
+        for node in self.graph.node:
+            for out in node.output:
+                if self.is_float(out):
+                    self.home[out] = self.needs(node)
+
+    def keep_outputs_fp32(self) -> list:
+        """Graph outputs computed in FP16 get an FP32 Cast under their own name; returns those Cast nodes."""
+        from onnx import helper
+
+        tail = []
+        for output in self.graph.output:
+            name = output.name
+            if self.home.get(name) == self.HALF:
+                inner = self.unique(f"{name}__fp16")
+                for node in self.graph.node:
+                    node.output[:] = [inner if x == name else x for x in node.output]
+                    node.input[:] = [inner if x == name else x for x in node.input]
+                self.home[inner], self.types[inner] = self.HALF, self.FLOAT
+                tail.append(helper.make_node("Cast", [inner], [name], to=self.FLOAT,
+                                             name=self.unique(f"{name}__to_fp32")))
+        return tail
+
+    def store_initializers(self) -> None:
+        """Float initializers stored in what their consumers need (both, when both need it)."""
+        from onnx import numpy_helper
+
+        wanted: dict[str, set[int]] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                if name in self.initializers:
+                    wanted.setdefault(name, set()).add(self.needs(node))
+        kept = [init for init in self.graph.initializer if init.name not in self.initializers]
+        for name, init in self.initializers.items():
+            precisions = wanted.get(name, {self.HALF})
+            array = numpy_helper.to_array(init)
+            if self.HALF in precisions:
+                if np.abs(array).max(initial=0.0) > FP16_MAX:
+                    raise ValueError(f"initializer {name!r} exceeds the FP16 range (|x| > {FP16_MAX:g})")
+                kept.append(numpy_helper.from_array(array.astype(np.float16), name))
+                if self.FLOAT in precisions:
+                    self.fp32_copy[name] = self.unique(f"{name}__fp32")
+                    kept.append(numpy_helper.from_array(array, self.fp32_copy[name]))
+            else:
+                kept.append(init)
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(kept)
+
+    def insert_casts(self, tail: list) -> None:
+        """Feed every node its inputs in the precision it computes in, casting where the home differs."""
+        from onnx import helper, numpy_helper
+
+        nodes, casts = [], {}
+
+        def as_precision(name: str, precision: int) -> str:
+            if name in self.initializers:
+                return self.fp32_copy.get(name, name) if precision == self.FLOAT else name
+            if not self.is_float(name) or self.home.get(name, precision) == precision:
+                return name
+            if (name, precision) not in casts:
+                suffix = "fp32" if precision == self.FLOAT else "fp16"
+                cast = self.unique(f"{name}__{suffix}")
+                nodes.append(helper.make_node("Cast", [name], [cast], to=precision,
+                                              name=self.unique(f"{name}__to_{suffix}")))
+                casts[name, precision] = cast
+            return casts[name, precision]
+
+        for node in self.graph.node:
+            precision = self.needs(node)
+            node.input[:] = [as_precision(x, precision) for x in node.input]
+            if precision == self.HALF:
+                _retype_attributes(node, self.FLOAT, self.HALF, numpy_helper)
+            nodes.append(node)
+        del self.graph.node[:]
+        self.graph.node.extend(nodes + tail)
+        del self.graph.value_info[:]
 
 
 def _retype_attributes(node, FLOAT: int, HALF: int, numpy_helper) -> None:

@@ -3,8 +3,9 @@
 A profile fixes the TensorRT build (precision, the batch range of the optimization profile,
 workspace, builder optimization level, hardware compatibility), the streaming window and hop the
 runtime aims for, the Triton batching knobs, and free-form notes (JetPack, power mode, clocks,
-latency estimates). ``--profile NAME`` reads ``astedge/data/profiles/NAME.toml`` (shipped as package
-data, so an installed astedge finds them too); anything that looks like a path reads that file.
+latency estimates). ``--profile NAME`` reads ``export/NAME.toml`` from the repository's top-level
+``export/`` folder, which pip installs as the package ``astedge.device_profiles`` (so a wheel finds them
+too); anything that looks like a path reads that file.
 
 Reading needs only the standard library (``tomllib``; ``tomli`` on Python 3.10): the Jetson's
 ``astedge build-engine`` uses it without torch. Unknown keys are errors, so a typo never silently
@@ -14,27 +15,32 @@ falls back to a default.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from astedge.errors import UserError
+from astedge.artefact import PRECISIONS
+from astedge.errors import UserError, check_fields
+from astedge.files import read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
-#: The shipped profiles (package data).
-PROFILE_DIR = Path(__file__).resolve().parent / "data" / "profiles"
+def _profile_dir() -> Path:
+    """The shipped profiles: the repository's export/ folder, installed as ``astedge.device_profiles``."""
+    try:
+        import astedge.device_profiles as shipped
+    except ModuleNotFoundError:  # a source tree on sys.path without an install
+        return Path(__file__).resolve().parents[1] / "export"
+    return Path(shipped.__file__).resolve().parent
+
+
+#: The shipped profiles.
+PROFILE_DIR = _profile_dir()
 DEFAULT_PROFILE = "workstation"
-PRECISIONS = ("fp16", "fp32")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """One device profile (see the header of any file in ``astedge/data/profiles/`` for the fields)."""
+    """One device profile (see the header of any file in the repository's ``export/`` folder for the fields)."""
 
     name: str
     description: str = ""
@@ -88,8 +94,8 @@ class DeviceProfile:
 
     @classmethod
     def from_dict(cls, data: dict) -> DeviceProfile:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """The profile a dict describes (``to_dict``'s form, as astedge.json stores it); unknown keys are an error."""
+        return cls(**check_fields(cls, data, "device profile", data.get("source") or None))
 
 
 # TOML layout -> field names and the types each key takes.
@@ -153,8 +159,4 @@ def load_profile(spec: str | Path | None = None) -> DeviceProfile:
         if not path.is_file():
             raise UserError(f"unknown device profile {spec!r}; known: {', '.join(available_profiles())} "
                             "(or pass a .toml file)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"is not valid TOML ({err})", path) from None
-    return parse_profile(data, source=str(path), default_name=path.stem)
+    return parse_profile(read_toml(path), source=str(path), default_name=path.stem)

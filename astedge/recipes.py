@@ -11,15 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from astedge.errors import UserError
-
-
-def read_toml(path: Path) -> dict:
-    """TOML through tomllib (3.11+) or tomli (JetPack 6 ships Python 3.10)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    return tomllib.loads(Path(path).read_text())
+from astedge.files import read_toml
 
 
 @dataclass(frozen=True)
@@ -32,7 +24,7 @@ class Recipe:
     tstride: int = 10
     target_length: int | None = None  # frames; None: from the data (median clip, rounded up to 16)
     init: str = "random"  # random | imagenet:FILE | path to an astedge checkpoint (new head if labels differ)
-    pos_embed: str = "bilinear"  # adapting positions to a new grid/length: bilinear | nearest | reinit (Table 4)
+    pos_embed: str = "bilinear"  # adapting positions to a new grid/length: bilinear | nearest | crop | reinit (Table 4)
     # optimization (Adam as in AST: betas 0.95/0.999, weight decay 5e-7)
     epochs: int = 10
     batch_size: int = 32
@@ -139,12 +131,22 @@ def load_recipe(preset: str = "demo", config_file: str | Path | None = None, ove
         path = Path(config_file)
         if not path.is_file():
             raise UserError("no such recipe file", path)
-        try:
-            if path.suffix.lower() == ".toml":
-                values = read_toml(path)
-            else:
+        if path.suffix.lower() == ".toml":
+            values = read_toml(path)
+        else:
+            try:
                 values = json.loads(path.read_text())
-        except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
-            raise UserError(f"cannot parse recipe ({err})", path) from None
+            except (ValueError, UnicodeDecodeError) as err:
+                raise UserError(f"cannot parse recipe ({err})", path) from None
+        if not isinstance(values, dict):
+            raise UserError("a recipe file holds a table of recipe fields", path)
         recipe = recipe.with_overrides(values.get("recipe", values))
     return recipe.with_overrides(overrides or {})
+
+
+def parse_stride(text: str) -> tuple[int, int]:
+    """``--stride 10/10`` -> (fstride, tstride)."""
+    fstride, _, tstride = str(text).partition("/")
+    if not (fstride.isdigit() and tstride.isdigit()):
+        raise UserError(f"--stride expects F/T such as 10/10, got {text!r}")
+    return int(fstride), int(tstride)

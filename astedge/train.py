@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from astedge.checkpoint import load_checkpoint, save_checkpoint
 from astedge.datasets import DatasetIndex, Item, report_problems
 from astedge.errors import UserError
 from astedge.files import atomic_write
-from astedge.model import ASTModel, model_config
+from astedge.model import ASTModel, imagenet_init, model_config, with_target_length
 from astedge.recipes import Recipe
 
 #: Clips whose waveforms together stay under this size are read once and kept in memory.
@@ -40,8 +40,8 @@ PRELOAD_BYTES = 2 << 30
 # Data
 
 
-def check_items(items: list[Item]) -> tuple[list[Item], list[str], list[int]]:
-    """Headers of every file: the readable items, one problem line per unreadable file, and lengths."""
+def check_items(items: list[Item], rate: int = feats.DEFAULT.sample_rate) -> tuple[list[Item], list[str], list[int]]:
+    """Headers of every file: the readable items, one problem line per unreadable file, and lengths at `rate`."""
     good, problems, lengths = [], [], []
     for item in items:
         try:
@@ -50,7 +50,7 @@ def check_items(items: list[Item]) -> tuple[list[Item], list[str], list[int]]:
             problems.append(str(err))
             continue
         good.append(item)
-        lengths.append(int(info.frames * 16000 / info.samplerate))
+        lengths.append(int(info.frames * rate / info.samplerate))
     return good, problems, lengths
 
 
@@ -223,9 +223,10 @@ class _LazyWaves:
 # Model and state
 
 
-def build_model(recipe: Recipe, num_classes: int, labels: list[str], target_length: int, num_mel_bins: int,
-                log) -> ASTModel:
-    """A fresh model for `recipe.init`: random, ImageNet (timm DeiT file) or an astedge checkpoint."""
+def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_length: int, num_mel_bins: int,
+                  log) -> ASTModel:
+    """The model training starts from, as `recipe.init` says: random, ImageNet (timm DeiT file) or an astedge
+    checkpoint (fine-tuned; a new head when its labels differ)."""
     overrides = dict(num_classes=num_classes, target_length=target_length, num_mel_bins=num_mel_bins,
                      patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride)
     if recipe.depth:
@@ -235,15 +236,13 @@ def build_model(recipe: Recipe, num_classes: int, labels: list[str], target_leng
     if init == "random":
         return ASTModel(config)
     if init.startswith("imagenet:"):
-        from astedge.convert import imagenet_init, read_state_dict
+        from astedge.importer import read_state_dict
 
         log(f"initialising the backbone from ImageNet weights {init[9:]} (positions: {recipe.pos_embed})")
         return imagenet_init(config, read_state_dict(init[9:]), recipe.pos_embed)
     checkpoint = load_checkpoint(init)
     source = checkpoint.build_model()
     if source.config.target_length != target_length:
-        from astedge.model import with_target_length
-
         source = with_target_length(source, target_length, recipe.pos_embed)
     if dataclasses.replace(source.config, num_classes=num_classes) != config:
         raise UserError(f"--init checkpoint has a different architecture ({source.config}) than the recipe "
@@ -359,6 +358,116 @@ def predict(model: nn.Module, dataset: ClipDataset, batch_size: int, device: tor
     return np.concatenate(scores), np.concatenate(targets)
 
 
+@dataclass
+class RunData:
+    """What a run trains on, read once: the readable items per split, their audio, the feature config."""
+
+    splits: dict[str, list[Item]]
+    waves: dict[str, object]  # split -> list of waveforms (or a lazy view for large datasets)
+    features: feats.FbankConfig
+    problems: list[str]
+
+
+def prepare_data(data: DatasetIndex, recipe: Recipe, say) -> RunData:
+    """Headers first (unreadable files are reported once and skipped), then the feature config (the clip length,
+    the window, the normalization statistics) and the audio (kept in memory when it fits)."""
+    if "train" not in data.splits or "val" not in data.splits:
+        raise UserError(f"dataset needs train and validation splits, got {', '.join(data.splits)}")
+    rate = feats.DEFAULT.sample_rate
+    problems = list(data.problems)
+    splits, lengths = {}, {}
+    for name in ("train", "val"):
+        splits[name], bad, lengths[name] = check_items(data.splits[name], rate)
+        problems += bad
+    if problems:
+        say(report_problems(problems))
+    if not splits["train"] or not splits["val"]:
+        raise UserError("no readable audio left in the train or validation split")
+
+    features = dataclasses.replace(feats.DEFAULT, clip_seconds=round(float(np.median(lengths["train"])) / rate, 2))
+    target = recipe.target_length or default_target_length(lengths["train"], features)
+    features = dataclasses.replace(features, target_length=target)
+    if 4 * (sum(lengths["train"]) + sum(lengths["val"])) <= PRELOAD_BYTES:
+        waves = {name: [audio_io.load_audio(i.path, rate) for i in splits[name]] for name in splits}
+    else:
+        waves = {name: _LazyWaves(splits[name], rate) for name in splits}
+    mean, std = _norm_stats(recipe, waves["train"], features)
+    return RunData(splits, waves, dataclasses.replace(features, mean=mean, std=std), problems)
+
+
+def _norm_stats(recipe: Recipe, waves, features: feats.FbankConfig) -> tuple[float, float]:
+    """The recipe's normalization: computed from the training set, a published dataset's, or "MEAN,STD"."""
+    if recipe.norm_stats == "computed":
+        return normalization_stats(waves, features, seed=recipe.seed)
+    if "," in recipe.norm_stats:
+        mean, std = (float(v) for v in recipe.norm_stats.split(","))
+        return mean, std
+    stats = feats.DATASET_STATS.get(recipe.norm_stats)
+    if stats is None:
+        raise UserError(f"unknown norm_stats {recipe.norm_stats!r}")
+    return stats["mean"], stats["std"]
+
+
+@dataclass
+class RunState:
+    """Where a run stands after an epoch: what resuming restores."""
+
+    epoch: int = 0
+    step: int = 0
+    best_value: float = -math.inf
+    best_epoch: int | str = 0
+    history: list[dict] = field(default_factory=list)
+    wa_sum: dict = field(default_factory=dict)
+
+    def progress(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                "history": self.history}
+
+
+def _resume(run_dir: Path, model: nn.Module, optimizer) -> RunState:
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in load_checkpoint(run_dir / "last.safetensors").state_dict.items()})
+    tensors, opt_meta, saved = load_state(run_dir / "last.state.safetensors")
+    _restore_optimizer(optimizer, tensors, opt_meta)
+    progress = saved["progress"]
+    return RunState(progress["epoch"], progress["step"], progress["best_value"], progress["best_epoch"],
+                    progress["history"], saved["wa"])
+
+
+def _train_epoch(net: nn.Module, loader, optimizer, scaler, criterion, loss_name: str, recipe: Recipe, epoch: int,
+                 state: RunState, device, use_amp: bool, bar) -> list[float]:
+    """One pass over the epoch's batches; returns the per-step losses."""
+    net.train()
+    losses = []
+    job = bar.add_task("train", total=len(loader), loss="-")
+    for x, y in loader:
+        state.step += 1
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(recipe, epoch, state.step)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = net(x)
+            loss = criterion(logits.float(), y.argmax(-1) if loss_name == "ce" else y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+        bar.update(job, advance=1, loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses
+
+
+def _validate(model: nn.Module, val_set: ClipDataset, batch_size: int, device, task: str, rank: int,
+              world: int) -> dict:
+    """Each rank scores its shard of the validation set; every rank gets the metrics of all of it."""
+    scores, targets = predict(model, val_set, batch_size, device, task, list(range(rank, len(val_set), world)))
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, (scores, targets))
+        scores = np.concatenate([g[0] for g in gathered])
+        targets = np.concatenate([g[1] for g in gathered])
+    return metrics.evaluate(scores, targets, task)
+
+
 def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bool = False, force: bool = False,
           cache_dir: str | Path | None = None, log=print, show_progress: bool = True) -> TrainResult:
     """Train on `data` into `run_dir` (best.safetensors, last.safetensors, metrics.jsonl, curves.png).
@@ -375,52 +484,19 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
                             run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
-    if "train" not in data.splits or "val" not in data.splits:
-        raise UserError(f"dataset needs train and validation splits, got {', '.join(data.splits)}")
-
-    # Files: headers first, so unreadable ones are reported once and skipped.
-    problems = list(data.problems)
-    splits, lengths = {}, {}
-    for name in ("train", "val"):
-        splits[name], bad, lengths[name] = check_items(data.splits[name])
-        problems += bad
-    if problems:
-        say(report_problems(problems))
-    if not splits["train"] or not splits["val"]:
-        raise UserError("no readable audio left in the train or validation split")
-
-    features = dataclasses.replace(feats.DEFAULT, clip_seconds=round(float(np.median(lengths["train"])) / 16000, 2))
-    if recipe.target_length:
-        features = dataclasses.replace(features, target_length=recipe.target_length)
-    else:
-        features = dataclasses.replace(features, target_length=default_target_length(lengths["train"], features))
-    total_bytes = 4 * sum(lengths["train"]) + 4 * sum(lengths["val"])
-    if total_bytes <= PRELOAD_BYTES:
-        waves = {name: [audio_io.load_audio(i.path, features.sample_rate) for i in splits[name]] for name in splits}
-    else:
-        waves = {name: _LazyWaves(splits[name], features.sample_rate) for name in splits}
-    if recipe.norm_stats == "computed":
-        mean, std = normalization_stats(waves["train"], features, seed=recipe.seed)
-        features = dataclasses.replace(features, mean=mean, std=std)
-    elif "," in recipe.norm_stats:
-        mean, std = (float(v) for v in recipe.norm_stats.split(","))
-        features = dataclasses.replace(features, mean=mean, std=std)
-    else:
-        stats = feats.DATASET_STATS.get(recipe.norm_stats)
-        if stats is None:
-            raise UserError(f"unknown norm_stats {recipe.norm_stats!r}")
-        features = dataclasses.replace(features, mean=stats["mean"], std=stats["std"])
+    run = prepare_data(data, recipe, say)
+    features = run.features
     say(f"{data.summary()}; {features.target_length} frames per clip; normalization mean {features.mean:.4f}, "
         f"std {features.std:.4f}")
 
     labels, task = list(data.labels), data.task
     loss_name = recipe.loss if recipe.loss != "auto" else ("ce" if task == "multiclass" else "bce")
     cache = FeatureCache(cache_dir, features) if cache_dir else None
-    train_set = ClipDataset(splits["train"], len(labels), features, recipe, True, waves["train"], cache)
-    val_set = ClipDataset(splits["val"], len(labels), features, recipe, False, waves["val"], cache)
-    weights = balanced_weights(splits["train"], len(labels)) if recipe.balanced_sampling else None
+    train_set = ClipDataset(run.splits["train"], len(labels), features, recipe, True, run.waves["train"], cache)
+    val_set = ClipDataset(run.splits["val"], len(labels), features, recipe, False, run.waves["val"], cache)
+    weights = balanced_weights(run.splits["train"], len(labels)) if recipe.balanced_sampling else None
 
-    model = build_model(recipe, len(labels), labels, features.target_length, features.num_mel_bins, say).to(device)
+    model = initial_model(recipe, len(labels), labels, features.target_length, features.num_mel_bins, say).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
                                  weight_decay=recipe.weight_decay)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -430,16 +506,10 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     criterion = nn.CrossEntropyLoss() if loss_name == "ce" else nn.BCEWithLogitsLoss()
     metric = metrics.main_metric(task)
 
-    start_epoch, step, best_value, best_epoch, history, wa_sum = 1, 0, -math.inf, 0, [], {}
+    state = RunState()
     if resume and (run_dir / "last.state.safetensors").exists():
-        model.load_state_dict({k: torch.as_tensor(v) for k, v in load_checkpoint(run_dir / "last.safetensors").state_dict.items()})
-        tensors, opt_meta, saved = load_state(run_dir / "last.state.safetensors")
-        _restore_optimizer(optimizer, tensors, opt_meta)
-        progress = saved["progress"]
-        start_epoch, step = progress["epoch"] + 1, progress["step"]
-        best_value, best_epoch, history = progress["best_value"], progress["best_epoch"], progress["history"]
-        wa_sum = saved["wa"]
-        say(f"resuming after epoch {progress['epoch']} (best {metric} {best_value:.4f} at epoch {best_epoch})")
+        state = _resume(run_dir, model, optimizer)
+        say(f"resuming after epoch {state.epoch} (best {metric} {state.best_value:.4f} at epoch {state.best_epoch})")
 
     def write(path: Path, state_model: nn.Module, extra: dict) -> None:
         save_checkpoint(path, state_model, feature_config=features, labels=labels, task=task,
@@ -453,83 +523,65 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress_console = Console(stderr=True)  # stdout stays clean for --json
-
-    for epoch in range(start_epoch, recipe.epochs + 1):
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
         started = time.perf_counter()
         train_set.epoch = epoch
         indices = epoch_indices(len(train_set), epoch, recipe.seed, rank, world, weights)
         loader = torch.utils.data.DataLoader(train_set, batch_size=recipe.batch_size, sampler=indices,
                                              num_workers=recipe.num_workers, drop_last=len(indices) > recipe.batch_size)
-        net.train()
-        losses = []
         with Progress(TextColumn(f"epoch {epoch}/{recipe.epochs}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not (lead and show_progress),
                       transient=True, console=progress_console) as bar:
-            job = bar.add_task("train", total=len(loader), loss="-")
-            for x, y in loader:
-                step += 1
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(recipe, epoch, step)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = net(x)
-                    loss = criterion(logits.float(), y.argmax(-1) if loss_name == "ce" else y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(loss.item())
-                bar.update(job, advance=1, loss=f"{np.mean(losses[-20:]):.3f}")
-
+            losses = _train_epoch(net, loader, optimizer, scaler, criterion, loss_name, recipe, epoch, state, device,
+                                  use_amp, bar)
         if recipe.wa_start and recipe.wa_start <= epoch <= recipe.wa_end:
             for k, v in model.state_dict().items():
-                wa_sum[k] = wa_sum.get(k, torch.zeros_like(v, dtype=torch.float64)) + v.detach().cpu().double()
+                state.wa_sum[k] = state.wa_sum.get(k, torch.zeros_like(v, dtype=torch.float64)) + v.detach().cpu().double()
 
-        # Validation: each rank scores its shard; rank 0 gathers and decides.
-        shard = list(range(rank, len(val_set), world))
-        scores, targets = predict(model, val_set, 2 * recipe.batch_size, device, task, shard)
-        if world > 1:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, (scores, targets))
-            scores = np.concatenate([g[0] for g in gathered])
-            targets = np.concatenate([g[1] for g in gathered])
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
-                  **metrics.evaluate(scores, targets, task), "seconds": round(time.perf_counter() - started, 2)}
-        history.append(record)
-        improved = record[metric] > best_value
+                  **_validate(model, val_set, 2 * recipe.batch_size, device, task, rank, world),
+                  "seconds": round(time.perf_counter() - started, 2)}
+        state.history.append(record)
+        state.epoch = epoch
+        improved = record[metric] > state.best_value
         if improved:
-            best_value, best_epoch = record[metric], epoch
+            state.best_value, state.best_epoch = record[metric], epoch
         if lead:
             if improved:
                 write(run_dir / "best.safetensors", model, {"epoch": epoch, metric: record[metric]})
             write(run_dir / "last.safetensors", model, {"epoch": epoch, metric: record[metric]})
-            save_state(run_dir / "last.state.safetensors", optimizer,
-                       {"epoch": epoch, "step": step, "best_value": best_value, "best_epoch": best_epoch,
-                        "history": history}, wa_sum)
+            save_state(run_dir / "last.state.safetensors", optimizer, state.progress(), state.wa_sum)
             with open(run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            plot_curves(history, run_dir / "curves.png", metric)
+            plot_curves(state.history, run_dir / "curves.png", metric)
             say(f"epoch {epoch}: loss {record['train_loss']:.4f}, val {metric} {record[metric]:.4f}"
                 f"{' (best)' if improved else ''}, lr {record['lr']:.2e}, {record['seconds']:.1f} s")
         if world > 1:
             dist.barrier()
 
-    if wa_sum and recipe.wa_end >= recipe.wa_start:
-        count = min(recipe.wa_end, recipe.epochs) - recipe.wa_start + 1
-        averaged = {k: (v / count).to(model.state_dict()[k].dtype) for k, v in wa_sum.items()}
-        model.load_state_dict(averaged)
-        scores, targets = predict(model, val_set, 2 * recipe.batch_size, device, task)
-        value = metrics.evaluate(scores, targets, task)[metric]
-        say(f"weight average of epochs {recipe.wa_start}-{min(recipe.wa_end, recipe.epochs)}: val {metric} {value:.4f}")
-        if lead:
-            write(run_dir / "wa.safetensors", model, {"weight_average": [recipe.wa_start, recipe.wa_end], metric: value})
-            if value >= best_value:
-                best_value, best_epoch = value, "wa"
-                write(run_dir / "best.safetensors", model, {"weight_average": [recipe.wa_start, recipe.wa_end],
-                                                             metric: value})
+    if state.wa_sum and recipe.wa_end >= recipe.wa_start:
+        _finish_weight_average(model, val_set, recipe, state, device, task, metric, lead, write, run_dir, say)
     if world > 1:
         dist.barrier()
-    return TrainResult(run_dir, run_dir / "best.safetensors", metric, best_value, best_epoch, history, problems)
+    return TrainResult(run_dir, run_dir / "best.safetensors", metric, state.best_value, state.best_epoch,
+                       state.history, run.problems)
+
+
+def _finish_weight_average(model, val_set, recipe: Recipe, state: RunState, device, task: str, metric: str, lead: bool,
+                           write, run_dir: Path, say) -> None:
+    """Load the average of epochs wa_start..wa_end; it becomes the best checkpoint when it validates at least as well."""
+    count = min(recipe.wa_end, recipe.epochs) - recipe.wa_start + 1
+    averaged = {k: (v / count).to(model.state_dict()[k].dtype) for k, v in state.wa_sum.items()}
+    model.load_state_dict(averaged)
+    scores, targets = predict(model, val_set, 2 * recipe.batch_size, device, task)
+    value = metrics.evaluate(scores, targets, task)[metric]
+    span = [recipe.wa_start, recipe.wa_end]
+    say(f"weight average of epochs {recipe.wa_start}-{min(recipe.wa_end, recipe.epochs)}: val {metric} {value:.4f}")
+    if lead:
+        write(run_dir / "wa.safetensors", model, {"weight_average": span, metric: value})
+        if value >= state.best_value:
+            state.best_value, state.best_epoch = value, "wa"
+            write(run_dir / "best.safetensors", model, {"weight_average": span, metric: value})
 
 
 def plot_curves(history: list[dict], path: Path, metric: str) -> None:

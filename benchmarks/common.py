@@ -17,20 +17,10 @@ def machine_header(packages: tuple[str, ...] = ()) -> dict:
     return header(tuple(dict.fromkeys(PACKAGES + packages)))
 
 
-def wall_times(fn, *, warmup: int, repeats: int) -> list[float]:
-    """Wall-clock milliseconds of each of `repeats` calls of `fn()`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
 def timeit(fn, *, warmup: int = 3, repeats: int = 30) -> dict:
     """Wall-clock statistics of `fn()` in milliseconds, after warm-up."""
+    from astedge.timing import wall_times
+
     samples = sorted(wall_times(fn, warmup=warmup, repeats=repeats))
     return {"mean_ms": statistics.fmean(samples), "p50_ms": samples[len(samples) // 2],
             "min_ms": samples[0], "max_ms": samples[-1], "repeats": repeats}

@@ -4,7 +4,7 @@ Run: python benchmarks/model_cpu.py [--sizes tiny,small,base] [--rounds 15] [--b
 Writes benchmarks/results/model-cpu-<date>.{json,md}. Read the ratios, not the absolute numbers: all
 contenders run in the same process, round-robin (a burst of other load hits them alike), each
 contender's turn after a 50 ms pause (ONNX Runtime's and OpenMP's spinning worker threads would otherwise
-slow whichever runtime comes next; see astedge/bench.py). Min and median are reported.
+slow whichever runtime comes next; see astedge/timing.py). Min and median are reported.
 
 Per size (tiny, small, base; random weights, AudioSet shape 1024 x 128 -> 527 classes):
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, write_results  # noqa: E402
 
 from astedge import features as F  # noqa: E402
-from astedge.bench import DEFAULT_PAUSE_MS, round_robin, summarize  # noqa: E402
+from astedge.timing import DEFAULT_PAUSE_MS, round_robin, summarize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_S = 10.0
@@ -56,21 +56,6 @@ def quantize(onnx_path: Path, out: Path) -> Path:
 
     quantize_dynamic(str(onnx_path), str(out), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
     return out
-
-
-def export_random(size: str, folder: Path) -> Path:
-    """A random-weight astedge AST of `size` (AudioSet shape), exported (FP32 ONNX) into `folder`."""
-    import torch
-
-    from astedge.checkpoint import save_checkpoint
-    from astedge.export import export
-    from astedge.model import ASTModel
-    from astedge.model_config import model_config
-
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(folder / f"{size}.safetensors", ASTModel(model_config(size)).eval())
-    export(checkpoint, folder / size, fp16=False, engine=False, force=True, verify_count=1, log=lambda m: None)
-    return folder / size
 
 
 def hf_model(size: str, attention: str):
@@ -92,7 +77,7 @@ def hf_default_attention() -> str:
     return ASTForAudioClassification(ASTConfig(num_hidden_layers=1)).config._attn_implementation
 
 
-def contenders_for(size: str, folder: Path, threads: int) -> tuple[dict, dict, dict]:
+def contenders_for(size: str, threads: int) -> tuple[dict, dict, dict]:
     """name -> (model-only call, end-to-end call), plus features-only calls and notes."""
     import torch
     from transformers import ASTFeatureExtractor
@@ -119,19 +104,22 @@ def contenders_for(size: str, folder: Path, threads: int) -> tuple[dict, dict, d
     def ours(backend):
         return (lambda: backend.run(ours_input)), (lambda: backend.run(F.model_input(wave)[None]))
 
-    export_dir = export_random(size, folder)
-    int8 = quantize(export_dir / "model.onnx", export_dir / "model.int8.onnx")
-    backends = {ASTEDGE_TORCH: TorchBackend(export_dir, device="cpu"),
-                ASTEDGE_ORT: OnnxRuntimeBackend(export_dir, provider="cpu", threads=threads),
-                ASTEDGE_INT8: OnnxRuntimeBackend(int8, provider="cpu", threads=threads)}
+    from astedge.export import random_export
+    from astedge.model_config import model_config
+
+    with random_export(model_config(size), name=size) as export_dir:  # loaded into memory before it is removed
+        int8 = quantize(export_dir / "model.onnx", export_dir / "model.int8.onnx")
+        backends = {ASTEDGE_TORCH: TorchBackend(export_dir, device="cpu"),
+                    ASTEDGE_ORT: OnnxRuntimeBackend(export_dir, provider="cpu", threads=threads),
+                    ASTEDGE_INT8: OnnxRuntimeBackend(int8, provider="cpu", threads=threads)}
+        sizes = {"onnx_bytes": (export_dir / "model.onnx").stat().st_size, "int8_onnx_bytes": int8.stat().st_size}
     calls = {HF_EAGER: hf_calls(hf_model(size, "eager")), HF_SDPA: hf_calls(hf_model(size, "sdpa"))}
     calls.update({name: ours(backend) for name, backend in backends.items()})
     features = {"HF ASTFeatureExtractor (numpy path)": lambda: extractor(wave, sampling_rate=16000,
                                                                          return_tensors="pt"),
                 "astedge numpy fbank (model input)": lambda: F.model_input(wave)[None]}
     fp32, q8 = backends[ASTEDGE_ORT].run(ours_input), backends[ASTEDGE_INT8].run(ours_input)
-    notes = {"int8_vs_fp32_max_abs_logit_random_weights": float(np.abs(fp32 - q8).max()),
-             "onnx_bytes": (export_dir / "model.onnx").stat().st_size, "int8_onnx_bytes": int8.stat().st_size}
+    notes = {"int8_vs_fp32_max_abs_logit_random_weights": float(np.abs(fp32 - q8).max()), **sizes}
     return calls, features, notes
 
 
@@ -140,21 +128,20 @@ def stats(samples: list[float]) -> dict:
 
 
 def measure_size(size: str, rounds: int, threads: int, log) -> dict:
-    with tempfile.TemporaryDirectory(prefix=f"model-cpu-{size}-") as tmp:
-        log(f"{size}: building and exporting")
-        calls, features, notes = contenders_for(size, Path(tmp), threads)
-        flat = {}
-        for name, (model_only, end_to_end) in calls.items():
-            flat[(name, "model")] = model_only
-            flat[(name, "end_to_end")] = end_to_end
-        for name, fn in features.items():
-            flat[(name, "features")] = fn
-        log(f"{size}: {rounds} rounds of {len(flat)} calls")
-        started = time.perf_counter()
-        times = round_robin(flat, rounds, turn=lambda key: key[0])
-        seconds = time.perf_counter() - started
-        del calls, features
-        gc.collect()
+    log(f"{size}: building and exporting")
+    calls, features, notes = contenders_for(size, threads)
+    flat = {}
+    for name, (model_only, end_to_end) in calls.items():
+        flat[(name, "model")] = model_only
+        flat[(name, "end_to_end")] = end_to_end
+    for name, fn in features.items():
+        flat[(name, "features")] = fn
+    log(f"{size}: {rounds} rounds of {len(flat)} calls")
+    started = time.perf_counter()
+    times = round_robin(flat, rounds, turn=lambda key: key[0])
+    seconds = time.perf_counter() - started
+    del calls, features
+    gc.collect()
     results: dict = {}
     for (name, stage), samples in times.items():
         results.setdefault(name, {})[stage] = stats(samples)

@@ -29,15 +29,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cuda_event_times, machine_header, wall_times, write_results  # noqa: E402
+from common import cuda_event_times, machine_header, write_results  # noqa: E402
 
-from astedge import bench  # noqa: E402
+from astedge import bench, bench_report, machine, timing  # noqa: E402
 
 WINDOW_S = 10.0
 SAMPLES = int(WINDOW_S * 16000)
@@ -48,13 +47,13 @@ def cuda_times(torch, fn, x, *, iters: int, warmup: int) -> dict:
     with torch.inference_mode():
         device, host = cuda_event_times(torch, lambda: fn(x), iters=iters, warmup=warmup)
     batch = x.shape[0]
-    return {"gpu": bench.summarize(device, batch=batch, audio_seconds=WINDOW_S),
-            "host": bench.summarize(host, batch=batch, audio_seconds=WINDOW_S)}
+    return {"gpu": timing.summarize(device, batch=batch, audio_seconds=WINDOW_S),
+            "host": timing.summarize(host, batch=batch, audio_seconds=WINDOW_S)}
 
 
 def host_times(fn, *, iters: int, warmup: int, batch: int) -> dict:
-    samples = wall_times(fn, warmup=warmup, repeats=iters)
-    return bench.summarize(samples, batch=batch, audio_seconds=WINDOW_S)
+    samples = timing.wall_times(fn, warmup=warmup, repeats=iters)
+    return timing.summarize(samples, batch=batch, audio_seconds=WINDOW_S)
 
 
 def torch_variants(torch, size: str) -> tuple[dict, dict]:
@@ -130,23 +129,16 @@ def measure_torch(torch, size: str, batches: list[int], iters: int, warmup: int)
 
 def measure_backends(size: str, batches: list[int], iters: int, warmup: int) -> dict:
     """astedge's backends on an export of a random model (engine built here when TensorRT is usable)."""
-    import torch
-
-    from astedge.checkpoint import save_checkpoint
     from astedge.engine import tensorrt_status
-    from astedge.export import export
-    from astedge.model import ASTModel
+    from astedge.export import random_export
     from astedge.model_config import model_config
 
-    with tempfile.TemporaryDirectory(prefix="model-gpu-") as tmp:
-        torch.manual_seed(0)
-        checkpoint = save_checkpoint(Path(tmp) / f"{size}.safetensors", ASTModel(model_config(size)).eval())
-        engine, why_not = tensorrt_status()
-        log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-        if not engine:
-            log(f"no TensorRT engine: {why_not}")
-        export(checkpoint, Path(tmp) / size, profile="workstation", fp16=True, engine=engine, force=True, log=log)
-        return bench.benchmark(Path(tmp) / size, backends="tensorrt,onnxruntime-cuda,torch", batches=batches,
+    engine, why_not = tensorrt_status()
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if not engine:
+        log(f"no TensorRT engine: {why_not}")
+    with random_export(model_config(size), fp16=True, engine=engine, profile="workstation", name=size, log=log) as folder:
+        return bench.benchmark(folder, backends="tensorrt,onnxruntime-cuda,torch", batches=batches,
                                iters=iters, warmup=warmup, pause_ms=0.0, log=log)
 
 
@@ -172,7 +164,7 @@ def markdown(data: dict) -> str:
                          f"{host['p50_ms']:.2f} | - | {g['throughput_clips_s']:.0f} |")
         lines += [""] + [f"- missing: {name}: {why}" for name, why in part["missing"].items()] + [""]
     for size, report in data["backends"].items():
-        lines += [bench.markdown(report, title=f"astedge backends, AST-{size}").replace("# ", "## ", 1), ""]
+        lines += [bench_report.markdown(report, title=f"astedge backends, AST-{size}").replace("# ", "## ", 1), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -200,10 +192,10 @@ def main() -> None:
         if not args.skip_backends:
             data["backends"][size] = measure_backends(size, batches, args.iters, args.warmup)
     header = machine_header(("transformers", "timm", "tensorrt-cu12", "tensorrt-cu13"))
-    header.update(gpu=bench.gpu_info(), jetson=bench.jetson_info(), threads=bench.threads_info(None),
-                  runtimes=bench.runtime_versions())
+    header.update(gpu=machine.gpu_info(), jetson=machine.jetson_info(), threads=machine.threads_info(None),
+                  runtimes=machine.runtime_versions())
     data["machine"] = header
-    data["header_lines"] = bench.machine_lines(header) + [
+    data["header_lines"] = bench_report.machine_lines(header) + [
         f"timing: PyTorch variants {args.warmup} warm-up + {args.iters} calls each, CUDA events per call (synchronized); "
         f"backends via astedge.bench, calls back to back; TF32 matmuls off"]
     gpu = header["gpu"]["devices"][0]["name"] if header["gpu"]["devices"] else "gpu"

@@ -8,6 +8,7 @@ import torch
 
 from astedge import costs
 from astedge.convert import from_imagenet
+from astedge.errors import UserError
 from astedge.model import ASTModel
 from astedge.model_config import model_config
 
@@ -82,7 +83,7 @@ def test_position_embedding_adaptations_of_table_4():
     # timm/AST's trunc_normal_(std=.02) truncates at +-2 absolute: effectively N(0, 0.02^2)
     assert abs(float(fresh.std()) - 0.02) < 0.002 and abs(float(fresh.mean())) < 0.002
     assert abs(float(torch.corrcoef(torch.stack([fresh.flatten(), bilinear[:, 2:].flatten()]))[0, 1])) < 0.05
-    with pytest.raises(Exception, match="unknown position-embedding adaptation"):
+    with pytest.raises(UserError, match="unknown position-embedding mode"):
         from_imagenet(state, config, "cubic")
     with pytest.raises(Exception, match="must start from scratch"):
         from_imagenet(state, model_config("tiny", patch_size=(32, 32), fstride=32, tstride=32), "bilinear")

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astedge import bench
+from astedge import bench, bench_report, machine, timing
+from astedge import export as exp
+from astedge.backends import tensorrt as trt_backend
 from astedge.errors import UserError
 
 STAGE_KEYS = {"count", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
@@ -33,7 +35,7 @@ def cli(*args, **kwargs) -> subprocess.CompletedProcess:
                                      np.random.default_rng(0).gamma(2.0, 10.0, 997), np.array([7.25])])
 @pytest.mark.parametrize("batch", [1, 8])
 def test_summarize_matches_numpy(samples, batch):
-    stats = bench.summarize(list(samples), batch=batch, audio_seconds=10.0)
+    stats = timing.summarize(list(samples), batch=batch, audio_seconds=10.0)
     mean = samples.mean()
     assert stats["count"] == len(samples)
     assert stats["mean_ms"] == pytest.approx(mean)
@@ -48,13 +50,13 @@ def test_summarize_matches_numpy(samples, batch):
 
 
 def test_summarize_known_values():
-    stats = bench.summarize([10.0, 20.0, 30.0, 40.0], batch=2, audio_seconds=5.0)
+    stats = timing.summarize([10.0, 20.0, 30.0, 40.0], batch=2, audio_seconds=5.0)
     assert stats["mean_ms"] == 25.0 and stats["p50_ms"] == 25.0
     assert stats["p90_ms"] == pytest.approx(37.0)  # linear: 30 + 0.7 * 10
     assert stats["throughput_clips_s"] == pytest.approx(80.0)  # 2 clips per 25 ms
     assert stats["x_realtime"] == pytest.approx(400.0)  # 10 s of audio per 25 ms
     with pytest.raises(ValueError):
-        bench.summarize([], batch=1, audio_seconds=10.0)
+        timing.summarize([], batch=1, audio_seconds=10.0)
 
 
 def test_option_parsing():
@@ -85,19 +87,19 @@ def test_gpu_and_jetson_probes_parse_the_tools(tmp_path, monkeypatch):
     _script(tmp_path, "jetson_clocks", 'echo "SOC family:tegra234  Machine:NVIDIA Jetson Orin Nano"\n'
                                        'echo "GPU MinFreq=1020000000 MaxFreq=1020000000 CurrentFreq=1020000000"\n')
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    smi = bench.nvidia_smi()
+    smi = machine.nvidia_smi()
     assert smi["gpus"][0]["name"] == "Orin (nvgpu)" and smi["gpus"][0]["clocks.max.sm"] == "1300 MHz"
-    jetson = bench.jetson_info()
+    jetson = machine.jetson_info()
     assert jetson["power_mode"] == "MAXN_SUPER" and jetson["clocks_locked"] is True
     assert jetson["gpu_freq_hz"] == {"min": 1020000000, "max": 1020000000, "current": 1020000000}
 
     _script(tmp_path, "jetson_clocks", 'echo "GPU MinFreq=306000000 MaxFreq=1020000000 CurrentFreq=306000000"\n')
-    assert bench.jetson_info()["clocks_locked"] is False
+    assert machine.jetson_info()["clocks_locked"] is False
     _script(tmp_path, "jetson_clocks", 'echo "Error: Run this script as root" >&2\nexit 1\n')
-    info = bench.jetson_info()
+    info = machine.jetson_info()
     assert info["clocks_locked"] is None and "root" in info["clocks_locked_note"]
     _script(tmp_path, "nvidia-smi", 'echo "Field \\"clocks.sm\\" is not a valid field" >&2\nexit 2\n')
-    assert "not a valid field" in bench.nvidia_smi()["error"]
+    assert "not a valid field" in machine.nvidia_smi()["error"]
 
 
 # --- CUDA events around TensorRT's execute_async_v3 (recording test double) ------------------------------
@@ -149,7 +151,7 @@ def test_event_timer_brackets_execute_and_restores_the_context():
     runner = type("Runner", (), {})()
     runner.context, runner.stream, runner.cuda = context, 77, type("Cuda", (), {"lib": lib})()
     backend = type("Backend", (), {"runner": runner})()
-    timer = bench.EngineEventTimer.attach(backend)
+    timer = trt_backend.EngineEventTimer.attach(backend)
     assert timer is not None and runner.context is not context
     assert runner.context.set_input_shape("fbank", (2, 3)) and context.shape == (2, 3)  # delegated
     for _ in range(2):  # two chunks in one run()
@@ -164,7 +166,7 @@ def test_event_timer_brackets_execute_and_restores_the_context():
     assert lib.created == 4  # events are reused
     timer.close()
     assert runner.context is context and sorted(lib.destroyed) == [1001, 1002, 1003, 1004]
-    assert bench.EngineEventTimer.attach(type("Plain", (), {})()) is None
+    assert trt_backend.EngineEventTimer.attach(type("Plain", (), {})()) is None
 
 
 def test_ctypes_byref_keeps_its_object():  # what the test double above relies on
@@ -196,7 +198,7 @@ def test_bench_json_shape(bench_run):
     assert header["threads"]["torch"] >= 1 and header["threads"]["usable_cpus"] >= 1
     assert "onnxruntime" in header["runtimes"] and "torch" in header["runtimes"]
     model = report["model"]
-    assert model["weights"] == bench.RANDOM_WEIGHTS and model["size"] == "tiny"
+    assert model["weights"] == exp.RANDOM_WEIGHTS and model["size"] == "tiny"
     assert model["input"] == [128, 128] and model["window_seconds"] == 1.0
     assert model["params_m"] > 0 and model["gflops_per_clip"] > 0
     assert report["settings"]["iters"] == 5 and report["settings"]["batches"] == [1]
@@ -220,7 +222,7 @@ def test_bench_plot_and_markdown(bench_run):
     png = (out / "latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     text = (out / "bench.md").read_text()
-    assert bench.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
+    assert exp.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -255,19 +257,17 @@ def test_machine_lines_name_the_gpu_clocks_and_power_mode():
                                                               "clocks.max.mem": "3199 MHz", "pstate": "P0"}]}},
               "jetson": {"l4t": "# R36 (release), REVISION: 4.3", "power_mode": "MAXN_SUPER", "clocks_locked": True},
               "threads": {"usable_cpus": 6, "env": {}}}
-    text = "\n".join(bench.machine_lines(header))
+    text = "\n".join(bench_report.machine_lines(header))
     assert "Orin (sm 8.7), driver 12.6; clocks SM 1020 MHz / max 1020 MHz" in text
     assert "power mode MAXN_SUPER; clocks locked (jetson_clocks)" in text and "tensorrt 10.3.0" in text
 
 
 def test_round_robin_calls_every_contender_each_round_and_pauses_between_turns(monkeypatch):
-    from astedge import bench
-
     order, sleeps = [], []
-    monkeypatch.setattr(bench.time, "sleep", lambda seconds: sleeps.append(seconds))
+    monkeypatch.setattr(timing.time, "sleep", lambda seconds: sleeps.append(seconds))
     calls = {(name, stage): (lambda key=(name, stage): order.append(key))
              for name in ("a", "b") for stage in ("model", "e2e")}
-    times = bench.round_robin(calls, 3, warmup=1, pause_ms=20, turn=lambda key: key[0])
+    times = timing.round_robin(calls, 3, warmup=1, pause_ms=20, turn=lambda key: key[0])
     assert order == list(calls) * 4  # one warm-up round, then three timed rounds in the same order
     assert {key: len(v) for key, v in times.items()} == {key: 3 for key in calls}
     assert sleeps == [0.02] * 6  # one pause per contender's turn, not per call

@@ -20,7 +20,8 @@ from astedge.cli import main
 from astedge.errors import UserError
 from astedge.features import FbankConfig, model_input
 from astedge.model import ASTModel, ModelConfig
-from astedge.predict import activate, predict_file
+from astedge.predict import predict_file
+from astedge.scores import activate
 
 CFG = ModelConfig(num_classes=4, embed_dim=32, depth=2, num_heads=2, target_length=128, norm_eps=1e-12,
                   head_norm_eps=1e-12)

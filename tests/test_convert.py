@@ -19,16 +19,11 @@ import torch.nn.functional as F
 
 from astedge.checkpoint import load_checkpoint, save_checkpoint
 from astedge.cli import main
-from astedge.convert import (
-    from_imagenet,
-    imagenet_init,
-    imagenet_state_from_timm,
-    import_source,
-    read_state_dict,
-)
+from astedge.convert import from_imagenet
 from astedge.errors import UserError
+from astedge.importer import import_source, read_state_dict
 from astedge.labels import audioset_labels, parse_label_csv, read_labels
-from astedge.model import build_model, model_config
+from astedge.model import build_model, imagenet_init, model_config
 from hf_reference import hf_logits, official_state, random_hf_model, save_hf_folder
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_length=128,
@@ -301,8 +296,9 @@ def test_imagenet_pos_embed_time_cut_then_frequency_stretched(deit):
 def test_imagenet_init_model(deit):
     state, folder = deit
     cfg = model_config("tiny", num_classes=7, target_length=128)
-    for source in (read_state_dict(folder / "deit.pth"), read_state_dict(folder / "deit.safetensors"),
-                   imagenet_state_from_timm("deit_tiny_distilled_patch16_224", folder / "deit.safetensors")):
+    through_timm = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=True,  # timm's own loader, no download
+                                     pretrained_cfg_overlay=dict(file=str(folder / "deit.safetensors"))).state_dict()
+    for source in (read_state_dict(folder / "deit.pth"), read_state_dict(folder / "deit.safetensors"), through_timm):
         model = imagenet_init(cfg, source)
         got = model.state_dict()
         for name in ("cls_token", "dist_token", "blocks.3.attn.qkv.weight", "blocks.11.mlp.fc2.bias", "norm.weight"):

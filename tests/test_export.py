@@ -329,7 +329,10 @@ def test_cli_build_engine_without_tensorrt_is_a_user_error(exported, tmp_path):
 def test_shipped_profiles():
     names = profiles.available_profiles()
     assert {"workstation", "jetson-orin-agx", "jetson-orin-nano"} <= set(names)
-    assert profiles.PROFILE_DIR.is_relative_to(Path(profiles.__file__).parent)  # package data
+    import astedge.device_profiles
+
+    assert profiles.PROFILE_DIR == Path(astedge.device_profiles.__file__).resolve().parent  # installed with the package
+    assert profiles.PROFILE_DIR.name == "export"  # the repository's top-level folder (an editable install)
     for name in names:
         profile = profiles.load_profile(name)
         assert profile.name == name and profile.precision == "fp16" and profile.fp32_ops == ("LayerNormalization",)
@@ -349,6 +352,8 @@ def test_profile_validation(tmp_path):
     mine = profiles.load_profile(path)
     assert (mine.name, mine.precision, mine.max_batch, mine.hop_seconds) == ("mine", "fp32", 2, 2.0)
     assert mine.source == str(path) and profiles.DeviceProfile.from_dict(mine.to_dict()) == mine
+    with pytest.raises(UserError, match="unknown device profile fields: colour"):  # astedge.json's form is strict too
+        profiles.DeviceProfile.from_dict({**mine.to_dict(), "colour": "red"})
     for body, fragment in [('[engine]\nmax_bacth = 2\n', "unknown profile key 'engine.max_bacth'"),
                            ('[engine]\nmax_batch = "2"\n', "wrong type"),
                            ('[engine]\nprecision = "int8"\n', "precision must be"),

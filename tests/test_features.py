@@ -19,6 +19,7 @@ import pytest
 
 from astedge import features as F
 from astedge.errors import UserError
+from astedge.features import FbankConfig
 from conftest import signals
 from references import hf_logmel, knf_logmel, torchaudio_fbank, within_db
 
@@ -165,3 +166,29 @@ def test_dataset_statistics():
     assert F.FbankConfig.from_dict(esc.to_dict()) == esc
     with pytest.raises(UserError, match="unknown dataset"):
         F.DEFAULT.with_dataset("imagenet")
+
+
+def test_feature_config_is_validated_and_read_strictly():
+    with pytest.raises(UserError, match="unknown feature config fields: colour"):
+        FbankConfig.from_dict({**F.DEFAULT.to_dict(), "colour": "red"})
+    assert FbankConfig.from_dict(F.DEFAULT.to_dict()) == F.DEFAULT
+    for bad, message in ((dict(sample_rate=0), "sample_rate must be a positive integer"),
+                         (dict(frame_length_ms=0.0), "are empty"),
+                         (dict(low_freq=9000.0), r"mel range 9000.0..8000.0 Hz does not fit 0..8000.0 Hz"),
+                         (dict(num_mel_bins=0), "num_mel_bins must be >= 1"),
+                         (dict(target_length=0), "target_length must be >= 1"),
+                         (dict(preemphasis=1.5), "preemphasis must be in"),
+                         (dict(std=0.0), "positive std"),
+                         (dict(mean=float("nan")), "finite mean"),
+                         (dict(clip_seconds=-1.0), "clip_seconds must be positive")):
+        with pytest.raises(UserError, match=message):
+            FbankConfig(**bad)
+
+
+def test_model_samples_is_the_audio_of_one_model_input():
+    assert F.DEFAULT.model_samples == 164080  # 1024 frames: 1023 shifts + one window
+    assert F.num_frames(F.DEFAULT.model_samples) == 1024 and F.num_frames(F.DEFAULT.model_samples - 1) == 1023
+    long = np.random.default_rng(0).standard_normal(200000).astype(np.float32) * 0.1
+    np.testing.assert_array_equal(F.model_input(long), F.normalize(F.pad_or_crop(F.fbank(long), 1024)))
+    short = long[:16000]
+    np.testing.assert_array_equal(F.model_input(short), F.normalize(F.pad_or_crop(F.fbank(short), 1024)))

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers import ASTConfig, ASTForAudioClassification
 
-from astedge.convert import resize_time_pos_embed
 from astedge.errors import UserError
+from astedge.pos_embed import resize_time_pos_embed
 from astedge.model import (
     SIZES,
     ASTModel,
@@ -184,7 +184,7 @@ def test_resize_reinit_and_identity(pos):
     torch.testing.assert_close(fresh[:, :2], pos[:, :2], rtol=0, atol=0)
     assert abs(fresh[:, 2:].std().item() - 0.02) < 0.002
     assert torch.equal(resize_time_pos_embed(pos, (12, 50), 50, "bilinear"), pos)
-    with pytest.raises(UserError, match="unknown position-embedding resize mode 'cubic'"):
+    with pytest.raises(UserError, match="unknown position-embedding mode 'cubic'"):
         resize_time_pos_embed(pos, (12, 50), 20, "cubic")
 
 

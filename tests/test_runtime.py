@@ -22,15 +22,15 @@ from astedge import audio as audio_io
 from astedge import capture
 from astedge import export as exp
 from astedge import features as F
-from astedge import runtime as rt
-from astedge.backends import choose_backend, load_backend, resolve_model
+from astedge import scores, stream, views, windows
+from astedge.backends import choose_backend, resolve_model
 from astedge.backends.onnxruntime import OnnxRuntimeBackend
 from astedge.backends.torch import TorchBackend
 from astedge.checkpoint import save_checkpoint
 from astedge.errors import UserError
 from astedge.features import FbankConfig
 from astedge.model import ASTModel, model_config
-from astedge.predict import Score, activate
+from astedge.scores import Score, activate
 from conftest import run_without_torch
 
 CFG = model_config("tiny", depth=2, num_classes=10, target_length=128)
@@ -117,7 +117,7 @@ def test_auto_backend_picks_onnxruntime_cpu_here_and_says_why(model):
     from_checkpoint = choose_backend(checkpoint)  # only PyTorch runs a bare checkpoint
     assert from_checkpoint.backend.name == "torch"
     assert [name for name, _ in from_checkpoint.skipped] == ["tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"]
-    assert load_backend(folder, "onnxruntime").name == "onnxruntime-cpu"  # the alias: CUDA first, then CPU
+    assert choose_backend(folder, "onnxruntime").backend.name == "onnxruntime-cpu"  # the alias: CUDA first, then CPU
     assert resolve_model(folder / "model.onnx").onnx == folder / "model.onnx"
 
 
@@ -154,13 +154,13 @@ def test_bad_model_paths_and_options_are_user_errors(model, tmp_path, wav):
 def test_runtime_and_backends_run_without_torch(model, wav):
     """The Jetson path: backends, runtime and capture import and classify with torch blocked."""
     code = (
-        "import astedge.backends, astedge.backends.onnxruntime, astedge.backends.tensorrt, astedge.runtime\n"
-        "import astedge.capture, astedge.cli\n"
+        "import astedge.backends, astedge.backends.onnxruntime, astedge.backends.tensorrt, astedge.windows\n"
+        "import astedge.capture, astedge.cli, astedge.scores, astedge.stream, astedge.views\n"
         "from astedge.backends import choose_backend\n"
-        "from astedge import runtime as rt\n"
+        "from astedge import windows\n"
         f"choice = choose_backend({str(model[1])!r})\n"
         "net = choice.backend\n"
-        f"result = rt.classify_file(net, {str(wav)!r}, rt.Windowing.from_seconds(net.feature_config, hop=1.0))\n"
+        f"result = windows.classify_file(net, {str(wav)!r}, windows.Windowing.from_seconds(net.feature_config, hop=1.0))\n"
         "assert 'torch' not in sys.modules\n"
         "print(net.name, len(result.windows), [n for n, _ in choice.skipped])\n"
     )
@@ -173,25 +173,25 @@ def test_runtime_and_backends_run_without_torch(model, wav):
 
 
 def test_windowing_and_window_starts():
-    w = rt.Windowing.from_seconds(F.DEFAULT, default_hop=1.0)  # AudioSet: 10 s = 998 frames + 26 padded rows
+    w = windows.Windowing.from_seconds(F.DEFAULT, default_hop=1.0)  # AudioSet: 10 s = 998 frames + 26 padded rows
     assert (w.window, w.hop, w.incremental, w.describe()["window_frames"]) == (160000, 16000, True, 998)
-    assert rt.Windowing.from_seconds(F.DEFAULT, window=10.255).window == 164080  # the whole input, no padding
-    assert rt.Windowing.from_seconds(F.DEFAULT).hop == 80000  # half the window
-    assert rt.Windowing.from_seconds(F.DEFAULT, window=10.255).hop == 81920  # ... in whole frame shifts
-    assert rt.Windowing.from_seconds(KWS, default_hop=1.0).window == 16000  # 1.295 s input -> 1 s window
-    assert not rt.Windowing.from_seconds(F.DEFAULT, hop=0.3333).incremental
+    assert windows.Windowing.from_seconds(F.DEFAULT, window=10.255).window == 164080  # the whole input, no padding
+    assert windows.Windowing.from_seconds(F.DEFAULT).hop == 80000  # half the window
+    assert windows.Windowing.from_seconds(F.DEFAULT, window=10.255).hop == 81920  # ... in whole frame shifts
+    assert windows.Windowing.from_seconds(KWS, default_hop=1.0).window == 16000  # 1.295 s input -> 1 s window
+    assert not windows.Windowing.from_seconds(F.DEFAULT, hop=0.3333).incremental
     for window, hop, message in ((11.0, None, "longer than the model's input"), (0.01, None, "shorter than one"),
                                  (2.0, 3.0, "longer than the window"), (None, 0.0, "shorter than one sample")):
         with pytest.raises(UserError, match=message):
-            rt.Windowing.from_seconds(F.DEFAULT, window, hop)
-    assert rt.window_starts(100, 40, 25) == [0, 25, 50]
-    assert rt.window_starts(100, 40, 25, tail=True) == [0, 25, 50, 75]  # 90..100 was not covered
-    assert rt.window_starts(90, 40, 25, tail=True) == [0, 25, 50]
-    assert rt.window_starts(30, 40, 25, tail=True) == [0]
+            windows.Windowing.from_seconds(F.DEFAULT, window, hop)
+    assert windows.window_starts(100, 40, 25) == [0, 25, 50]
+    assert windows.window_starts(100, 40, 25, tail=True) == [0, 25, 50, 75]  # 90..100 was not covered
+    assert windows.window_starts(90, 40, 25, tail=True) == [0, 25, 50]
+    assert windows.window_starts(30, 40, 25, tail=True) == [0]
 
 
 def test_audio_ring_wraps_and_reports_overwritten_audio():
-    ring = rt.AudioRing(10)
+    ring = stream.AudioRing(10)
     ring.write(np.arange(7, dtype=np.float32))
     ring.write(np.arange(7, 15, dtype=np.float32))  # wraps
     np.testing.assert_array_equal(ring.read(5, 15), np.arange(5, 15))
@@ -220,10 +220,10 @@ def test_streaming_fbank_is_bit_identical_however_the_audio_is_cut(rng):
 def test_stream_window_features_equal_full_recomputation(window, hop, incremental):
     """40 s fed in microphone-sized blocks; every window's model input == model_input(audio[start:end])."""
     wave = signal(40.0, seed=1)
-    windowing = rt.Windowing.from_seconds(F.DEFAULT, window, hop)
+    windowing = windows.Windowing.from_seconds(F.DEFAULT, window, hop)
     assert windowing.incremental is incremental
-    ring = rt.AudioRing(windowing.window + 4 * windowing.hop)
-    features = rt.WindowFeatures(windowing)
+    ring = stream.AudioRing(windowing.window + 4 * windowing.hop)
+    features = stream.WindowFeatures(windowing)
     block, written, checked = 1234, 0, 0
     for end in range(windowing.window, wave.size + 1, windowing.hop):
         while written < end:  # the capture side runs ahead by up to one block
@@ -243,40 +243,40 @@ def test_stream_window_features_equal_full_recomputation(window, hop, incrementa
 
 
 def test_smoothing_against_hand_computed_values():
-    ema = rt.Smoother("ema", windows=3)  # alpha = 2 / (3 + 1) = 0.5
+    ema = scores.Smoother("ema", windows=3)  # alpha = 2 / (3 + 1) = 0.5
     assert ema.alpha == 0.5
     outputs = [ema(np.array(x)) for x in ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0])]
     np.testing.assert_allclose(outputs, [[1, 0], [0.5, 0.5], [0.75, 0.75], [0.375, 0.375]])
-    peak = rt.Smoother("max", windows=2)
+    peak = scores.Smoother("max", windows=2)
     outputs = [peak(np.array(x)) for x in ([0.1, 0.9], [0.5, 0.2], [0.3, 0.1], [0.0, 0.0])]
     np.testing.assert_allclose(outputs, [[0.1, 0.9], [0.5, 0.9], [0.5, 0.2], [0.3, 0.1]])
-    np.testing.assert_array_equal(rt.Smoother("none")(np.array([0.2, 0.4])), [0.2, 0.4])
+    np.testing.assert_array_equal(scores.Smoother("none")(np.array([0.2, 0.4])), [0.2, 0.4])
     with pytest.raises(UserError, match="--smoothing must be one of"):
-        rt.Smoother("median")
+        scores.Smoother("median")
 
 
 def test_label_filters_and_ranking():
-    mask = rt.label_mask(LABELS, allow=["Child speech, kid speaking"])  # a label with a comma stays whole
+    mask = scores.label_mask(LABELS, allow=["Child speech, kid speaking"])  # a label with a comma stays whole
     assert np.flatnonzero(mask).tolist() == [2]
-    assert np.flatnonzero(rt.label_mask(LABELS, allow=["dog,music", "Bird"])).tolist() == [1, 3, 7]
-    assert np.flatnonzero(rt.label_mask(LABELS, deny=["Speech", "Silence"])).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert rt.label_mask(LABELS) is None
+    assert np.flatnonzero(scores.label_mask(LABELS, allow=["dog,music", "Bird"])).tolist() == [1, 3, 7]
+    assert np.flatnonzero(scores.label_mask(LABELS, deny=["Speech", "Silence"])).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert scores.label_mask(LABELS) is None
     with pytest.raises(UserError, match=r"'Sirens' is not a label of this model \(did you mean 'Siren'"):
-        rt.label_mask(LABELS, allow=["Sirens"])
+        scores.label_mask(LABELS, allow=["Sirens"])
     with pytest.raises(UserError, match="mutually exclusive"):
-        rt.label_mask(LABELS, allow=["Dog"], deny=["Bird"])
-    scores = np.array([0.9, 0.2, 0.4, 0.8, 0.05, 0.3, 0.0, 0.6, 0.1, 0.7])
-    assert [s.index for s in rt.rank(scores, LABELS, 3)] == [0, 3, 9]
-    assert [(s.label, s.score) for s in rt.rank(scores, LABELS, 5, mask=rt.label_mask(LABELS, allow=["Dog,Siren"]))] \
+        scores.label_mask(LABELS, allow=["Dog"], deny=["Bird"])
+    probs = np.array([0.9, 0.2, 0.4, 0.8, 0.05, 0.3, 0.0, 0.6, 0.1, 0.7])
+    assert [s.index for s in scores.rank(probs, LABELS, 3)] == [0, 3, 9]
+    assert [(s.label, s.score) for s in scores.rank(probs, LABELS, 5, mask=scores.label_mask(LABELS, allow=["Dog,Siren"]))] \
         == [("Dog", 0.2), ("Siren", 0.05)]  # never more than the allowed classes
-    assert [s.index for s in rt.rank(scores, LABELS, 5, threshold=0.65)] == [0, 3, 9]
+    assert [s.index for s in scores.rank(probs, LABELS, 5, threshold=0.65)] == [0, 3, 9]
 
 
 # --- streaming -----------------------------------------------------------------------------------------------
 
 
 def _listen(backend, source, windowing, **options):
-    listener = rt.Listener(backend, source, windowing, **options)
+    listener = stream.Listener(backend, source, windowing, **options)
     with listener:
         results = list(listener.results())
     return results, listener.summary()
@@ -290,7 +290,7 @@ def test_stream_silences_and_counts_invalid_samples(ort_backend, tmp_path):
     bad[100:110], bad[5000], bad[9000:9003] = np.nan, np.inf, 32767.0
     path = tmp_path / "bad.wav"
     sf.write(path, bad, 16000, subtype="FLOAT")
-    windowing = rt.Windowing.from_seconds(KWS, hop=0.5)
+    windowing = windows.Windowing.from_seconds(KWS, hop=0.5)
     results, summary = _listen(ort_backend, capture.FileSource(path), windowing, k=3)
     assert summary["invalid_samples"] == 14
     cleaned = tmp_path / "cleaned.wav"
@@ -302,8 +302,8 @@ def test_stream_silences_and_counts_invalid_samples(ort_backend, tmp_path):
 
 
 def test_stream_of_a_file_equals_the_batch_path(ort_backend, wav, tmp_path):
-    windowing = rt.Windowing.from_seconds(KWS, hop=0.4)
-    batch = rt.classify_waveform(ort_backend, audio_io.load_audio(wav), windowing, k=10, batch_size=4)
+    windowing = windows.Windowing.from_seconds(KWS, hop=0.4)
+    batch = windows.classify_waveform(ort_backend, audio_io.load_audio(wav), windowing, k=10, batch_size=4)
     results, summary = _listen(ort_backend, capture.FileSource(wav), windowing, k=10)
     assert [(r.start, r.end) for r in results] == [(w.start, w.end) for w in batch.windows]
     assert len(results) == 14 and (results[-1].start, results[-1].end) == (5.2, 6.0)  # 13 full and a padded tail
@@ -315,7 +315,7 @@ def test_stream_of_a_file_equals_the_batch_path(ort_backend, wav, tmp_path):
     stereo = tmp_path / "stereo44k.wav"
     mono = audio_io.resample(signal(3.0), 16000, 44100)
     sf.write(stereo, np.stack([mono, 0.5 * mono], axis=1), 44100, subtype="FLOAT")
-    batch = rt.classify_file(ort_backend, stereo, windowing, k=10)
+    batch = windows.classify_file(ort_backend, stereo, windowing, k=10)
     started = time.perf_counter()
     results, summary = _listen(ort_backend, capture.FileSource(stereo, realtime=True, speed=3.0), windowing, k=10)
     assert time.perf_counter() - started >= 0.95  # 3 s of audio at 3x real time
@@ -344,8 +344,8 @@ class SlowBackend:
 
 
 def test_live_source_faster_than_inference_drops_windows_and_counts_them(wav):
-    windowing = rt.Windowing.from_seconds(KWS, hop=0.25)
-    expected = rt.window_starts(96000, windowing.window, windowing.hop, tail=True, min_tail=160)
+    windowing = windows.Windowing.from_seconds(KWS, hop=0.25)
+    expected = windows.window_starts(96000, windowing.window, windowing.hop, tail=True, min_tail=160)
     backend = SlowBackend(0.1)
     results, summary = _listen(backend, capture.FileSource(wav, realtime=True, speed=15.0), windowing)
     assert len(expected) == 21
@@ -357,9 +357,9 @@ def test_live_source_faster_than_inference_drops_windows_and_counts_them(wav):
 
 
 def test_lossless_source_waits_for_slow_inference_and_drops_nothing(wav):
-    windowing = rt.Windowing.from_seconds(KWS, hop=0.5)
+    windowing = windows.Windowing.from_seconds(KWS, hop=0.5)
     backend = SlowBackend(0.02)
-    listener = rt.Listener(backend, capture.FileSource(wav), windowing, buffer_seconds=0.5)  # a tiny ring
+    listener = stream.Listener(backend, capture.FileSource(wav), windowing, buffer_seconds=0.5)  # a tiny ring
     assert listener.ring.capacity == windowing.window + 4 * windowing.hop
     with listener:
         results = list(listener.results())
@@ -389,16 +389,16 @@ class OverflowingSource:
 
 
 def test_capture_overflow_flags_are_counted(ort_backend):
-    windowing = rt.Windowing.from_seconds(KWS, hop=0.5)
+    windowing = windows.Windowing.from_seconds(KWS, hop=0.5)
     results, summary = _listen(ort_backend, OverflowingSource(signal(4.0), flagged=[2, 3, 30]), windowing)
     assert summary["overflows"] == 3 and summary["status_flags"] == {"input_overflow": 3}
     assert sum(r.overflows for r in results) == 3 and summary["windows"] == len(results) == 7
 
 
 def test_duration_partial_windows_and_smoothing_in_the_stream(ort_backend, wav):
-    windowing = rt.Windowing.from_seconds(KWS, hop=0.5)
+    windowing = windows.Windowing.from_seconds(KWS, hop=0.5)
     results, summary = _listen(ort_backend, capture.FileSource(wav), windowing, k=10, partial="pad", duration=3.0,
-                               smoother=rt.Smoother("ema", windows=3))
+                               smoother=scores.Smoother("ema", windows=3))
     assert summary["audio_s"] == 3.0
     ends = [r.end for r in results]
     assert ends == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0] and [r.start for r in results[:3]] == [0, 0, 0.5]  # padded first
@@ -418,14 +418,14 @@ def test_listen_json_lines_and_summary(model, wav):
                  "--deny", "Speech,Dog")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    windows, summary = lines[:-1], lines[-1]["summary"]
-    assert len(windows) == summary["windows"] == 11 and summary["dropped"] == 0
+    records, summary = lines[:-1], lines[-1]["summary"]
+    assert len(records) == summary["windows"] == 11 and summary["dropped"] == 0
     assert summary["backend"] == "onnxruntime-cpu" and summary["audio_s"] == 6.0
-    for line in windows:
+    for line in records:
         assert set(line) == {"start", "end", "latency_ms", "top"} and len(line["top"]) == 2
         assert all(set(t) == {"index", "label", "score"} for t in line["top"])
         assert not {t["label"] for t in line["top"]} & {"Speech", "Dog"}
-    assert (windows[1]["start"], windows[1]["end"]) == (0.5, 1.5)
+    assert (records[1]["start"], records[1]["end"]) == (0.5, 1.5)
     assert b"backend onnxruntime-cpu" in result.stderr
 
 
@@ -452,8 +452,8 @@ def test_listen_reads_raw_pcm_on_stdin(model, ort_backend):
                  "s16le", "--hop", "0.5", "-k", "10", "--json", stdin=None, input=pcm.tobytes())
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    expected = rt.classify_waveform(ort_backend, audio_io.prepare(pcm / np.float32(32768), 48000),
-                                    rt.Windowing.from_seconds(KWS, hop=0.5), k=10)
+    expected = windows.classify_waveform(ort_backend, audio_io.prepare(pcm / np.float32(32768), 48000),
+                                    windows.Windowing.from_seconds(KWS, hop=0.5), k=10)
     assert len(lines) - 1 == len(expected.windows) == 5
     for line, window in zip(lines, expected.windows):
         assert (line["start"], line["end"]) == (round(window.start, 6), round(window.end, 6))
@@ -469,11 +469,11 @@ def test_classify_json_windows_and_aggregates(model, wav, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
     scene = [x for x in lines if x["file"] == str(wav)]
-    windows = [x for x in scene if "aggregate" not in x]
+    window_records = [x for x in scene if "aggregate" not in x]
     mean, peak = (next(x for x in scene if x.get("aggregate") == how) for how in ("mean", "max"))
-    assert len(windows) == mean["windows"] == 6 and windows[-1]["end"] == 6.0
+    assert len(window_records) == mean["windows"] == 6 and window_records[-1]["end"] == 6.0
     for label in LABELS:  # the aggregates are the mean and max of the per-window scores
-        per_window = [next(t["score"] for t in w["top"] if t["label"] == label) for w in windows]
+        per_window = [next(t["score"] for t in w["top"] if t["label"] == label) for w in window_records]
         assert next(t["score"] for t in mean["top"] if t["label"] == label) == pytest.approx(np.mean(per_window), abs=2e-6)
         assert next(t["score"] for t in peak["top"] if t["label"] == label) == pytest.approx(max(per_window), abs=2e-6)
     padded = [x for x in lines if x["file"] == str(short)]
@@ -494,7 +494,7 @@ def test_classify_text_prints_paths_and_labels_as_they_are(model, wav, tmp_path)
 
     console = Console(record=True, width=120)
     top = [Score(0, "[noise]", 0.9), Score(1, "Speech [/]", 0.5)]
-    console.print(rt.render(rt.WindowResult(0.0, 1.0, 1.0, top), {"audio_s": 1.0, "windows": 1, "dropped": 0,
+    console.print(views.render(windows.WindowResult(0.0, 1.0, 1.0, top), {"audio_s": 1.0, "windows": 1, "dropped": 0,
                                                                    "overflows": 0}, str(odd)))
     text = console.export_text()
     assert "[noise]" in text and "Speech [/]" in text

@@ -23,7 +23,8 @@ from astedge import artefact as art
 from astedge.errors import UserError
 from astedge.features import FbankConfig
 
-PRECISIONS = ("auto", "fp32", "fp16")
+#: What a user may ask a backend for: "auto", or one of the artefact's precisions.
+PRECISIONS = ("auto", *art.PRECISIONS)
 
 
 @runtime_checkable
@@ -93,6 +94,34 @@ def resolve_model(path: str | Path) -> ModelPath:
     raise UserError(f"is not a model file; {accepted}", path)
 
 
+def model_configs(path: str | Path):
+    """(ModelConfig, FbankConfig) of the model behind a model path, read without torch or weights."""
+    from astedge.model_config import ModelConfig
+
+    ref = resolve_model(path)
+    if ref.kind == "export":
+        meta = art.read_metadata(ref.path)
+        return ModelConfig.from_dict(meta["model_config"]), FbankConfig.from_dict(meta["feature_config"])
+    from astedge.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(ref.path, weights=False)
+    return checkpoint.model_config, checkpoint.feature_config
+
+
+#: Seconds between live windows when neither --hop nor the export's device profile says otherwise.
+DEFAULT_HOP_SECONDS = 1.0
+
+
+def stream_hop(path: str | Path) -> float:
+    """The hop a live stream defaults to: the export's device profile ``[stream] hop_seconds`` (the per-window
+    latency budget it was built for), else :data:`DEFAULT_HOP_SECONDS`."""
+    ref = resolve_model(path)
+    if ref.kind == "export":
+        profile = art.read_metadata(ref.path).get("profile") or {}
+        return float(profile.get("hop_seconds") or DEFAULT_HOP_SECONDS)
+    return DEFAULT_HOP_SECONDS
+
+
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -113,12 +142,14 @@ def export_metadata(folder: Path) -> tuple[dict, tuple[str, ...], str, FbankConf
     return meta, tuple(meta["labels"]), meta["task"], FbankConfig.from_dict(meta["feature_config"])
 
 
-def _construct(name: str, path, precision: str) -> Backend:
+def _construct(name: str, path, precision: str, threads: int | None) -> Backend:
     module, cls, keywords = BACKENDS[name]
     try:
         factory = getattr(importlib.import_module(module), cls)
     except ImportError as err:  # a backend module only imports its runtime lazily; this is a broken install
         raise UserError(f"backend {name} cannot be imported ({err})") from None
+    if threads and name.startswith("onnxruntime"):  # ONNX Runtime's intra-op pool is per session
+        keywords = {**keywords, "threads": threads}
     return factory(path, precision=precision, **keywords)
 
 
@@ -137,26 +168,25 @@ class Choice:
         return text
 
 
-def choose_backend(model: str | Path, name: str = "auto", precision: str = "auto") -> Choice:
-    """Load `model` on backend `name`; ``auto`` (or an alias) takes the first of its list that loads here."""
+def choose_backend(model: str | Path, name: str = "auto", precision: str = "auto",
+                   threads: int | None = None) -> Choice:
+    """Load `model` on backend `name`; ``auto`` (or an alias) takes the first of its list that loads here.
+
+    `threads` sets ONNX Runtime's intra-op threads (torch's are process-wide: ``torch.set_num_threads``).
+    """
     check_precision(precision)
     resolve_model(model)  # a bad path is the user's mistake whatever the backend
     if name in BACKENDS:
-        return Choice(_construct(name, model, precision))
+        return Choice(_construct(name, model, precision, threads))
     if name not in ALIASES:
         raise UserError(f"unknown backend {name!r}; choose from {', '.join(backend_names())}")
     skipped = []
     for candidate in ALIASES[name]:
         try:
-            return Choice(_construct(candidate, model, precision), skipped)
+            return Choice(_construct(candidate, model, precision, threads), skipped)
         except UserError as err:
             skipped.append((candidate, _short(str(err))))
     raise UserError(f"no backend could run {model}: " + "; ".join(f"{n}: {r}" for n, r in skipped))
-
-
-def load_backend(model: str | Path, name: str = "auto", precision: str = "auto") -> Backend:
-    """:func:`choose_backend` without the explanation."""
-    return choose_backend(model, name, precision).backend
 
 
 def _short(reason: str) -> str:

@@ -36,6 +36,16 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+def ort_session(path: str | Path, providers=("CPUExecutionProvider",), threads: int | None = None):
+    """An ONNX Runtime session on `providers` (quiet: warnings only), `threads` intra-op threads if given."""
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
 class OnnxRuntimeBackend:
     """An exported model in an ONNX Runtime session on one execution provider."""
 
@@ -58,10 +68,6 @@ class OnnxRuntimeBackend:
         self.name = f"onnxruntime-{provider}"
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.file, self.precision = self._pick_file(ref.onnx, precision, provider)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         providers: list = [wanted]
         if provider == "tensorrt":
             cache = self.folder / TRT_CACHE_DIR
@@ -71,7 +77,7 @@ class OnnxRuntimeBackend:
         if provider != "cpu":
             providers.append("CPUExecutionProvider")  # for the few nodes a GPU provider declines
         try:
-            self.session = ort.InferenceSession(str(self.file), options, providers=providers)
+            self.session = ort_session(self.file, providers, threads)
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own types for bad files and providers
             raise UserError(f"ONNX Runtime cannot load it on {wanted}: {str(err).splitlines()[0]}", self.file) from None
         used = self.session.get_providers()

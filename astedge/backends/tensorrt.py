@@ -57,7 +57,7 @@ def trt_logger(trt):
 
 def current_gpu(index: int = 0) -> dict:
     """Name and compute capability of the GPU engines run on (CUDA driver API; honours CUDA_VISIBLE_DEVICES)."""
-    from astedge.doctor import cuda_devices
+    from astedge.machine import cuda_devices
 
     found = cuda_devices()
     if not found["devices"]:
@@ -278,6 +278,101 @@ class EngineRunner:
         self.close()
 
 
+class _TimedContext:
+    """A TensorRT execution context whose ``execute_async_v3`` is bracketed by CUDA events."""
+
+    def __init__(self, context, timer: "EngineEventTimer"):
+        self._context, self._timer = context, timer
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    def execute_async_v3(self, stream):
+        return self._timer.around(self._context.execute_async_v3, stream)
+
+
+class EngineEventTimer:
+    """GPU compute time of a TensorRT backend's engine, from CUDA events on its stream (ctypes, libcudart).
+
+    Attached to a :class:`astedge.backends.tensorrt.TensorRTBackend`: its runner's execution context
+    is wrapped so that events are recorded on the runner's stream just before and after each
+    ``execute_async_v3``. :meth:`take`, called after ``run`` returned (``run`` synchronizes the
+    stream), gives the summed milliseconds of the calls since the last take. Any CUDA error turns
+    the timer off (:meth:`take` returns None); the benchmark goes on with wall-clock times.
+    """
+
+    def __init__(self, runner, lib):
+        self.runner, self.lib = runner, lib
+        lib.cudaEventCreate.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+        lib.cudaEventRecord.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.cudaEventElapsedTime.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p]
+        lib.cudaEventDestroy.argtypes = [ctypes.c_void_p]
+        self.events: list[int] = []  # every event created, for close()
+        self.free: list[int] = []
+        self.used: list[tuple[int, int]] = []
+        self.error: str | None = None
+        self.context = runner.context
+        runner.context = _TimedContext(self.context, self)
+
+    @classmethod
+    def attach(cls, backend) -> "EngineEventTimer | None":
+        """A timer for a backend that runs a TensorRT engine through libcudart, else None."""
+        runner = getattr(backend, "runner", None)
+        lib = getattr(getattr(runner, "cuda", None), "lib", None)
+        if runner is None or lib is None or getattr(runner, "context", None) is None:
+            return None
+        try:
+            return cls(runner, lib)
+        except AttributeError:  # a libcudart without the event API
+            return None
+
+    def _event(self) -> int:
+        if self.free:
+            return self.free.pop()
+        event = ctypes.c_void_p()
+        status = self.lib.cudaEventCreate(ctypes.byref(event))
+        if status != 0:
+            raise RuntimeError(f"cudaEventCreate failed with CUDA error {status}")
+        self.events.append(event.value)
+        return event.value
+
+    def around(self, execute, stream):
+        if self.error:
+            return execute(stream)
+        try:
+            start, end = self._event(), self._event()
+            if self.lib.cudaEventRecord(ctypes.c_void_p(start), ctypes.c_void_p(stream)) != 0:
+                raise RuntimeError("cudaEventRecord failed")
+        except RuntimeError as err:
+            self.error = str(err)
+            return execute(stream)
+        ok = execute(stream)
+        if self.lib.cudaEventRecord(ctypes.c_void_p(end), ctypes.c_void_p(stream)) != 0:
+            self.error = "cudaEventRecord failed"
+        self.used.append((start, end))
+        return ok
+
+    def take(self) -> float | None:
+        """Milliseconds of GPU compute since the last take (None if nothing ran or the timer failed)."""
+        used, self.used = self.used, []
+        total, elapsed = 0.0, ctypes.c_float()
+        for start, end in used:
+            self.free += [start, end]
+            if not self.error:
+                status = self.lib.cudaEventElapsedTime(ctypes.byref(elapsed), ctypes.c_void_p(start),
+                                                       ctypes.c_void_p(end))
+                if status != 0:
+                    self.error = f"cudaEventElapsedTime failed with CUDA error {status}"
+                total += elapsed.value
+        return None if self.error or not used else total
+
+    def close(self) -> None:
+        self.runner.context = self.context
+        for event in self.events:
+            self.lib.cudaEventDestroy(ctypes.c_void_p(event))
+        self.events, self.free, self.used = [], [], []
+
+
 class TensorRTBackend:
     """The engine of an export folder, checked against this machine's TensorRT and GPU before loading.
 
@@ -310,9 +405,27 @@ class TensorRTBackend:
         self.warnings = check_engine_compatible(engine, trt.__version__, current_gpu())
         self.runner = EngineRunner((folder / art.ENGINE_FILE).read_bytes(), trt)
         self.folder, self.meta = folder, meta
+        self.timer: EngineEventTimer | None = None
 
     def run(self, fbank: np.ndarray) -> np.ndarray:
         return np.asarray(self.runner.run(fbank), dtype=np.float32)
 
+    def time_gpu(self, enabled: bool = True) -> None:
+        """Bracket each ``execute_async_v3`` with CUDA events (``astedge bench``'s GPU compute time)."""
+        if enabled and self.timer is None:
+            self.timer = EngineEventTimer.attach(self)
+        elif not enabled and self.timer is not None:
+            self.timer.close()
+            self.timer = None
+
+    @property
+    def gpu_timing(self) -> bool:
+        return self.timer is not None
+
+    def take_gpu_ms(self) -> float | None:
+        """GPU compute milliseconds since the last call (None when not timing, or nothing ran)."""
+        return self.timer.take() if self.timer is not None else None
+
     def close(self) -> None:
+        self.time_gpu(False)
         self.runner.close()

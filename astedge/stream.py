@@ -1,10 +1,6 @@
-"""Windows over audio, the one result type, and the two ways of classifying: files and live streams.
+"""Live streams: classify a microphone, a replayed file or stdin in sliding windows while it plays.
 
-`classify` (files) and `listen` (microphone, replayed file, stdin) share :class:`WindowResult`,
-:class:`Windowing` and :func:`window_starts`, so a window means the same thing everywhere: `window`
-samples of audio every `hop` samples, starting at 0; audio left after the last full window is
-classified in one more, padded window. Scores come from :mod:`astedge.predict` (`activate`, `top_k`,
-`Score`). No torch here: the runtime runs on a Jetson with TensorRT alone.
+Windows and results are :mod:`astedge.windows`'; scores :mod:`astedge.scores`'. No torch here.
 
 Streaming (:class:`Listener`)::
 
@@ -26,208 +22,20 @@ as possible is lossless instead: its reader waits for ring space, and every wind
 from __future__ import annotations
 
 import collections
-import difflib
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from astedge import features as feats
 from astedge.audio import MAX_PEAK, to_mono
 from astedge.errors import UserError
-from astedge.features import FbankConfig
-from astedge.predict import Score, activate, top_k
+from astedge.scores import Smoother, activate, rank
+from astedge.timing import percentiles
+from astedge.windows import WindowResult, Windowing
 
-SMOOTHING = ("none", "ema", "max")
 PARTIAL = ("wait", "pad")
-
-
-@dataclass
-class WindowResult:
-    """One classified window: where it lies in the audio, how long its features + inference took, the top labels.
-
-    ``file`` names the file (classify); ``aggregate`` ("mean" or "max") marks a clip-level record over
-    ``windows`` windows; ``dropped``/``overflows`` (listen) count windows skipped and capture overflows
-    since the previous result. ``logits`` (raw model output) is for programs and is not serialized.
-    """
-
-    start: float
-    end: float
-    latency_ms: float
-    top: list[Score] = field(default_factory=list)
-    file: str | None = None
-    aggregate: str | None = None
-    windows: int | None = None
-    dropped: int = 0
-    overflows: int = 0
-    logits: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        """The JSON record: start, end, latency_ms, top, plus the optional fields that are set."""
-        data = {"start": round(self.start, 6), "end": round(self.end, 6), "latency_ms": round(self.latency_ms, 3),
-                "top": [{**asdict(s), "score": round(s.score, 6)} for s in self.top]}
-        if self.file is not None:
-            data = {"file": self.file, **data}
-        for key in ("aggregate", "windows"):
-            if getattr(self, key) is not None:
-                data[key] = getattr(self, key)
-        for key in ("dropped", "overflows"):
-            if getattr(self, key):
-                data[key] = getattr(self, key)
-        return data
-
-
-def window_starts(num_samples: int, window: int, hop: int, tail: bool = False, min_tail: int = 1) -> list[int]:
-    """Start samples of full windows; a clip shorter than one window gives one (padded) window at 0.
-
-    With `tail`, audio after the last full window (at least `min_tail` samples of it) gets one more
-    window at the next hop, padded at the end.
-    """
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window + 1, hop))
-    if tail and num_samples - (starts[-1] + window) >= min_tail:
-        starts.append(starts[-1] + hop)
-    return starts
-
-
-def model_samples(config: FbankConfig) -> int:
-    """Samples of audio that make exactly `target_length` frames (164080 = 10.255 s for AudioSet models)."""
-    return (config.target_length - 1) * config.window_shift + config.window_size
-
-
-@dataclass(frozen=True)
-class Windowing:
-    """`window` samples every `hop` samples at the model's rate, under the model's feature config."""
-
-    config: FbankConfig
-    window: int
-    hop: int
-
-    @classmethod
-    def from_seconds(cls, config: FbankConfig, window: float | None = None, hop: float | None = None,
-                     default_hop: float | None = None) -> "Windowing":
-        """Window and hop in seconds. The window defaults to the model's (``config.window_seconds``: the
-        training clip length, else its input span in whole seconds; 10 s for AudioSet models: 998 frames
-        + 26 padded rows); the hop to `default_hop` seconds (at most the window), or half the window when
-        None. Default hops are whole frame shifts."""
-        rate, shift, longest = config.sample_rate, config.window_shift, model_samples(config)
-        size = min(longest, int(round(config.window_seconds * rate))) if window is None else int(round(window * rate))
-        if size < config.window_size:
-            raise UserError(f"--window {window:g} s is shorter than one {config.frame_length_ms:g} ms frame")
-        if size > longest:
-            raise UserError(f"--window {window:g} s is longer than the model's input, {config.target_length} frames = "
-                            f"{longest / rate:g} s of audio")
-        if hop is None:
-            step = size // 2 if default_hop is None else min(size, int(round(default_hop * rate)))
-            step = max(shift, step // shift * shift)
-        else:
-            step = int(round(hop * rate))
-            if step < 1:
-                raise UserError(f"--hop {hop:g} s is shorter than one sample")
-            if step > size:
-                raise UserError(f"--hop {hop:g} s is longer than the window ({size / rate:g} s): audio between "
-                                "windows would never be classified")
-        return cls(config, size, step)
-
-    @property
-    def incremental(self) -> bool:
-        """Whether windows start on frame boundaries, so stream features can be computed once per frame."""
-        return self.hop % self.config.window_shift == 0
-
-    @property
-    def seconds(self) -> tuple[float, float]:
-        return self.window / self.config.sample_rate, self.hop / self.config.sample_rate
-
-    def describe(self) -> dict:
-        window, hop = self.seconds
-        return {"window_s": window, "hop_s": hop, "window_frames": feats.num_frames(self.window, self.config),
-                "model_frames": self.config.target_length, "incremental_features": self.incremental}
-
-
-# --- scores: labels, filters, smoothing -------------------------------------------------------------
-
-
-def rank(scores: np.ndarray, labels, k: int, threshold: float | None = None,
-         mask: np.ndarray | None = None) -> list[Score]:
-    """The `k` best classes among those `mask` allows, keeping only scores >= `threshold`."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if mask is not None:
-        k = min(k, int(mask.sum()))
-        scores = np.where(mask, scores, -np.inf)
-    best = top_k(scores, labels, k)
-    return [s for s in best if threshold is None or s.score >= threshold]
-
-
-def _match_label(name: str, labels, index: dict) -> list[int] | None:
-    if name in index:
-        return [index[name]]
-    folded = [i for i, label in enumerate(labels) if label.casefold() == name.casefold()]
-    return folded[:1] or None
-
-
-def label_mask(labels, allow: list[str] | None = None, deny: list[str] | None = None) -> np.ndarray | None:
-    """Which classes may be reported: only `allow`ed ones, or all but `deny`ed ones (None: all).
-
-    Each value is a label name (exact, else case-insensitive); a value that is not a label is split at
-    commas, so ``--allow "Speech,Music"`` works while ``"Child speech, kid speaking"`` stays one label.
-    """
-    if allow and deny:
-        raise UserError("--allow and --deny are mutually exclusive (give one list)")
-    values = allow or deny
-    if not values:
-        return None
-    index = {label: i for i, label in enumerate(labels)}
-    chosen: set[int] = set()
-    for value in values:
-        found = _match_label(value.strip(), labels, index)
-        if found is None:
-            found = []
-            for part in (p.strip() for p in value.split(",") if p.strip()):
-                hit = _match_label(part, labels, index)
-                if hit is None:
-                    close = difflib.get_close_matches(part, list(labels), n=3)
-                    raise UserError(f"{part!r} is not a label of this model" +
-                                    (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-                found += hit
-        chosen.update(found)
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[sorted(chosen)] = True
-    return mask if allow else ~mask
-
-
-class Smoother:
-    """Score smoothing across consecutive classified windows.
-
-    ``ema``: ``s_t = a * x_t + (1 - a) * s_{t-1}``, ``s_0 = x_0``, with ``a = 2 / (windows + 1)`` (the
-    usual span convention); ``max``: per-class maximum over the last `windows` windows; ``none``: as is.
-    """
-
-    def __init__(self, method: str = "none", windows: int = 3):
-        if method not in SMOOTHING:
-            raise UserError(f"--smoothing must be one of {', '.join(SMOOTHING)}, got {method!r}")
-        if windows < 1:
-            raise UserError("--smoothing-windows must be >= 1")
-        self.method, self.windows = method, windows
-        self.alpha = 2.0 / (windows + 1)
-        self._state: np.ndarray | None = None
-        self._recent: collections.deque = collections.deque(maxlen=windows)
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        scores = np.asarray(scores, dtype=np.float64)
-        if self.method == "ema":
-            self._state = scores if self._state is None else self.alpha * scores + (1 - self.alpha) * self._state
-            return self._state
-        if self.method == "max":
-            self._recent.append(scores)
-            return np.max(np.stack(self._recent), axis=0)
-        return scores
-
-
-# --- audio ring and stream features ---------------------------------------------------------------
 
 
 class AudioRing:
@@ -339,9 +147,7 @@ class WindowFeatures:
             audio = ring.read(start, end)
             if audio is None:
                 return None
-            if self.extractor is not None:
-                return self.extractor(audio)
-            return feats.fbank(audio, cfg)
+            return self.extractor(audio) if self.extractor is not None else feats.fbank(audio, cfg)
         if self._stream is None or start < self._origin or end < self._fed:
             self._restart(start)
         audio = ring.read(self._fed, end)
@@ -359,27 +165,8 @@ class WindowFeatures:
         frames = self.raw(ring, start, end)
         if frames is None:
             return None
-        return feats.normalize(feats.pad_or_crop(frames, self.config.target_length), self.config)
+        return feats.window_input(frames, self.config)
 
-
-def raw_extractor(backend, config: FbankConfig):
-    """Raw log-mel frames on the backend's device: the CUDA fbank library beside a GPU backend, else numpy."""
-    from astedge.cuda_fbank import NumpyFbank, load_fbank
-
-    if getattr(backend, "device", "cpu") == "cuda":
-        return load_fbank(config, model_input=False)
-    return NumpyFbank(config, model_input=False)
-
-
-def _percentiles(values) -> dict | None:
-    if not len(values):
-        return None
-    data = np.asarray(values, dtype=np.float64)
-    return {"p50": round(float(np.percentile(data, 50)), 3), "p99": round(float(np.percentile(data, 99)), 3),
-            "mean": round(float(data.mean()), 3), "max": round(float(data.max()), 3), "count": int(data.size)}
-
-
-# --- streaming ----------------------------------------------------------------------------------------
 
 _DONE = object()
 
@@ -405,10 +192,10 @@ class Listener:
         rate = self.config.sample_rate
         self.limit = None if duration is None else int(round(duration * rate))
         self.ring = AudioRing(windowing.window + max(4 * windowing.hop, int(buffer_seconds * rate)))
-        if not windowing.incremental and extractor is None and getattr(backend, "device", "cpu") == "cuda":
-            from astedge.cuda_fbank import load_fbank
+        if not windowing.incremental and extractor is None:
+            from astedge.cuda_fbank import extractor_for
 
-            extractor = load_fbank(self.config, model_input=False)
+            extractor = extractor_for(getattr(backend, "device", "cpu"), self.config, model_input=False)
         self.features = WindowFeatures(windowing, extractor)
         self._resampler = None
         if int(source.rate) != rate:
@@ -625,119 +412,11 @@ class Listener:
             "audio_s": round(heard, 3), "wall_s": round(wall, 3),
             "windows": self.classified, "dropped": self.dropped, "lost": self.lost_windows,
             "overflows": overflows, "status_flags": flags, "invalid_samples": self.invalid_samples,
-            "inference_ms": _percentiles(self.inference_ms), "window_ms": _percentiles(self.window_ms),
-            "delay_ms": _percentiles(self.delay_ms),
+            "inference_ms": percentiles(self.inference_ms), "window_ms": percentiles(self.window_ms),
+            "delay_ms": percentiles(self.delay_ms),
             "real_time_factor": round(self._busy_s / heard, 5) if heard else None,
             # mean features + inference time per window over the hop: above 1, a live source loses windows
             "hop_load": round(float(np.mean(self.window_ms)) / (1e3 * self.windowing.hop / rate), 4)
             if self.window_ms else None,
             "frames_computed": self.features.frames_computed if self.features.incremental else None,
         }
-
-
-# --- files ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FileResult:
-    """Every window of one file, and the clip-level mean and max over windows."""
-
-    file: str
-    seconds: float
-    windows: list[WindowResult]
-    mean: WindowResult
-    max: WindowResult
-
-    def records(self) -> list[dict]:
-        return [w.to_dict() for w in self.windows] + [self.mean.to_dict(), self.max.to_dict()]
-
-
-def window_inputs(wave: np.ndarray, starts: list[int], windowing: Windowing, extractor=None) -> np.ndarray:
-    """Model inputs ``[len(starts), T, F]`` of the windows at `starts` (cut at the end of `wave`, padded).
-
-    Frame-aligned windows are slices of one fbank over the span they cover (each frame computed once,
-    bit-identical to per-window computation); other windows are computed one by one.
-    """
-    cfg, size = windowing.config, windowing.window
-    extractor = extractor or (lambda audio: feats.fbank(audio, cfg))
-    ends = [min(len(wave), s + size) for s in starts]
-    if windowing.incremental or len(starts) == 1:
-        first = starts[0]
-        span = extractor(wave[first:max(ends)])
-        raws = []
-        for s, e in zip(starts, ends, strict=True):
-            offset = (s - first) // cfg.window_shift
-            raws.append(span[offset:offset + feats.num_frames(e - s, cfg)])
-    else:
-        raws = [extractor(wave[s:e]) for s, e in zip(starts, ends, strict=True)]
-    return np.stack([feats.normalize(feats.pad_or_crop(r, cfg.target_length), cfg) for r in raws])
-
-
-def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
-                      mask: np.ndarray | None = None, batch_size: int = 8, extractor=None,
-                      name: str | None = None) -> FileResult:
-    """Classify mono audio at the model's rate in sliding windows, `batch_size` windows per backend call."""
-    cfg, rate = windowing.config, windowing.config.sample_rate
-    feats.frames_or_error(len(wave), cfg, name)
-    if batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
-    starts = window_starts(len(wave), windowing.window, windowing.hop, tail=True, min_tail=cfg.window_shift)
-    results, all_scores = [], []
-    for b in range(0, len(starts), batch_size):
-        batch = starts[b:b + batch_size]
-        t0 = time.perf_counter()
-        logits = backend.run(window_inputs(wave, batch, windowing, extractor))
-        share = (time.perf_counter() - t0) * 1e3 / len(batch)
-        scores = activate(logits, backend.task)
-        for s, row, score in zip(batch, logits, scores, strict=True):
-            end = min(len(wave), s + windowing.window)
-            results.append(WindowResult(s / rate, end / rate, share, rank(score, backend.labels, k, threshold, mask),
-                                        file=name, logits=row))
-            all_scores.append(score)
-    stacked = np.stack(all_scores)
-    total = sum(r.latency_ms for r in results)
-    seconds = len(wave) / rate
-    aggregates = {}
-    for how, values in (("mean", stacked.mean(axis=0)), ("max", stacked.max(axis=0))):
-        aggregates[how] = WindowResult(0.0, seconds, total, rank(values, backend.labels, k, threshold, mask),
-                                       file=name, aggregate=how, windows=len(results))
-    return FileResult(name or "", seconds, results, aggregates["mean"], aggregates["max"])
-
-
-def classify_file(backend, path: str | Path, windowing: Windowing, *, max_seconds: float | None = 3600.0,
-                  **options) -> FileResult:
-    """:func:`classify_waveform` of an audio file (any format soundfile reads, any rate and channel count)."""
-    from astedge.audio import load_audio
-
-    wave = load_audio(path, windowing.config.sample_rate, max_seconds=max_seconds)
-    return classify_waveform(backend, wave, windowing, name=str(path), **options)
-
-
-# --- terminal view ----------------------------------------------------------------------------------------
-
-
-def render(result: WindowResult | None, summary: dict, title: str = ""):
-    """A rich renderable of the latest window: top labels with score bars, latency, running counts."""
-    from rich.console import Group
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(box=None, show_header=False, padding=(0, 1), expand=False)
-    table.add_column("label", no_wrap=True, max_width=40)
-    table.add_column("bar", no_wrap=True)
-    table.add_column("score", justify="right")
-    width = 30
-    if result is None:
-        header = Text(f"{title}  waiting for the first window...", style="dim")
-    else:
-        header = Text(f"{title}  {result.start:7.2f}-{result.end:7.2f} s  latency {result.latency_ms:6.1f} ms")
-        for score in result.top:
-            filled = int(round(max(0.0, min(1.0, score.score)) * width))
-            table.add_row(escape(score.label), Text("█" * filled + "·" * (width - filled), style="green"),
-                          f"{score.score:.3f}")
-    p = summary.get("inference_ms") or {}
-    footer = Text(f"heard {summary['audio_s']:.1f} s · windows {summary['windows']} · dropped {summary['dropped']} · "
-                  f"overflows {summary['overflows']}" + (f" · inference p50 {p['p50']:.1f} ms" if p else "") +
-                  " · Ctrl-C stops", style="dim")
-    return Group(header, table, footer)
