@@ -41,6 +41,20 @@ class Checkpoint:
     provenance: dict = field(default_factory=dict)
     state_dict: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
+    def with_classes(self, indices: list[int]) -> "Checkpoint":
+        """This checkpoint with a head of only the classes at `indices` (their rows of the last Linear, their
+        labels): the backbone is untouched, so those classes' logits are the full model's."""
+        from dataclasses import replace
+
+        if self.state_dict is None:
+            raise ValueError("checkpoint was read without weights (weights=False)")
+        rows = np.asarray(indices, dtype=np.int64)
+        state = dict(self.state_dict)
+        state["mlp_head.1.weight"] = state["mlp_head.1.weight"][rows]
+        state["mlp_head.1.bias"] = state["mlp_head.1.bias"][rows]
+        return replace(self, model_config=replace(self.model_config, num_classes=len(rows)),
+                       labels=tuple(self.labels[i] for i in rows), state_dict=state)
+
     def build_model(self):
         """The torch :class:`astedge.model.ASTModel` in eval mode with these weights (imports torch)."""
         if self.state_dict is None:

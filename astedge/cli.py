@@ -233,14 +233,20 @@ def _parse_sets(values: list[str]) -> dict:
     return pairs
 
 
-@app.command(epilog="Example: astedge train demo-data -o runs/demo --preset demo --epochs 12 --set lr=3e-4")
+@app.command(epilog="Example: astedge train speech_commands/ -o runs/kws --preset speechcommands --model tiny "
+                    "--teacher timm:resnet18   (fine-tune: --init runs/other/best.safetensors; any field: --set lr=3e-4)")
 def train(
     data: Path = typer.Argument(..., help="Dataset: class folders, a CSV manifest, ESC-50 or Speech Commands v2."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.safetensors, metrics.jsonl, curves.png)."),
     preset: str = typer.Option("demo", "--preset", help="Recipe: demo, audioset, esc50, speechcommands."),
     model: Optional[str] = typer.Option(None, "--model", help="Model size: tiny, small, base."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (overrides the preset)."),
-    init: Optional[str] = typer.Option(None, "--init", help="random, imagenet:DEIT_FILE, or an astedge checkpoint."),
+    init: Optional[str] = typer.Option(None, "--init", help="random (a preset's from-scratch variant), "
+                                       "imagenet:DEIT_FILE, or an astedge checkpoint to fine-tune (its architecture, "
+                                       "a new head for new labels)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Distil a teacher through AST's distillation "
+                                          "token: timm:NAME (a timm CNN trained here first, e.g. timm:resnet18, "
+                                          "timm:mobilenetv3_small_100), or a checkpoint / export folder."),
     patch: Optional[str] = typer.Option(None, "--patch", help="Patch shape FxT, e.g. 16x16, 128x2, 32x32 (paper Table 6)."),
     stride: Optional[str] = typer.Option(None, "--stride", help="Patch strides F/T, e.g. 10/10, 16/16 (paper Table 5)."),
     pos_embed: Optional[str] = typer.Option(None, "--pos-embed", help="Position adaptation: bilinear, nearest, reinit "
@@ -254,25 +260,26 @@ def train(
     force: bool = typer.Option(False, "--force", help="Start over in an OUTPUT that holds a run."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
 ) -> None:
-    """Train an AST with one of AST's recipes and write a self-describing checkpoint."""
+    """Train an AST on your labelled audio (from scratch, from a checkpoint, or with a CNN teacher) into a
+    self-describing checkpoint; says when a run is not learning."""
     from astedge.datasets import read_dataset
     from astedge.recipes import load_recipe, parse_stride
     from astedge.train import train as run_training
 
     overrides = _parse_sets(set_values)
     overrides.update({k: v for k, v in dict(model=model, epochs=epochs, init=init, patch_size=patch,
-                                            pos_embed=pos_embed).items() if v is not None})
+                                            pos_embed=pos_embed, teacher=teacher).items() if v is not None})
     if stride is not None:
         overrides["fstride"], overrides["tstride"] = parse_stride(stride)
     recipe = load_recipe(preset, config, overrides)
     dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed)
     result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=log_line)
-    summary = {"best": str(result.best), "metric": result.metric, "best_value": result.best_value,
-               "best_epoch": result.best_epoch, "epochs": len(result.history), "skipped_files": len(result.problems)}
     if as_json:
-        _print_json(summary)
+        _print_json(result.summary())
     else:
-        typer.echo(f"{result.best}: val {result.metric} {result.best_value:.4f} (epoch {result.best_epoch})")
+        test = result.test.get("student", {}).get(result.metric)
+        typer.echo(f"{result.best}: val {result.metric} {result.best_value:.4f} (epoch {result.best_epoch})"
+                   + (f", test {test:.4f}" if test is not None else ""))
 
 
 @app.command(epilog="Example: astedge demo --out demo")
@@ -317,6 +324,10 @@ def export_(
                                           help="Build a TensorRT engine here (default: when TensorRT and a GPU are usable)."),
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo",
                                                help="Also write a Triton model repository entry DIR/<output name>/."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Keep only these outputs: a file of label names or "
+                                           "indices, one per line or comma-separated (e.g. 8 of AudioSet's 527)."),
+    thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="Per-class event thresholds (astedge "
+                                              "calibrate) to carry in astedge.json; listen and classify use them."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder (and Triton entry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (files, verification figures) as JSON."),
 ) -> None:
@@ -324,7 +335,7 @@ def export_(
     from astedge.export import export as run_export
 
     summary = run_export(model, output, profile=profile, fp16=fp16, engine=engine, triton_repo=triton_repo,
-                         force=force)
+                         force=force, classes=classes, thresholds=thresholds)
     if as_json:
         _print_json(summary)
         return
@@ -456,6 +467,63 @@ _BACKEND_HELP = ("auto (tensorrt > onnxruntime-cuda > onnxruntime-cpu > torch), 
 _PRECISION_HELP = "auto, fp32 or fp16 (ONNX Runtime: which ONNX file; TensorRT: must match the engine)."
 
 
+# The decision layer's options, shared by listen, classify and evaluate (one definition each).
+_EVENTS = typer.Option(False, "--events", help="Print one JSON line when an event starts and one when it ends "
+                       "(smoothing, thresholds with hysteresis, N-of-M confirmation, merging).")
+_EVENTS_CSV = typer.Option(None, "--events-csv", help="Also write the ended events to this CSV (onset,offset,label,...).")
+_ON_EVENT = typer.Option(None, "--on-event", help="Run this shell command per event, the event JSON on its stdin "
+                         "(its own worker: capture never waits; failures and drops are counted).")
+_THRESHOLDS = typer.Option(None, "--thresholds", help="Per-class thresholds (JSON from astedge calibrate; default: "
+                           "those exported into the model's astedge.json, else --threshold for every class).")
+_OFF_RATIO = typer.Option(0.8, "--off-ratio", help="Hysteresis: an event ends below threshold x this.")
+_CONFIRM = typer.Option(None, "--confirm", help="N/M: an event starts when its class is on in N of the last M "
+                        "windows (default 1/1).")
+_MIN_DURATION = typer.Option(0.0, "--min-duration", help="Seconds an event must last before it is reported.")
+_MERGE_GAP = typer.Option(0.0, "--merge-gap", help="Seconds of silence that still continue an event.")
+_SMOOTHING = typer.Option("none", "--smoothing", help="Across windows: none, ema, median or max.")
+_SMOOTHING_WINDOWS = typer.Option(3, "--smoothing-windows", min=1,
+                                  help="ema: alpha = 2/(N+1); median, max: over the last N windows.")
+
+
+def _event_config(model: Path, labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap):
+    """The decision layer's settings: thresholds from --thresholds, else the export's calibrated ones."""
+    from astedge.backends import export_thresholds
+    from astedge.events import EventConfig, parse_confirm, read_thresholds
+
+    per_class = read_thresholds(thresholds, labels) if thresholds is not None else export_thresholds(model)
+    n, m = parse_confirm(confirm)
+    return EventConfig(threshold=0.5 if threshold is None else threshold, off_ratio=off_ratio,
+                       thresholds=per_class or {}, confirm=n, confirm_window=m, min_duration=min_duration,
+                       merge_gap=merge_gap)
+
+
+class _EventOutput:
+    """Where event records go: JSON lines on stdout, the --on-event command, the --events-csv file."""
+
+    def __init__(self, detector, print_lines: bool, csv_path: Optional[Path], command: Optional[str]):
+        from astedge.events import EventHook
+
+        self.detectors = [detector] if detector is not None else []
+        self.print_lines, self.csv_path = print_lines, csv_path
+        self.hook = EventHook(command) if command else None
+        if csv_path is not None and not csv_path.parent.is_dir():
+            raise UserError("its folder does not exist", csv_path)
+
+    def emit(self, records: list[dict], printer=None) -> None:
+        for record in records:
+            if self.print_lines:
+                (printer or (lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush())))(json.dumps(record))
+            if self.hook is not None:
+                self.hook.submit(record)
+
+    def close(self) -> dict:
+        from astedge.events import write_events_csv
+
+        if self.csv_path is not None:
+            write_events_csv(self.csv_path, [e for d in self.detectors for e in d.events])
+        return {"on_event": self.hook.close()} if self.hook is not None else {}
+
+
 @app.command(epilog="Example: astedge listen --model ast-audioset/ --hop 1 --smoothing ema   "
                     "(without a microphone: astedge listen --model ast-audioset/ --source street.wav --realtime --json; "
                     "arecord -f S16_LE -r 16000 -c 1 -t raw | astedge listen -m ast-audioset/ --source - --realtime)")
@@ -468,12 +536,20 @@ def listen(
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows (default 1). Multiples of 10 ms "
                                         "compute only the new frames each hop."),
     top_k: int = typer.Option(5, "-k", "--top-k", min=1, help="Labels per window."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only report scores >= this."),
-    smoothing: str = typer.Option("none", "--smoothing", help="Across windows: none, ema or max."),
-    smoothing_windows: int = typer.Option(3, "--smoothing-windows", min=1,
-                                          help="ema: alpha = 2/(N+1); max: over the last N windows."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only report scores >= this (with --events: "
+                                              "the on-threshold of classes without their own, default 0.5)."),
+    smoothing: str = _SMOOTHING,
+    smoothing_windows: int = _SMOOTHING_WINDOWS,
     allow: list[str] = typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated)."),
     deny: list[str] = typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated)."),
+    events: bool = _EVENTS,
+    events_csv: Optional[Path] = _EVENTS_CSV,
+    on_event: Optional[str] = _ON_EVENT,
+    thresholds: Optional[Path] = _THRESHOLDS,
+    off_ratio: float = _OFF_RATIO,
+    confirm: Optional[str] = _CONFIRM,
+    min_duration: float = _MIN_DURATION,
+    merge_gap: float = _MERGE_GAP,
     partial: str = typer.Option("wait", "--partial", help="Before the first full window: wait, or pad (classify the "
                                 "growing window every hop)."),
     source: Optional[str] = typer.Option(None, "--source", help="Read an audio file instead of the microphone, "
@@ -490,9 +566,11 @@ def listen(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
     backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
     precision: str = typer.Option("auto", "--precision", help=_PRECISION_HELP),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per window and a final {\"summary\": ...}."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per window and a final {\"summary\": ...} "
+                                 "(with --events, the event lines too)."),
 ) -> None:
-    """Classify live audio in sliding windows: microphone, a file replayed in real time, or raw PCM on stdin."""
+    """Classify live audio in sliding windows: microphone, a file replayed in real time, or raw PCM on stdin;
+    with --events, report sound events (start and end) instead of windows."""
     from astedge import capture
     from astedge.scores import Smoother, label_mask
     from astedge.stream import Listener
@@ -516,38 +594,50 @@ def listen(
     windowing = Windowing.from_seconds(net.feature_config, window, hop, default_hop=stream_hop(model))
     mask = label_mask(net.labels, allow, deny)
     smoother = Smoother(smoothing, smoothing_windows)
+    detector = None
+    if events or events_csv is not None or on_event:
+        from astedge.events import EventDetector
+
+        config = _event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap)
+        detector = EventDetector(net.labels, net.task, config, mask)
+    output = _EventOutput(detector, events, events_csv, on_event)
     if source == "-":
         src = capture.PcmSource(rate=rate or 16000, channels=channels or 1, fmt=pcm_format or "s16le", live=realtime)
     elif source is not None:
         src = capture.FileSource(source, realtime=realtime, speed=speed or 1.0)
     else:
         src = capture.MicrophoneSource(device, rate=net.feature_config.sample_rate)
-    listener = Listener(net, src, windowing, k=top_k, threshold=threshold, mask=mask, smoother=smoother,
-                           partial=partial, duration=duration)
+    listener = Listener(net, src, windowing, k=top_k, threshold=None if events else threshold, mask=mask,
+                        smoother=smoother, partial=partial, duration=duration, detector=detector)
     console = Console()
     interrupted = False
     try:
         listener.start()
-        if as_json:
+        if as_json or events:
             for result in listener.results():
-                sys.stdout.write(json.dumps(result.to_dict()) + "\n")
-                sys.stdout.flush()
+                if as_json:
+                    sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+                    sys.stdout.flush()
+                output.emit(result.events)
         elif console.is_terminal:
             from rich.live import Live
 
             with Live(render(None, listener.summary(), src.name), console=console, refresh_per_second=8) as live:
                 for result in listener.results():
                     live.update(render(result, listener.summary(), src.name))
+                    output.emit(result.events)
         else:
             for result in listener.results():
                 typer.echo(_window_line(result))
+                output.emit(result.events)
     except KeyboardInterrupt:
         interrupted = True
         listener.stop()
     finally:
         listener.close()
         net.close()
-    summary = {**listener.summary(), "interrupted": interrupted}
+        output.emit(listener.finish_events())
+    summary = {**listener.summary(), **output.close(), "interrupted": interrupted}
     if as_json:
         sys.stdout.write(json.dumps({"summary": summary}) + "\n")
         return
@@ -569,34 +659,60 @@ def classify(
     window: Optional[float] = typer.Option(None, "--window", help="Window in seconds (default: the model's, e.g. 10 s for AudioSet models)."),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows (default: half the window)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Windows per backend call."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only report scores >= this."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only report scores >= this (with --events: "
+                                              "the on-threshold of classes without their own, default 0.5)."),
     allow: list[str] = typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated)."),
     deny: list[str] = typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated)."),
+    smoothing: str = _SMOOTHING,
+    smoothing_windows: int = _SMOOTHING_WINDOWS,
+    events: bool = _EVENTS,
+    events_csv: Optional[Path] = _EVENTS_CSV,
+    on_event: Optional[str] = _ON_EVENT,
+    thresholds: Optional[Path] = _THRESHOLDS,
+    off_ratio: float = _OFF_RATIO,
+    confirm: Optional[str] = _CONFIRM,
+    min_duration: float = _MIN_DURATION,
+    merge_gap: float = _MERGE_GAP,
     max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
     backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
     precision: str = typer.Option("auto", "--precision", help=_PRECISION_HELP),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one per window, then the file's mean and max "
-                                 "records (\"aggregate\")."),
+                                 "records (\"aggregate\"); with --events, the event lines too."),
 ) -> None:
-    """Classify audio files: short ones padded, long ones in sliding windows, plus the clip's mean and max."""
+    """Classify audio files: short ones padded, long ones in sliding windows, plus the clip's mean and max;
+    with --events, the sound events in each file (start and end lines)."""
     from astedge.audio import audio_info
     from astedge.cuda_fbank import extractor_for
-    from astedge.scores import label_mask
+    from astedge.events import EventDetector
+    from astedge.scores import Smoother, label_mask
     from astedge.windows import Windowing, classify_file
 
     for path in audio:  # every file's problem before any work
         audio_info(path)
-    net = _load_backend(_model_path(model), backend, precision)
+    model = _model_path(model)
+    net = _load_backend(model, backend, precision)
+    output = None
     try:
         windowing = Windowing.from_seconds(net.feature_config, window, hop)
         mask = label_mask(net.labels, allow, deny)
         extractor = extractor_for(net.device, net.feature_config, model_input=False)
+        detect = events or events_csv is not None or on_event
+        config = _event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration,
+                               merge_gap) if detect else None
+        output = _EventOutput(None, events, events_csv, on_event)
         console = Console()
         for path in audio:
-            result = classify_file(net, path, windowing, max_seconds=max_seconds, k=top_k, threshold=threshold,
-                                      mask=mask, batch_size=batch_size, extractor=extractor)
-            if as_json:
-                sys.stdout.write("".join(json.dumps(record) + "\n" for record in result.records()))
+            detector = EventDetector(net.labels, net.task, config, mask, file=str(path)) if detect else None
+            result = classify_file(net, path, windowing, max_seconds=max_seconds, k=top_k,
+                                   threshold=None if events else threshold, mask=mask, batch_size=batch_size,
+                                   extractor=extractor, smoother=Smoother(smoothing, smoothing_windows),
+                                   detector=detector)
+            if detector is not None:
+                output.detectors.append(detector)
+            if as_json or events:
+                if as_json:
+                    sys.stdout.write("".join(json.dumps(record) + "\n" for record in result.records()))
+                output.emit(result.events)
                 sys.stdout.flush()
                 continue
             console.print(f"[bold]{escape(str(path))}[/]  {result.seconds:.2f} s, {len(result.windows)} window(s)",
@@ -610,8 +726,124 @@ def classify(
             if len(result.windows) > 1:
                 for window_result in result.windows:
                     typer.echo("  " + _window_line(window_result))
+            output.emit(result.events)
     finally:
         net.close()
+        if output is not None:
+            output.close()
+
+
+@app.command(epilog="Example: astedge calibrate runs/kws/best.safetensors speech_commands/ -o thresholds.json   "
+                    "(then: astedge export MODEL -o DIR --thresholds thresholds.json; --precision 0.95 for fewer false alarms)")
+def calibrate(
+    model: Path = typer.Argument(..., help=_MODEL_HELP),
+    data: Path = typer.Argument(..., help="Labelled audio: class folders, a CSV manifest, ESC-50 or Speech Commands."),
+    output: Path = typer.Option(..., "-o", "--output", help="The thresholds file to write (JSON)."),
+    split: str = typer.Option("val", "--split", help="Which split to calibrate on: val (held out from training) or test."),
+    target_precision: Optional[float] = typer.Option(None, "--precision", help="Per class, the lowest threshold reaching "
+                                                     "this precision (the most recall at it); default: maximize F1."),
+    label_file: Optional[Path] = typer.Option(None, "--labels", help="Manifests: label CSV (index,mid,display_name)."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the thresholds and per-class figures as JSON."),
+) -> None:
+    """Pick per-class event thresholds on labelled clips (max F1, or a target precision) for --events."""
+    from astedge.datasets import read_dataset
+    from astedge.evaluation import calibrate_thresholds
+    from astedge.events import write_thresholds
+
+    if not output.parent.is_dir():
+        raise UserError("its folder does not exist", output)
+    dataset = read_dataset(data, label_file=label_file)
+    net = _load_backend(model, backend, "auto")
+    try:
+        result = calibrate_thresholds(net, dataset, split, target_precision=target_precision, log=log_line)
+    finally:
+        net.close()
+    write_thresholds(output, result["thresholds"], model=str(model), data=str(data), split=split,
+                     method=result["method"], clips=result["clips"], classes=result["classes"])
+    if as_json:
+        _print_json({"output": str(output), **result})
+        return
+    table = Table("label", "threshold", "precision", "recall", "F1", "positives", box=None)
+    for label, row in result["classes"].items():
+        table.add_row(escape(label), f"{row['threshold']:.3f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                      f"{row['f1']:.3f}", str(row["positives"]))
+    Console().print(table)
+    typer.echo(f"{output}: {len(result['thresholds'])} thresholds ({result['method']}, {result['clips']} {split} clips)")
+
+
+@app.command(epilog="Example: astedge evaluate demo/export demo/data/stream.wav --truth demo/data/stream.csv "
+                    "--hop 0.1 --json   (several files: a truth table with a filename column)")
+def evaluate(
+    model: Path = typer.Argument(..., help=_MODEL_HELP),
+    audio: list[Path] = typer.Argument(..., help="Recordings to detect events in."),
+    truth: Path = typer.Option(..., "--truth", help="CSV onset,offset,label (or DCASE TSV filename onset offset "
+                               "event_label) of the true events."),
+    window: Optional[float] = typer.Option(None, "--window", help="Window in seconds (default: the model's)."),
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows (default: the export's stream hop, 1 s)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="On-threshold of classes without their own (0.5)."),
+    thresholds: Optional[Path] = _THRESHOLDS,
+    smoothing: str = _SMOOTHING,
+    smoothing_windows: int = _SMOOTHING_WINDOWS,
+    off_ratio: float = _OFF_RATIO,
+    confirm: Optional[str] = _CONFIRM,
+    min_duration: float = _MIN_DURATION,
+    merge_gap: float = _MERGE_GAP,
+    allow: list[str] = typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated)."),
+    deny: list[str] = typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated)."),
+    collar: float = typer.Option(0.2, "--collar", help="Event-based F1: onset collar in seconds (DCASE: 0.2)."),
+    offset_percentage: float = typer.Option(0.2, "--offset-percentage", help="Offset collar: max(collar, this x the "
+                                            "event's length) (DCASE: 0.2)."),
+    segment: float = typer.Option(1.0, "--segment", help="Segment-based F1: segment length in seconds."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    estimated_csv: Optional[Path] = typer.Option(None, "--events-csv", help="Also write the detected events as CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Score the event decision layer against true events: event-based F1 (DCASE collars), segment F1,
+    duplicates per true event and decision latency."""
+    from astedge.audio import audio_info
+    from astedge.backends import stream_hop
+    from astedge.evaluation import evaluate_events, read_truth
+    from astedge.events import write_events_csv
+    from astedge.scores import Smoother, label_mask
+    from astedge.windows import Windowing
+
+    for path in audio:
+        audio_info(path)
+    table = read_truth(truth, audio)
+    net = _load_backend(model, backend, "auto")
+    try:
+        windowing = Windowing.from_seconds(net.feature_config, window, hop, default_hop=stream_hop(model))
+        mask = label_mask(net.labels, allow, deny)
+        config = _event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap)
+        Smoother(smoothing, smoothing_windows)  # a bad option fails before any work
+        report = evaluate_events(net, audio, table, windowing, config, mask=mask,
+                                 smoother_factory=lambda: Smoother(smoothing, smoothing_windows), t_collar=collar,
+                                 percentage_of_length=offset_percentage, segment=segment)
+    finally:
+        net.close()
+    report["settings"] = {**windowing.describe(), "smoothing": smoothing, "smoothing_windows": smoothing_windows,
+                          "threshold": config.threshold, "per_class_thresholds": len(config.thresholds),
+                          "off_ratio": off_ratio, "confirm": [config.confirm, config.confirm_window],
+                          "min_duration": min_duration, "merge_gap": merge_gap}
+    if estimated_csv is not None:
+        from astedge.events import Event
+
+        write_events_csv(estimated_csv, [Event(label, 0, onset, onset, "", 0.0, offset=offset, file=name)
+                                         for name, rows in report["estimated"].items() for onset, offset, label in rows])
+    if as_json:
+        _print_json(report)
+        return
+    e, g, d, lat = (report["event_based"], report["segment_based"], report["detections_per_true_event"],
+                    report["decision_latency_s"])
+    typer.echo(f"{report['true_events']} true events, {report['detected_events']} detected in "
+               f"{report['audio_seconds']:.1f} s of audio ({report['files']} file(s))")
+    typer.echo(f"event-based F1 {e['f1']:.3f} (precision {e['precision']:.3f}, recall {e['recall']:.3f}; collars "
+               f"{collar:g} s / max({collar:g} s, {offset_percentage:.0%}))")
+    typer.echo(f"segment-based F1 {g['f1']:.3f} ({segment:g} s segments), error rate {g['error_rate']:.3f}")
+    typer.echo(f"detections per true event {d['mean']:.2f} ({d['duplicated']} true events detected more than once)")
+    if lat["p50"] is not None:
+        typer.echo(f"decision latency p50 {lat['p50']:.2f} s, p90 {lat['p90']:.2f} s ({lat['missed']} missed)")
 
 
 @app.command(epilog="Example: astedge bench --model ast-audioset/ --backend all --batch 1,8,32 -o bench.json "

@@ -182,11 +182,14 @@ def _window_warning(profile: DeviceProfile, feature_config) -> list[str]:
 def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceProfile | str | None = None,
            fp16: bool | None = None, engine: bool | None = None, triton_repo: str | Path | None = None,
            triton_name: str | None = None, force: bool = False, verify_count: int = VERIFY_COUNT,
-           typing: str = "auto", timing_cache: str | Path | None = None, log=None) -> dict:
+           typing: str = "auto", timing_cache: str | Path | None = None, classes: str | Path | None = None,
+           thresholds: str | Path | None = None, log=None) -> dict:
     """Export a checkpoint into the artefact folder `out_dir` (see :mod:`astedge.artefact`); returns a summary.
 
     `fp16` defaults to the profile's precision; `engine` None builds one when TensorRT and a GPU are
-    usable here, True requires it, False skips it. Raises :class:`UserError` for bad inputs (before
+    usable here, True requires it, False skips it. `classes` (a file of names or indices) keeps only those
+    outputs of the head, verified against the full model; `thresholds` (``astedge calibrate``'s file) go
+    into ``astedge.json`` for the event decision layer. Raises :class:`UserError` for bad inputs (before
     any work) and :class:`astedge.artefact.VerificationError` when a check fails (nothing written).
     """
     from astedge import engine as engine_mod
@@ -202,6 +205,16 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
     checkpoint = load_checkpoint(checkpoint_path)
     if verify_count < 1:
         raise UserError("verify_count must be >= 1")
+    full = checkpoint
+    if classes is not None:
+        from astedge.labels import read_class_subset
+
+        checkpoint = checkpoint.with_classes(read_class_subset(classes, checkpoint.labels))
+    per_class = None
+    if thresholds is not None:
+        from astedge.events import read_thresholds
+
+        per_class = {k: v for k, v in read_thresholds(thresholds, full.labels).items() if k in checkpoint.labels}
     engine = _engine_wanted(engine, log)
     _require_export_dependencies()
 
@@ -216,6 +229,10 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
                     "provenance": checkpoint.provenance})
         inputs, kinds = verification_inputs(checkpoint.feature_config, verify_count)
         meta["verification"] = {"inputs": {"file": art.VERIFICATION_FILE, "count": len(inputs), "kinds": kinds}}
+        if classes is not None:
+            meta["classes"] = _check_subset(full, checkpoint, net, inputs, log)
+        if per_class is not None:
+            meta["thresholds"] = per_class
         model, arrays = _write_fp32(net, inputs, tmp, meta, log)
         if profile.precision == "fp16":
             arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
@@ -258,6 +275,29 @@ def _engine_wanted(engine: bool | None, log) -> bool:
         log(f"skipping the TensorRT engine ({why_not.split(';')[0]}); build it on the device with "
             "`astedge build-engine`")
     return ok
+
+
+#: A class subset's logits must equal the full model's for those classes within this (float32 rounding).
+SUBSET_TOLERANCE = 1e-4
+
+
+def _check_subset(full, subset, net, inputs: np.ndarray, log) -> dict:
+    """The subset model's logits against the full model's columns for the kept classes, on the verification inputs."""
+    import torch
+
+    with torch.no_grad():
+        whole = full.build_model()(torch.from_numpy(inputs)).numpy()
+        part = net(torch.from_numpy(inputs)).numpy()
+    index = {label: i for i, label in enumerate(full.labels)}
+    columns = [index[label] for label in subset.labels]
+    diff = float(np.abs(whole[:, columns] - part).max())
+    log(f"class subset: {len(columns)} of {len(full.labels)} outputs; logits vs the full model's: max abs diff "
+        f"{diff:.3g}")
+    if diff > SUBSET_TOLERANCE:
+        raise art.VerificationError(f"the {len(columns)}-class head differs from the full model's outputs by {diff:.3g} "
+                                    f"(> {SUBSET_TOLERANCE:g}); nothing was written")
+    return {"from": len(full.labels), "kept": list(subset.labels), "indices": columns, "max_abs_diff": diff,
+            "tolerance": SUBSET_TOLERANCE, "passed": True}
 
 
 def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[object, dict]:

@@ -75,3 +75,34 @@ def default_labels(num_classes: int) -> list[str]:
     if num_classes == AUDIOSET_CLASSES:
         return audioset_labels()
     return [f"class_{i}" for i in range(num_classes)]
+
+
+def read_class_subset(path: str | Path, labels) -> list[int]:
+    """Indices into `labels` of the classes a file names: one name or index per line, or comma-separated; a name
+    that is not a label (or an index out of range) is one error naming the file and the entry."""
+    import difflib
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("classes file does not exist", path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the classes file: {err}", path) from None
+    index = {label: i for i, label in enumerate(labels)}
+    folded = {label.casefold(): i for i, label in enumerate(labels)}
+    entries = [e.strip() for line in text.splitlines() for e in (line.split(",") if line.strip() not in index else [line])
+               if e.strip() and not e.strip().startswith("#")]
+    if not entries:
+        raise UserError("names no classes", path)
+    chosen = []
+    for entry in entries:
+        if entry in index or entry.casefold() in folded:
+            chosen.append(index.get(entry, folded.get(entry.casefold())))
+        elif entry.isdigit() and int(entry) < len(labels):
+            chosen.append(int(entry))
+        else:
+            close = difflib.get_close_matches(entry, list(labels), n=1)
+            raise UserError(f"{entry!r} is neither a label of the model nor an index below {len(labels)}"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""), path)
+    return list(dict.fromkeys(chosen))

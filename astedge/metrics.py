@@ -45,3 +45,35 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, task: str) -> dict:
 
 def main_metric(task: str) -> str:
     return "accuracy" if task == "multiclass" else "mAP"
+
+
+def chance_level(targets: np.ndarray, task: str, draws: int = 20, seed: int = 0) -> tuple[float, float]:
+    """What the main metric reads for a model that learned nothing, and its sampling noise on these targets.
+
+    Single-label: the majority-class rate (predicting the commonest class), noise two binomial standard
+    errors. Multi-label: the mAP of random scores (about the class prior), noise two standard deviations
+    over `draws` random scorings.
+    """
+    n = len(targets)
+    if n == 0:
+        return float("nan"), 0.0
+    if task == "multiclass":
+        truth = targets if targets.ndim == 1 else targets.argmax(axis=1)
+        rate = float(np.bincount(truth).max() / n)
+        return rate, 2.0 * math.sqrt(rate * (1.0 - rate) / n) + 1.0 / n
+    rng = np.random.default_rng(seed)
+    values = [multilabel(rng.random(targets.shape), targets)["mAP"] for _ in range(draws)]
+    return float(np.mean(values)), 2.0 * float(np.std(values))
+
+
+def constant_guess_loss(targets: np.ndarray, loss: str, smoothing: float = 0.0) -> float:
+    """The training loss of the best constant prediction (the class prior), with the recipe's label smoothing:
+    what a model that learns nothing settles at. CE: the entropy of the mean target; BCE: the mean binary
+    entropy of each class's rate."""
+    classes = targets.shape[1]
+    if loss == "ce":
+        prior = targets.mean(axis=0) * (1.0 - smoothing) + smoothing / classes
+        prior = prior[prior > 0]
+        return float(-(prior * np.log(prior)).sum())
+    rate = np.clip(targets.mean(axis=0) * (1.0 - smoothing) + smoothing / 2, 1e-12, 1 - 1e-12)
+    return float(np.mean(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))))

@@ -43,9 +43,13 @@ class StridedPatchEmbed(PatchEmbed):
 
 
 class ASTModel(nn.Module):
-    """AST: ``[B, T, F]`` normalized log-mel (time-major, like the features) -> ``[B, num_classes]`` logits."""
+    """AST: ``[B, T, F]`` normalized log-mel (time-major, like the features) -> ``[B, num_classes]`` logits.
 
-    def __init__(self, config: ModelConfig | None = None):
+    `drop_path` (stochastic depth, timm's ``drop_path_rate``) only acts in training and is not part of the
+    config: it changes no weight and no inference.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, drop_path: float = 0.0):
         super().__init__()
         self.config = config = config or ModelConfig()
         norm = functools.partial(nn.LayerNorm, eps=config.norm_eps)
@@ -62,21 +66,32 @@ class ASTModel(nn.Module):
             norm_layer=norm,
             act_layer=nn.GELU,  # exact erf GELU, as AST and HF "gelu"
             embed_layer=functools.partial(StridedPatchEmbed, stride=(config.fstride, config.tstride)),
+            drop_path_rate=drop_path,
         )
         assert self.v.pos_embed.shape[1] == config.num_patches + NUM_PREFIX_TOKENS
         self.mlp_head = nn.Sequential(nn.LayerNorm(config.embed_dim, eps=config.head_norm_eps),
                                       nn.Linear(config.embed_dim, config.num_classes))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled embedding ``[B, D]``: the mean of the class and distillation token outputs."""
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class and distillation token outputs, ``[B, D]`` each."""
         if tuple(x.shape[1:]) != (self.config.target_length, self.config.num_mel_bins):
             raise UserError(f"model expects input [batch, {self.config.target_length}, {self.config.num_mel_bins}] "
                             f"(time, mel), got {list(x.shape)}")
         x = x.unsqueeze(1).transpose(2, 3)  # [B, 1, F, T]: frequency is the image height
         x = self.v.forward_features(x)
-        return (x[:, 0] + x[:, 1]) / 2
+        return x[:, 0], x[:, 1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding ``[B, D]``: the mean of the class and distillation token outputs."""
+        cls, dist = self.forward_tokens(x)
+        return (cls + dist) / 2
+
+    def forward(self, x: torch.Tensor, distilled: bool = False):
+        """Logits ``[B, classes]`` of the mean of the two tokens (AST's inference). ``distilled=True`` (training
+        with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token)."""
+        if distilled:
+            cls, dist = self.forward_tokens(x)
+            return self.mlp_head(cls), self.mlp_head(dist)
         return self.mlp_head(self.forward_features(x))
 
 
@@ -129,11 +144,11 @@ def with_target_length(model: ASTModel, target_length: int, mode: str = "bilinea
     return build_model(config, state).train(model.training)
 
 
-def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear"):
+def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear", drop_path: float = 0.0):
     """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new head; :func:`from_imagenet`)."""
     backbone = from_imagenet(state, config, pos_embed)
     check_state(backbone, config, optional=("mlp_head.",))
-    model = ASTModel(config)
+    model = ASTModel(config, drop_path=drop_path)
     model.load_state_dict(backbone, strict=False)
     return model
 

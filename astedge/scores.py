@@ -14,7 +14,7 @@ import numpy as np
 
 from astedge.errors import UserError
 
-SMOOTHING = ("none", "ema", "max")
+SMOOTHING = ("none", "ema", "median", "max")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class Smoother:
     """Score smoothing across consecutive classified windows.
 
     ``ema``: ``s_t = a * x_t + (1 - a) * s_{t-1}``, ``s_0 = x_0``, with ``a = 2 / (windows + 1)`` (the
-    usual span convention); ``max``: per-class maximum over the last `windows` windows; ``none``: as is.
+    usual span convention); ``median`` / ``max``: per-class median / maximum over the last `windows`
+    windows (a median ignores one-window spikes, as DCASE baselines' median filters); ``none``: as is.
     """
 
     def __init__(self, method: str = "none", windows: int = 3):
@@ -115,7 +116,7 @@ class Smoother:
         if self.method == "ema":
             self._state = scores if self._state is None else self.alpha * scores + (1 - self.alpha) * self._state
             return self._state
-        if self.method == "max":
+        if self.method in ("max", "median"):
             self._recent.append(scores)
-            return np.max(np.stack(self._recent), axis=0)
+            return (np.max if self.method == "max" else np.median)(np.stack(self._recent), axis=0)
         return scores

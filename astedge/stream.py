@@ -181,13 +181,14 @@ class Listener:
 
     def __init__(self, backend, source, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
                  mask: np.ndarray | None = None, smoother: Smoother | None = None, partial: str = "wait",
-                 duration: float | None = None, buffer_seconds: float = 30.0, extractor=None):
+                 duration: float | None = None, buffer_seconds: float = 30.0, extractor=None, detector=None):
         if partial not in PARTIAL:
             raise UserError(f"--partial must be one of {', '.join(PARTIAL)}, got {partial!r}")
         self.backend, self.source, self.windowing = backend, source, windowing
         self.config = windowing.config
         self.k, self.threshold, self.mask = k, threshold, mask
         self.smoother = smoother or Smoother()
+        self.detector = detector  # astedge.events.EventDetector, fed the smoothed scores of each window
         self.partial = partial
         rate = self.config.sample_rate
         self.limit = None if duration is None else int(round(duration * rate))
@@ -334,6 +335,8 @@ class Listener:
         t2 = time.perf_counter()
         scores = self.smoother(activate(logits, self.backend.task))
         top = rank(scores, self.backend.labels, self.k, self.threshold, self.mask)
+        rate = self.config.sample_rate
+        events = self.detector.update(start / rate, end / rate, scores) if self.detector is not None else []
         arrived = self.ring.arrival(end)
         if self.source.live and arrived is not None:
             self.delay_ms.append((t2 - arrived) * 1e3)
@@ -343,9 +346,8 @@ class Listener:
         self.classified += 1
         with self._lock:
             overflows, self._reported_overflows = self.overflows - self._reported_overflows, self.overflows
-        rate = self.config.sample_rate
         result = WindowResult(start / rate, end / rate, (t2 - t0) * 1e3, top, dropped=self._unreported_dropped,
-                              overflows=overflows, logits=logits)
+                              overflows=overflows, logits=logits, events=events)
         self._unreported_dropped = 0
         self._queue.put(result)
 
@@ -370,6 +372,10 @@ class Listener:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+    def finish_events(self) -> list[dict]:
+        """The end records of the events still open when the stream stopped (call after :meth:`results`)."""
+        return self.detector.finish() if self.detector is not None else []
 
     def stop(self) -> None:
         """Stop now (Ctrl-C): capture ends, the window in flight finishes, no tail window."""
@@ -419,4 +425,5 @@ class Listener:
             "hop_load": round(float(np.mean(self.window_ms)) / (1e3 * self.windowing.hop / rate), 4)
             if self.window_ms else None,
             "frames_computed": self.features.frames_computed if self.features.incremental else None,
+            **({"events": len(self.detector.events)} if self.detector is not None else {}),
         }

@@ -96,9 +96,10 @@ class FeatureCache:
 class ClipDataset(torch.utils.data.Dataset):
     """Items -> (normalized fbank [T, F], target vector), with AST's training augmentation.
 
-    Order as in the original dataloader: waveform mixup -> fbank -> pad/crop -> SpecAugment
+    Order as in the original dataloader: waveform mixup -> fbank -> pad/crop -> (time shift) -> SpecAugment
     (masked cells are 0 before normalization) -> normalize -> (Speech Commands) noise and roll.
-    Randomness derives from (seed, epoch, index), so runs and resumed runs repeat exactly.
+    Randomness derives from (seed, epoch, index), so runs and resumed runs repeat exactly. Each clip's
+    log-mel is computed once and kept in memory when the audio is (only mixed clips are recomputed).
     """
 
     def __init__(self, items: list[Item], num_labels: int, features: feats.FbankConfig, recipe: Recipe,
@@ -106,6 +107,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.items, self.num_labels, self.features, self.recipe, self.train = items, num_labels, features, recipe, train
         self.waves, self.cache = waves, cache
         self.epoch = 0
+        self._memo: dict[int, np.ndarray] | None = {} if isinstance(waves, list) else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -121,13 +123,17 @@ class ClipDataset(torch.utils.data.Dataset):
         return vector
 
     def logmel(self, index: int) -> np.ndarray:
-        """Raw log-mel of one clip, through the feature cache when there is one."""
+        """Raw log-mel of one clip: from memory, else the feature cache when there is one, else computed."""
+        if self._memo is not None and index in self._memo:
+            return self._memo[index]
         path = self.items[index].path
         cached = self.cache.load(path) if self.cache else None
         if cached is None:
             cached = _fbank(self.wave(index), self.features)
             if self.cache:
                 self.cache.store(path, cached)
+        if self._memo is not None:
+            self._memo[index] = cached
         return cached
 
     def __getitem__(self, index: int):
@@ -146,7 +152,9 @@ class ClipDataset(torch.utils.data.Dataset):
             logmel = self.logmel(index)
         x = feats.pad_or_crop(logmel, config.target_length)
         if self.train:
-            x = spec_augment(x, recipe.freqm, recipe.timem, rng)
+            if recipe.time_shift:
+                x = time_shift(x, int(rng.integers(-recipe.time_shift, recipe.time_shift + 1)))
+            x = spec_augment(x, recipe.freqm, recipe.timem, rng, recipe.freq_masks, recipe.time_masks)
         x = feats.normalize(x, config)
         if self.train and recipe.noise:
             x = x + rng.random(x.shape, np.float32) * np.float32(rng.random()) / 10
@@ -161,17 +169,32 @@ def _fbank(wave: np.ndarray, config: feats.FbankConfig) -> np.ndarray:
     return feats.fbank(wave, config)
 
 
-def spec_augment(x: np.ndarray, freqm: int, timem: int, rng: np.random.Generator) -> np.ndarray:
-    """One frequency and one time mask (widths uniform below freqm/timem), value 0, as torchaudio's masking."""
+def spec_augment(x: np.ndarray, freqm: int, timem: int, rng: np.random.Generator, freq_masks: int = 1,
+                 time_masks: int = 1) -> np.ndarray:
+    """Frequency and time masks (widths uniform below freqm/timem), value 0, as torchaudio's masking; AST uses
+    one of each, from-scratch recipes two."""
     x = x.copy()
-    for axis, width_max in ((1, freqm), (0, timem)):
-        if width_max > 0:
+    for axis, width_max, count in ((1, freqm, freq_masks), (0, timem, time_masks)):
+        for _ in range(count if width_max > 0 else 0):
             width = int(rng.integers(0, width_max))
             start = int(rng.integers(0, max(1, x.shape[axis] - width)))
             index = [slice(None), slice(None)]
             index[axis] = slice(start, start + width)
             x[tuple(index)] = 0.0
     return x
+
+
+def time_shift(x: np.ndarray, frames: int) -> np.ndarray:
+    """The clip moved `frames` later (earlier when negative) in its window; uncovered frames are 0 (silence after
+    the log, as AST pads)."""
+    if frames == 0:
+        return x
+    out = np.zeros_like(x)
+    if frames > 0:
+        out[frames:] = x[:-frames]
+    else:
+        out[:frames] = x[-frames:]
+    return out
 
 
 def balanced_weights(items: list[Item], num_labels: int) -> np.ndarray:
@@ -226,7 +249,8 @@ class _LazyWaves:
 def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_length: int, num_mel_bins: int,
                   log) -> ASTModel:
     """The model training starts from, as `recipe.init` says: random, ImageNet (timm DeiT file) or an astedge
-    checkpoint (fine-tuned; a new head when its labels differ)."""
+    checkpoint, fine-tuned with its own architecture (a new head when its labels differ; its position grid
+    resized when the data's clips are longer or shorter)."""
     overrides = dict(num_classes=num_classes, target_length=target_length, num_mel_bins=num_mel_bins,
                      patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride)
     if recipe.depth:
@@ -234,23 +258,25 @@ def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_le
     config = model_config(recipe.model, **overrides)
     init = recipe.init
     if init == "random":
-        return ASTModel(config)
+        return ASTModel(config, drop_path=recipe.drop_path)
     if init.startswith("imagenet:"):
         from astedge.importer import read_state_dict
 
         log(f"initialising the backbone from ImageNet weights {init[9:]} (positions: {recipe.pos_embed})")
-        return imagenet_init(config, read_state_dict(init[9:]), recipe.pos_embed)
+        return imagenet_init(config, read_state_dict(init[9:]), recipe.pos_embed, drop_path=recipe.drop_path)
     checkpoint = load_checkpoint(init)
     source = checkpoint.build_model()
+    if source.config.num_mel_bins != num_mel_bins:
+        raise UserError(f"takes {source.config.num_mel_bins} mel bins, the data's features have {num_mel_bins}", init)
     if source.config.target_length != target_length:
         source = with_target_length(source, target_length, recipe.pos_embed)
-    if dataclasses.replace(source.config, num_classes=num_classes) != config:
-        raise UserError(f"--init checkpoint has a different architecture ({source.config}) than the recipe "
-                        f"asks for ({config}); set the recipe's model/strides to match", init)
-    model = ASTModel(config)
+    config = dataclasses.replace(source.config, num_classes=num_classes)
+    log(f"fine-tuning {init}: {config.embed_dim}-d x {config.depth} layers, patches {config.patch_size[0]}x"
+        f"{config.patch_size[1]} at strides {config.fstride}/{config.tstride} (the checkpoint's architecture)"
+        + (f", a new head for {num_classes} labels" if list(checkpoint.labels) != list(labels) else ""))
+    model = ASTModel(config, drop_path=recipe.drop_path)
     state = source.state_dict()
     if list(checkpoint.labels) != list(labels):
-        log(f"fine-tuning {init} with a new head for {num_classes} labels")
         state = {k: v for k, v in state.items() if not k.startswith("mlp_head.1.")}
     model.load_state_dict(state, strict=False)
     return model
@@ -316,6 +342,14 @@ class TrainResult:
     best_epoch: int | str
     history: list[dict]
     problems: list[str]
+    test: dict = field(default_factory=dict)  # {"clips", "student": metrics, "teacher": metrics} on a test split
+
+    def summary(self) -> dict:
+        """What `astedge train --json` prints and result.json holds."""
+        return {"best": str(self.best), "metric": self.metric, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "epochs": len(self.history), "skipped_files": len(self.problems),
+                "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in self.history])), 2)
+                if self.history else None, "test": self.test}
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -331,11 +365,19 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _lr_at(recipe: Recipe, epoch: int, step: int) -> float:
-    """Warm-up (stepwise, from 0) then MultiStep decay after epochs lr_start, lr_start + lr_step, ... (1-based)."""
+def _lr_at(recipe: Recipe, epoch: int, step: int, total_steps: int | None = None) -> float:
+    """Warm-up (stepwise, from 0), then AST's MultiStep decay after epochs lr_start, lr_start + lr_step, ...
+    (1-based), or a cosine from the warm-up's end to 0 at `total_steps`."""
     lr = recipe.lr
-    decays = 0 if epoch <= recipe.lr_start else len(range(recipe.lr_start, epoch, recipe.lr_step))
-    lr *= recipe.lr_decay**decays
+    if recipe.schedule == "cosine":
+        if total_steps is None:
+            raise ValueError("the cosine schedule needs total_steps")
+        span = max(1, total_steps - recipe.warmup_steps)
+        done = min(1.0, max(0, step - recipe.warmup_steps) / span)
+        lr *= 0.5 * (1.0 + math.cos(math.pi * done))
+    else:
+        decays = 0 if epoch <= recipe.lr_start else len(range(recipe.lr_start, epoch, recipe.lr_step))
+        lr *= recipe.lr_decay**decays
     if recipe.warmup_steps and step <= recipe.warmup_steps:
         lr *= (step // recipe.warmup_every * recipe.warmup_every) / recipe.warmup_steps
     return lr
@@ -433,27 +475,83 @@ def _resume(run_dir: Path, model: nn.Module, optimizer) -> RunState:
                     progress["history"], saved["wa"])
 
 
-def _train_epoch(net: nn.Module, loader, optimizer, scaler, criterion, loss_name: str, recipe: Recipe, epoch: int,
-                 state: RunState, device, use_amp: bool, bar) -> list[float]:
-    """One pass over the epoch's batches; returns the per-step losses."""
-    net.train()
-    losses = []
-    job = bar.add_task("train", total=len(loader), loss="-")
+def label_loss(loss_name: str, smoothing: float):
+    """The loss against the labels: CE on (soft, mixup-able) class probabilities, or BCE; both with label
+    smoothing ``y (1 - e) + e / K`` (CE, K classes) or ``y (1 - e) + e / 2`` (BCE, per class)."""
+    import torch.nn.functional as F
+
+    if loss_name == "ce":
+        return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=smoothing)
+    return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y * (1 - smoothing) + smoothing / 2)
+
+
+def distill_loss(kind: str, task: str, tau: float):
+    """The distillation token's loss against the teacher's logits (DeiT): hard = CE to the teacher's decision
+    (sigmoid > 0.5 for multi-label teachers), soft = KL divergence at temperature tau (sigmoid targets for
+    multi-label), scaled by tau^2."""
+    import torch.nn.functional as F
+
+    if kind == "hard":
+        if task == "multiclass":
+            return lambda logits, teacher: F.cross_entropy(logits, teacher.argmax(-1))
+        return lambda logits, teacher: F.binary_cross_entropy_with_logits(logits, (teacher > 0).float())
+    if task == "multiclass":
+        return lambda logits, teacher: F.kl_div(F.log_softmax(logits / tau, -1), F.log_softmax(teacher / tau, -1),
+                                                reduction="batchmean", log_target=True) * tau**2
+    return lambda logits, teacher: F.binary_cross_entropy_with_logits(logits / tau, torch.sigmoid(teacher / tau)) * tau**2
+
+
+def objective(net: nn.Module, base, teacher=None, distill=None, alpha: float = 0.5):
+    """(x, y) -> (loss to minimize, the label loss alone). With a teacher, DeiT's split: the class token learns the
+    labels, the distillation token the teacher, which sees the same augmented batch."""
+    if teacher is None:
+        def plain(x, y):
+            loss = base(net(x).float(), y)
+            return loss, loss
+        return plain
+
+    def distilled(x, y):
+        cls, dist = net(x, distilled=True)
+        label = base(cls.float(), y)
+        return (1 - alpha) * label + alpha * distill(dist.float(), teacher(x)), label
+    return distilled
+
+
+def _train_epoch(objective_fn, params: nn.Module, loader, optimizer, scaler, recipe: Recipe, epoch: int,
+                 state: RunState, total_steps: int, device, use_amp: bool, bar=None) -> tuple[list[float], list[float]]:
+    """One pass over the epoch's batches (progress on a rich `bar` when given); returns the per-step losses and
+    label losses."""
+    params.train()
+    losses, label_losses = [], []
+    job = bar.add_task("train", total=len(loader), loss="-") if bar is not None else None
     for x, y in loader:
         state.step += 1
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(recipe, epoch, state.step)
+            group["lr"] = _lr_at(recipe, epoch, state.step, total_steps)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = net(x)
-            loss = criterion(logits.float(), y.argmax(-1) if loss_name == "ce" else y)
+            loss, label = objective_fn(x, y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         losses.append(loss.item())
-        bar.update(job, advance=1, loss=f"{np.mean(losses[-20:]):.3f}")
-    return losses
+        label_losses.append(label.item())
+        if bar is not None:
+            bar.update(job, advance=1, loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses, label_losses
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """Adam (AST) or AdamW; AdamW leaves norms, biases and tokens/positions out of weight decay (as DeiT/timm)."""
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
+                                weight_decay=recipe.weight_decay)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 or name.endswith(("cls_token", "dist_token", "pos_embed")) else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=tuple(recipe.betas))
 
 
 def _validate(model: nn.Module, val_set: ClipDataset, batch_size: int, device, task: str, rank: int,
@@ -468,22 +566,75 @@ def _validate(model: nn.Module, val_set: ClipDataset, batch_size: int, device, t
     return metrics.evaluate(scores, targets, task)
 
 
+class LearningCheck:
+    """Says once, in one line, when validation stays at chance for `patience` epochs in a row, and why.
+
+    Chance: the majority-class rate for single-label data (accuracy), the class prior for multi-label data
+    (mAP of random scores), each with its sampling noise on this validation set. The training label loss
+    then tells two failures apart: stuck at the loss of a constant guess (the model learns nothing: wrong
+    lr, a pretrained recipe from scratch, too little data) or falling (it memorizes without generalizing).
+    Silent on runs that learn.
+    """
+
+    def __init__(self, task: str, train_targets: np.ndarray, val_targets: np.ndarray, loss_name: str,
+                 smoothing: float, patience: int = 3, recipe: Recipe | None = None):
+        self.task, self.patience, self.recipe = task, patience, recipe
+        self.metric = metrics.main_metric(task)
+        self.chance, self.noise = metrics.chance_level(val_targets, task)
+        self.chance_loss = metrics.constant_guess_loss(train_targets, loss_name, smoothing)
+        self.streak, self.first_loss, self.warned = 0, None, False
+
+    def update(self, record: dict) -> str | None:
+        loss = record["train_label_loss"]
+        self.first_loss = loss if self.first_loss is None else self.first_loss
+        at_chance = record[self.metric] <= self.chance + self.noise
+        self.streak = self.streak + 1 if at_chance else 0
+        if self.warned or self.streak < self.patience:
+            return None
+        self.warned = True
+        what = "the majority-class rate" if self.task == "multiclass" else "the mAP of random scores"
+        head = (f"warning: validation {self.metric} has stayed at chance ({self.chance:.3f} +- {self.noise:.3f}, {what}) "
+                f"for {self.patience} epochs")
+        if loss >= 0.9 * self.chance_loss:
+            from astedge.recipes import SCRATCH
+
+            recipe = self.recipe
+            scratch_hint = ("the preset's from-scratch variant (drop the --set/--config values that override it)"
+                            if recipe is not None and recipe.init == "random" and recipe.preset in SCRATCH and
+                            recipe.variant != "scratch" else "")
+            tries = [t for t in (scratch_hint, "a lower --set lr=", "a CNN teacher (--teacher timm:resnet18)",
+                                 "a pretrained checkpoint (--init CHECKPOINT)", "more data") if t]
+            return (f"{head}, and the training loss {loss:.4f} is stuck at a constant guess's {self.chance_loss:.4f}: "
+                    f"the model is not learning. Try {', '.join(tries[:-1])} or {tries[-1]}")
+        return (f"{head}, while the training loss fell from {self.first_loss:.4f} to {loss:.4f} (a constant guess: "
+                f"{self.chance_loss:.4f}): the model memorizes the training set without generalizing. Try stronger "
+                "augmentation (--set freqm=, timem=, mixup=), fewer layers (--set depth=4), more data, or a CNN "
+                "teacher (--teacher timm:resnet18)")
+
+
 def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bool = False, force: bool = False,
           cache_dir: str | Path | None = None, log=print, show_progress: bool = True) -> TrainResult:
-    """Train on `data` into `run_dir` (best.safetensors, last.safetensors, metrics.jsonl, curves.png).
+    """Train on `data` into `run_dir` (best.safetensors, last.safetensors, metrics.jsonl, curves.png, result.json).
 
-    `cache_dir` keeps each clip's raw log-mel on disk (see :class:`FeatureCache`).
+    `cache_dir` keeps each clip's raw log-mel on disk (see :class:`FeatureCache`). With `recipe.teacher`, the
+    teacher comes first (a timm CNN is trained on the same data and cached as ``teacher.safetensors``); a
+    ``test`` split, when the data has one, is scored at the end with the best checkpoint (and the teacher).
     """
+    from astedge.recipes import describe_variant
+
     rank, world, device = _distributed()
     lead = rank == 0
     run_dir = Path(run_dir)
     say = log if lead else (lambda *a, **k: None)
     if lead:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError("exists and is not a folder; give the run a folder with -o", run_dir)
         if (run_dir / "last.safetensors").exists() and not (resume or force):
             raise UserError("already holds a training run: pass --resume to continue it or --force to start over",
                             run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
+    say(describe_variant(recipe))
     run = prepare_data(data, recipe, say)
     features = run.features
     say(f"{data.summary()}; {features.target_length} frames per clip; normalization mean {features.mean:.4f}, "
@@ -495,16 +646,22 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     train_set = ClipDataset(run.splits["train"], len(labels), features, recipe, True, run.waves["train"], cache)
     val_set = ClipDataset(run.splits["val"], len(labels), features, recipe, False, run.waves["val"], cache)
     weights = balanced_weights(run.splits["train"], len(labels)) if recipe.balanced_sampling else None
+    base = label_loss(loss_name, recipe.label_smoothing)
+    teacher = None
+    if recipe.teacher:
+        teacher = _teacher_for(recipe, run, train_set, val_set, labels, task, loss_name, run_dir, device, world, say)
 
     model = initial_model(recipe, len(labels), labels, features.target_length, features.num_mel_bins, say).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
-                                 weight_decay=recipe.weight_decay)
+    optimizer = make_optimizer(model, recipe)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = nn.CrossEntropyLoss() if loss_name == "ce" else nn.BCEWithLogitsLoss()
+    objective_fn = objective(net, base, teacher, distill_loss(recipe.distillation, task, recipe.distill_tau),
+                             recipe.distill_alpha)
     metric = metrics.main_metric(task)
+    check = LearningCheck(task, _targets(train_set), _targets(val_set), loss_name, recipe.label_smoothing,
+                          recipe=recipe)
 
     state = RunState()
     if resume and (run_dir / "last.state.safetensors").exists():
@@ -517,12 +674,15 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
                                     **extra})
 
     if lead:
-        (run_dir / "recipe.json").write_text(json.dumps({**recipe.to_dict(), "loss": loss_name}, indent=2) + "\n")
+        with atomic_write(run_dir / "recipe.json", "w") as handle:
+            handle.write(json.dumps({**recipe.to_dict(), "loss": loss_name}, indent=2) + "\n")
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress_console = Console(stderr=True)  # stdout stays clean for --json
+    show_progress = show_progress and progress_console.is_terminal  # a log file gets the epoch lines only
+    steps_per_epoch = _steps_per_epoch(len(train_set), recipe.batch_size, world)
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
         started = time.perf_counter()
         train_set.epoch = epoch
@@ -532,13 +692,14 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
         with Progress(TextColumn(f"epoch {epoch}/{recipe.epochs}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not (lead and show_progress),
                       transient=True, console=progress_console) as bar:
-            losses = _train_epoch(net, loader, optimizer, scaler, criterion, loss_name, recipe, epoch, state, device,
-                                  use_amp, bar)
+            losses, label_losses = _train_epoch(objective_fn, net, loader, optimizer, scaler, recipe, epoch, state,
+                                                steps_per_epoch * recipe.epochs, device, use_amp, bar)
         if recipe.wa_start and recipe.wa_start <= epoch <= recipe.wa_end:
             for k, v in model.state_dict().items():
                 state.wa_sum[k] = state.wa_sum.get(k, torch.zeros_like(v, dtype=torch.float64)) + v.detach().cpu().double()
 
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
+                  "train_label_loss": float(np.mean(label_losses)),
                   **_validate(model, val_set, 2 * recipe.batch_size, device, task, rank, world),
                   "seconds": round(time.perf_counter() - started, 2)}
         state.history.append(record)
@@ -556,6 +717,9 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
             plot_curves(state.history, run_dir / "curves.png", metric)
             say(f"epoch {epoch}: loss {record['train_loss']:.4f}, val {metric} {record[metric]:.4f}"
                 f"{' (best)' if improved else ''}, lr {record['lr']:.2e}, {record['seconds']:.1f} s")
+            warning = check.update(record)
+            if warning:
+                say(warning)
         if world > 1:
             dist.barrier()
 
@@ -563,8 +727,120 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
         _finish_weight_average(model, val_set, recipe, state, device, task, metric, lead, write, run_dir, say)
     if world > 1:
         dist.barrier()
-    return TrainResult(run_dir, run_dir / "best.safetensors", metric, state.best_value, state.best_epoch,
-                       state.history, run.problems)
+    test = _score_test_split(run, data, labels, features, recipe, run_dir, teacher, device, task, say) if lead else {}
+    result = TrainResult(run_dir, run_dir / "best.safetensors", metric, state.best_value, state.best_epoch,
+                         state.history, run.problems, test)
+    if lead:
+        with atomic_write(run_dir / "result.json", "w") as handle:
+            handle.write(json.dumps(result.summary(), indent=2) + "\n")
+    return result
+
+
+#: How a timm CNN teacher is trained (its own values, whatever the student's recipe: a CNN from scratch learns
+#: well with these; measured on the keyword data, see benchmarks/results/training-*.md).
+TEACHER_TRAINING = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, schedule="cosine",
+                        wa_start=0, wa_end=0, drop_path=0.0)
+
+
+def _teacher_for(recipe: Recipe, run: RunData, train_set: ClipDataset, val_set: ClipDataset, labels, task: str,
+                 loss_name: str, run_dir: Path, device, world: int, say):
+    """The recipe's teacher: loaded, or (timm:NAME) trained on this data first and cached in the run folder."""
+    from astedge.teacher import load_teacher, read_metadata, timm_name
+
+    name = timm_name(recipe.teacher)
+    if name is None:
+        teacher = load_teacher(recipe.teacher, labels, run.features, device)
+        say(f"teacher: {teacher.describe}")
+        return teacher
+    path = run_dir / "teacher.safetensors"
+    fingerprint = _teacher_fingerprint(name, run, labels, recipe)
+    cached = read_metadata(path) if path.is_file() else None
+    if cached is not None and cached.get("fingerprint") == fingerprint:
+        say(f"teacher: timm:{name} from {path} (cached: trained on the same data with the same recipe)")
+    else:
+        if world > 1:
+            raise UserError(f"train the timm:{name} teacher in one process first (astedge train ... --teacher "
+                            f"timm:{name}), then pass --teacher RUN/teacher.safetensors to the distributed run")
+        train_cnn_teacher(name, recipe, train_set, val_set, labels, task, loss_name, path, fingerprint, device, say)
+    return load_teacher(path, labels, run.features, device)
+
+
+def _teacher_fingerprint(name: str, run: RunData, labels, recipe: Recipe) -> str:
+    """What a cached teacher must have been trained on: files (path, size, mtime), features, labels, recipe."""
+    import hashlib
+
+    files = [(str(i.path), i.path.stat().st_size, i.path.stat().st_mtime_ns, i.targets)
+             for split in ("train", "val") for i in run.splits[split]]
+    fields = {k: v for k, v in recipe.to_dict().items()
+              if k not in ("teacher", "distillation", "distill_alpha", "distill_tau", "model", "depth", "patch_size",
+                           "fstride", "tstride", "init", "pos_embed", "preset", "variant", "num_workers")}
+    blob = json.dumps([name, files, list(labels), run.features.to_dict(), fields, TEACHER_TRAINING], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def train_cnn_teacher(name: str, recipe: Recipe, train_set: ClipDataset, val_set: ClipDataset, labels, task: str,
+                      loss_name: str, path: Path, fingerprint: str, device, say) -> Path:
+    """Train a timm CNN (one input channel) on the student's data and augmentation; keep its best epoch."""
+    from astedge.teacher import CnnClassifier, save_cnn
+
+    teacher_recipe = recipe.with_overrides({**TEACHER_TRAINING, "epochs": recipe.teacher_epochs or recipe.epochs})
+    torch.manual_seed(recipe.seed)
+    model = CnnClassifier(name, len(labels)).to(device)
+    optimizer = make_optimizer(model, teacher_recipe)
+    fn = objective(model, label_loss(loss_name, recipe.label_smoothing))
+    metric = metrics.main_metric(task)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    say(f"teacher: training timm:{name} ({params_m:.2f} M parameters, 1 input channel) for {teacher_recipe.epochs} "
+        "epochs on the same data and augmentation")
+    state, best, best_state = RunState(), -math.inf, None
+    total = _steps_per_epoch(len(train_set), recipe.batch_size, 1) * teacher_recipe.epochs
+    for epoch in range(1, teacher_recipe.epochs + 1):
+        started = time.perf_counter()
+        train_set.epoch = epoch
+        loader = torch.utils.data.DataLoader(train_set, batch_size=recipe.batch_size,
+                                             sampler=epoch_indices(len(train_set), epoch, recipe.seed, 0, 1),
+                                             drop_last=len(train_set) > recipe.batch_size)
+        losses, _ = _train_epoch(fn, model, loader, optimizer, torch.amp.GradScaler("cuda", enabled=False),
+                                 teacher_recipe, epoch, state, total, device, False)
+        value = metrics.evaluate(*predict(model, val_set, 2 * recipe.batch_size, device, task), task)[metric]
+        if value > best:
+            best, best_state = value, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        say(f"teacher epoch {epoch}: loss {np.mean(losses):.4f}, val {metric} {value:.4f}, "
+            f"{time.perf_counter() - started:.1f} s")
+    model.load_state_dict(best_state)
+    save_cnn(path, model, labels=labels, task=task, features=train_set.features, fingerprint=fingerprint,
+             metrics={metric: best})
+    say(f"teacher: timm:{name} val {metric} {best:.4f}, saved as {path} (reuse it: --teacher {path})")
+    return path
+
+
+def _steps_per_epoch(count: int, batch_size: int, world: int) -> int:
+    per_rank = math.ceil(count / world)
+    return per_rank // batch_size if per_rank > batch_size else 1
+
+
+def _targets(dataset: ClipDataset) -> np.ndarray:
+    return np.stack([dataset.target(i) for i in range(len(dataset))]) if len(dataset) else np.zeros((0, 1))
+
+
+def _score_test_split(run: RunData, data: DatasetIndex, labels, features, recipe: Recipe, run_dir: Path, teacher,
+                      device, task: str, say) -> dict:
+    """The best checkpoint (and the teacher) on the data's test split, when it has one: clips no epoch chose."""
+    items = data.splits.get("test") or []
+    items, bad, _ = check_items(items, features.sample_rate)
+    if not items:
+        return {}
+    test_set = ClipDataset(items, len(labels), features, recipe, False, [audio_io.load_audio(i.path, features.sample_rate)
+                                                                        for i in items])
+    best = load_checkpoint(run_dir / "best.safetensors").build_model().to(device)
+    out = {"clips": len(items), "student": metrics.evaluate(*predict(best, test_set, 2 * recipe.batch_size, device, task),
+                                                            task)}
+    if teacher is not None:
+        out["teacher"] = metrics.evaluate(*predict(teacher, test_set, 2 * recipe.batch_size, device, task), task)
+    metric = metrics.main_metric(task)
+    say(f"test split ({len(items)} clips never used for training or model selection): {metric} "
+        f"{out['student'][metric]:.4f}" + (f"; teacher {out['teacher'][metric]:.4f}" if teacher is not None else ""))
+    return out
 
 
 def _finish_weight_average(model, val_set, recipe: Recipe, state: RunState, device, task: str, metric: str, lead: bool,

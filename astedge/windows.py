@@ -26,7 +26,8 @@ class WindowResult:
 
     ``file`` names the file (classify); ``aggregate`` ("mean" or "max") marks a clip-level record over
     ``windows`` windows; ``dropped``/``overflows`` (listen) count windows skipped and capture overflows
-    since the previous result. ``logits`` (raw model output) is for programs and is not serialized.
+    since the previous result. ``logits`` (raw model output) and ``events`` (the event records of
+    :mod:`astedge.events` this window completed) are for programs and are not serialized here.
     """
 
     start: float
@@ -39,6 +40,7 @@ class WindowResult:
     dropped: int = 0
     overflows: int = 0
     logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    events: list[dict] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """The JSON record: start, end, latency_ms, top, plus the optional fields that are set."""
@@ -128,6 +130,7 @@ class FileResult:
     windows: list[WindowResult]
     mean: WindowResult
     max: WindowResult
+    events: list[dict] = field(default_factory=list)  # start/end records in order (with a detector)
 
     def records(self) -> list[dict]:
         return [w.to_dict() for w in self.windows] + [self.mean.to_dict(), self.max.to_dict()]
@@ -155,9 +158,14 @@ def window_inputs(wave: np.ndarray, starts: list[int], windowing: Windowing, ext
 
 
 def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
-                      mask: np.ndarray | None = None, batch_size: int = 8, extractor=None,
-                      name: str | None = None) -> FileResult:
-    """Classify mono audio at the model's rate in sliding windows, `batch_size` windows per backend call."""
+                      mask: np.ndarray | None = None, batch_size: int = 8, extractor=None, name: str | None = None,
+                      smoother=None, detector=None) -> FileResult:
+    """Classify mono audio at the model's rate in sliding windows, `batch_size` windows per backend call.
+
+    A `smoother` (:class:`astedge.scores.Smoother`) smooths the scores windows report; a `detector`
+    (:class:`astedge.events.EventDetector`) turns them into events (``FileResult.events``, and each window's
+    ``events``). The clip-level mean and max aggregate the model's own scores.
+    """
     cfg, rate = windowing.config, windowing.config.sample_rate
     feats.frames_or_error(len(wave), cfg, name)
     if batch_size < 1:
@@ -172,9 +180,16 @@ def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int
         scores = activate(logits, backend.task)
         for s, row, score in zip(batch, logits, scores, strict=True):
             end = min(len(wave), s + windowing.window)
-            results.append(WindowResult(s / rate, end / rate, share, rank(score, backend.labels, k, threshold, mask),
-                                        file=name, logits=row))
+            shown = smoother(score) if smoother is not None else score
+            result = WindowResult(s / rate, end / rate, share, rank(shown, backend.labels, k, threshold, mask),
+                                  file=name, logits=row)
+            if detector is not None:
+                result.events = detector.update(s / rate, end / rate, shown)
+            results.append(result)
             all_scores.append(score)
+    events = [record for r in results for record in r.events]
+    if detector is not None:
+        events += detector.finish()
     stacked = np.stack(all_scores)
     total = sum(r.latency_ms for r in results)
     seconds = len(wave) / rate
@@ -182,7 +197,7 @@ def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int
     for how, values in (("mean", stacked.mean(axis=0)), ("max", stacked.max(axis=0))):
         aggregates[how] = WindowResult(0.0, seconds, total, rank(values, backend.labels, k, threshold, mask),
                                        file=name, aggregate=how, windows=len(results))
-    return FileResult(name or "", seconds, results, aggregates["mean"], aggregates["max"])
+    return FileResult(name or "", seconds, results, aggregates["mean"], aggregates["max"], events)
 
 
 def classify_file(backend, path: str | Path, windowing: Windowing, *, max_seconds: float | None = 3600.0,
@@ -192,3 +207,22 @@ def classify_file(backend, path: str | Path, windowing: Windowing, *, max_second
 
     wave = load_audio(path, windowing.config.sample_rate, max_seconds=max_seconds)
     return classify_waveform(backend, wave, windowing, name=str(path), **options)
+
+
+def clip_scores(backend, waves, windowing: Windowing, *, batch_size: int = 16) -> np.ndarray:
+    """Clip-level probabilities ``[clips, classes]``: each clip's windows through `backend`, the maximum over them
+    (a clip shorter than the window is one padded window). What calibration and accuracy on labelled clips use."""
+    cfg = windowing.config
+    rows, owners = [], []
+    for clip, wave in enumerate(waves):
+        if len(wave) < cfg.window_size:
+            wave = np.pad(wave, (0, cfg.window_size - len(wave)))
+        starts = window_starts(len(wave), windowing.window, windowing.hop, tail=True, min_tail=cfg.window_shift)
+        rows.append(window_inputs(wave, starts, windowing))
+        owners += [clip] * len(starts)
+    inputs = np.concatenate(rows)
+    scores = np.concatenate([activate(backend.run(inputs[i:i + batch_size]), backend.task)
+                             for i in range(0, len(inputs), batch_size)])
+    out = np.full((len(rows), scores.shape[1]), -np.inf)
+    np.maximum.at(out, np.asarray(owners), scores)
+    return out

@@ -251,8 +251,11 @@ def test_smoothing_against_hand_computed_values():
     outputs = [peak(np.array(x)) for x in ([0.1, 0.9], [0.5, 0.2], [0.3, 0.1], [0.0, 0.0])]
     np.testing.assert_allclose(outputs, [[0.1, 0.9], [0.5, 0.9], [0.5, 0.2], [0.3, 0.1]])
     np.testing.assert_array_equal(scores.Smoother("none")(np.array([0.2, 0.4])), [0.2, 0.4])
+    median = scores.Smoother("median", windows=3)  # a one-window spike does not pass
+    outputs = [median(np.array(x)) for x in ([0.1, 0.9], [0.9, 0.8], [0.2, 0.7], [0.3, 0.1])]
+    np.testing.assert_allclose(outputs, [[0.1, 0.9], [0.5, 0.85], [0.2, 0.8], [0.3, 0.7]])
     with pytest.raises(UserError, match="--smoothing must be one of"):
-        scores.Smoother("median")
+        scores.Smoother("mean")
 
 
 def test_label_filters_and_ranking():
@@ -507,7 +510,7 @@ def test_commands_fail_with_one_line(model, wav, tmp_path):
         (("listen", "-m", str(tmp_path), "--source", str(wav)), "not an export folder"),
         (("listen", "-m", folder, "--realtime"), "--realtime and --speed apply to --source"),
         (("listen", "-m", folder, "--source", str(wav), "--rate", "8000"), "describe raw PCM on stdin"),
-        (("listen", "-m", folder, "--source", str(wav), "--smoothing", "median"), "--smoothing must be one of"),
+        (("listen", "-m", folder, "--source", str(wav), "--smoothing", "mean"), "--smoothing must be one of"),
         (("listen", "-m", folder, "--source", str(wav), "--allow", "Dgo"), "did you mean 'Dog'"),
         (("classify", str(wav), "-m", folder, "--window", "5"), "longer than the model's input"),
     ):

@@ -294,7 +294,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, tiny_data):
         capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    summary = json.loads(result.stdout[result.stdout.index("{"):result.stdout.index("}") + 1])
+    summary, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("{"):])  # rank 0's summary
     assert summary["epochs"] == 1 and Path(summary["best"]).is_file()
 
 
@@ -321,3 +321,176 @@ def test_cli_synth_and_train(tmp_path):
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
     bad = run("train", str(tmp_path / "d"), "-o", str(tmp_path / "r2"), "--pos-embed", "cubic")
     assert bad.returncode == 2 and "pos_embed must be one of" in bad.stderr
+
+
+# --- learning on the user's data: from-scratch variants, teachers, the learning check ------------------
+
+def test_presets_switch_to_their_from_scratch_variant_when_init_is_random(tmp_path):
+    from astedge.recipes import SCRATCH, describe_variant
+
+    scratch = load_recipe("speechcommands")
+    assert (scratch.variant, scratch.preset) == ("scratch", "speechcommands")
+    assert all(getattr(scratch, k) == (tuple(v) if isinstance(v, list) else v) for k, v in SCRATCH["speechcommands"].items())
+    assert "from-scratch variant" in describe_variant(scratch)
+    published = load_recipe("speechcommands", overrides={"init": str(tmp_path / "m.safetensors")})
+    assert published.variant == "pretrained" and (published.lr, published.batch_size, published.loss) == \
+        (PRESETS["speechcommands"].lr, 128, "bce")  # AST's values stay for a pretrained init
+    assert load_recipe("speechcommands", overrides={"lr": "3e-4"}).lr == 3e-4  # --set still wins over the variant
+    (tmp_path / "r.toml").write_text('optimizer = "adam"\n')
+    assert load_recipe("esc50", tmp_path / "r.toml").optimizer == "adam"
+    assert load_recipe("demo").variant == ""  # the demo's own recipe is from scratch already
+    with pytest.raises(UserError, match="optimizer must be one of"):
+        load_recipe("demo", overrides={"optimizer": "sgd"})
+
+
+def test_time_shift_and_several_masks():
+    from astedge.train import time_shift
+
+    x = np.arange(12, dtype=np.float32).reshape(6, 2) + 1
+    np.testing.assert_array_equal(time_shift(x, 2), np.concatenate([np.zeros((2, 2)), x[:4]]))
+    np.testing.assert_array_equal(time_shift(x, -1), np.concatenate([x[1:], np.zeros((1, 2))]))
+    assert time_shift(x, 0) is x
+    ones = np.ones((100, 128), np.float32)
+    one = spec_augment(ones, 30, 30, np.random.default_rng(1))
+    assert np.array_equal(one, spec_augment(ones, 30, 30, np.random.default_rng(1), 1, 1))  # AST's default draws
+    masked_rows = lambda m: int((m == 0).all(axis=1).sum())  # noqa: E731
+    several = [spec_augment(ones, 1, 30, np.random.default_rng(s), 0, 3) for s in range(20)]
+    assert np.mean([masked_rows(m) for m in several]) > np.mean(
+        [masked_rows(spec_augment(ones, 1, 30, np.random.default_rng(s), 0, 1)) for s in range(20)])
+
+
+def test_distillation_objective_is_deits_split():
+    """Class token to the labels, distillation token to the teacher's decision, on the same (augmented) batch."""
+    import torch.nn.functional as tf
+
+    from astedge.model import ASTModel, model_config
+    from astedge.train import distill_loss, label_loss, objective
+
+    torch.manual_seed(0)
+    net = ASTModel(model_config("tiny", depth=1, num_classes=4, target_length=32, fstride=16, tstride=16))
+    x, y = torch.randn(5, 32, 128), tf.one_hot(torch.tensor([0, 1, 2, 3, 1]), 4).float()
+    seen = []
+    teacher_logits = torch.randn(5, 4)
+
+    def teacher(batch):
+        seen.append(batch)
+        return teacher_logits
+
+    loss, label = objective(net, label_loss("ce", 0.1), teacher, distill_loss("hard", "multiclass", 1.0), 0.3)(x, y)
+    cls, dist = net(x, distilled=True)
+    expected_label = tf.cross_entropy(cls, y, label_smoothing=0.1)
+    expected = 0.7 * expected_label + 0.3 * tf.cross_entropy(dist, teacher_logits.argmax(-1))
+    assert torch.allclose(label, expected_label) and torch.allclose(loss, expected)
+    assert seen[0] is x  # the teacher labels exactly the student's batch
+    torch.testing.assert_close(net(x), net.mlp_head((net.forward_tokens(x)[0] + net.forward_tokens(x)[1]) / 2))
+    soft = distill_loss("soft", "multiclass", 2.0)(dist, teacher_logits)
+    manual = (tf.softmax(teacher_logits / 2, -1) * (tf.log_softmax(teacher_logits / 2, -1)
+                                                     - tf.log_softmax(dist / 2, -1))).sum(-1).mean() * 4
+    assert torch.allclose(soft, manual, atol=1e-6)
+    multi = distill_loss("hard", "multilabel", 1.0)(dist, teacher_logits)
+    assert torch.allclose(multi, tf.binary_cross_entropy_with_logits(dist, (teacher_logits > 0).float()))
+
+
+def test_chance_levels_and_the_constant_guess_loss():
+    targets = np.eye(10)[np.arange(300) % 10]
+    rate, noise = metrics.chance_level(targets, "multiclass")
+    assert rate == pytest.approx(0.1) and noise == pytest.approx(2 * math.sqrt(0.09 / 300) + 1 / 300)
+    assert metrics.constant_guess_loss(targets, "bce") == pytest.approx(0.3251, abs=1e-4)  # the issue's stuck loss
+    assert metrics.constant_guess_loss(targets, "ce") == pytest.approx(math.log(10))
+    assert metrics.constant_guess_loss(targets, "ce", 0.1) == pytest.approx(math.log(10))  # uniform stays uniform
+    skewed = np.eye(2)[[0] * 90 + [1] * 10]
+    assert metrics.chance_level(skewed, "multiclass")[0] == pytest.approx(0.9)
+    prior = (np.random.default_rng(0).random((400, 5)) < [0.1, 0.2, 0.3, 0.4, 0.5]).astype(float)
+    chance, spread = metrics.chance_level(prior, "multilabel")
+    assert chance == pytest.approx(prior.mean(axis=0).mean(), abs=0.03) and 0 < spread < 0.1
+
+
+def test_learning_check_says_which_failure_once():
+    from astedge.train import LearningCheck
+
+    targets = np.eye(4)[np.arange(200) % 4]
+    check = LearningCheck("multiclass", targets, targets, "ce", 0.0, recipe=load_recipe("speechcommands"))
+    stuck = [{"accuracy": 0.25, "train_label_loss": math.log(4)}] * 3
+    said = [check.update(r) for r in stuck + stuck]
+    assert said[:2] == [None, None] and "not learning" in said[2] and said[3:] == [None] * 3  # once
+    assert "from-scratch variant" not in said[2]  # the recipe already is the variant
+    check = LearningCheck("multiclass", targets, targets, "ce", 0.0)
+    falling = [{"accuracy": 0.27, "train_label_loss": loss} for loss in (1.2, 0.6, 0.2)]
+    assert "memorizes" in [check.update(r) for r in falling][2]
+    check = LearningCheck("multiclass", targets, targets, "ce", 0.0)
+    learning = [{"accuracy": a, "train_label_loss": 1.0} for a in (0.25, 0.6, 0.3, 0.3, 0.8)]
+    assert [check.update(r) for r in learning] == [None] * 5  # never 3 epochs in a row at chance
+
+
+def test_the_learning_check_fires_on_a_run_that_cannot_learn_and_not_on_one_that_does(tmp_path, tiny_data):
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    said = []
+    train(data, tmp_path / "frozen", load_recipe("demo", overrides={**TINY, "epochs": 3, "lr": 0.0, "mixup": 0.0}),
+          log=said.append, show_progress=False)
+    warnings = [m for m in said if str(m).startswith("warning:")]
+    assert len(warnings) == 1 and "not learning" in warnings[0]
+    rng, t = np.random.default_rng(0), np.arange(8000) / 16000  # low and high tones: learnt within 2 epochs
+    for label, (low, high) in (("low", (300, 500)), ("high", (3000, 4000))):
+        (tmp_path / "tones" / label).mkdir(parents=True)
+        for k in range(30):
+            wave = 0.3 * np.sin(2 * np.pi * rng.uniform(low, high) * t) + 0.01 * rng.standard_normal(t.size)
+            sf.write(tmp_path / "tones" / label / f"{label}{k}.wav", wave.astype(np.float32), 16000)
+    said = []
+    easy = {**TINY, "epochs": 4, "mixup": 0.0, "freqm": 0, "timem": 0, "patch_size": "128x2", "fstride": 128,
+            "tstride": 2}
+    result = train(read_dataset(tmp_path / "tones", val_fraction=0.3), tmp_path / "learns",
+                   load_recipe("demo", overrides=easy), log=said.append, show_progress=False)
+    assert result.best_value > 0.9 and not [m for m in said if str(m).startswith("warning:")]
+
+
+def test_a_timm_teacher_is_trained_once_cached_and_distilled(tmp_path, tiny_data):
+    from astedge.teacher import read_metadata
+
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    recipe = load_recipe("demo", overrides={**TINY, "epochs": 1, "mixup": 0.0, "teacher": "timm:resnet10t",
+                                            "teacher_epochs": 2})
+    said = []
+    result = train(data, tmp_path / "run", recipe, log=said.append, show_progress=False)
+    cached = tmp_path / "run" / "teacher.safetensors"
+    assert read_metadata(cached)["timm"] == "resnet10t" and sum("teacher epoch" in str(m) for m in said) == 2
+    stamp = cached.stat().st_mtime_ns
+    said = []
+    train(data, tmp_path / "run", recipe, force=True, log=said.append, show_progress=False)
+    assert any("cached" in str(m) for m in said) and cached.stat().st_mtime_ns == stamp  # not retrained
+    said = []
+    train(data, tmp_path / "run", recipe.with_overrides({"teacher_epochs": 1}), force=True, log=said.append,
+          show_progress=False)
+    assert sum("teacher epoch" in str(m) for m in said) == 1  # another teacher recipe: trained again
+    assert result.best.is_file()
+    other = train(data, tmp_path / "reuse", recipe.with_overrides({"teacher": str(cached)}), log=said.append,
+                  show_progress=False)  # a teacher checkpoint from another run
+    assert other.best.is_file() and any(f"from {cached}" in str(m) for m in said)
+    with pytest.raises(UserError, match="timm cannot build it"):
+        train(data, tmp_path / "bad", recipe.with_overrides({"teacher": "timm:no_such_cnn"}), log=said.append,
+              show_progress=False)
+
+
+def test_an_ast_checkpoint_teacher_with_other_features_and_labels(tmp_path, tiny_data):
+    """A teacher trained at another window and normalization, with more labels, still labels the batch."""
+    import torch.nn.functional as tf
+
+    from astedge.checkpoint import save_checkpoint
+    from astedge.model import ASTModel, model_config
+    from astedge.teacher import load_teacher
+
+    torch.manual_seed(1)
+    labels = ["tone", "extra", "chirp_down", "chirp_up"]
+    net = ASTModel(model_config("tiny", depth=1, num_classes=4, target_length=64, fstride=16, tstride=16))
+    teacher_features = F.FbankConfig(target_length=64, mean=-3.0, std=2.0)
+    save_checkpoint(tmp_path / "t.safetensors", net, labels=labels, task="multiclass", feature_config=teacher_features)
+    student = F.FbankConfig(target_length=48, mean=-6.0, std=5.0)
+    teacher = load_teacher(tmp_path / "t.safetensors", ["chirp_down", "chirp_up", "tone"], student, torch.device("cpu"))
+    raw = torch.randn(2, 40, 128) * 3 - 5  # raw log-mel of 40 frames
+    x = tf.pad((raw - student.mean) / (2 * student.std), (0, 0, 0, 8), value=student.pad_value)
+    expected_input = torch.cat([(raw - teacher_features.mean) / (2 * teacher_features.std),
+                                torch.full((2, 24, 128), teacher_features.pad_value)], dim=1)
+    with torch.no_grad():
+        expected = net(expected_input)[:, [2, 3, 0]]
+    torch.testing.assert_close(teacher(x), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="no output for the labels missing"):
+        load_teacher(tmp_path / "t.safetensors", ["tone", "missing"], student, torch.device("cpu"))

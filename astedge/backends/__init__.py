@@ -122,6 +122,14 @@ def stream_hop(path: str | Path) -> float:
     return DEFAULT_HOP_SECONDS
 
 
+def export_thresholds(path: str | Path) -> dict[str, float] | None:
+    """The per-class event thresholds an export carries (``astedge export --thresholds``), else None."""
+    ref = resolve_model(path)
+    if ref.kind == "export":
+        return art.read_metadata(ref.path).get("thresholds") or None
+    return None
+
+
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -53,6 +53,13 @@ class TorchBackend:
             raise UserError("the torch backend runs FP16 only on a CUDA GPU")
         self.precision = "fp16" if precision == "fp16" else "fp32"
         checkpoint = load_checkpoint(checkpoint_path)
+        ref = resolve_model(path)
+        if ref.kind == "export":  # an export of a class subset runs the same subset of the checkpoint's head
+            from astedge import artefact as art
+
+            subset = (art.read_metadata(ref.path).get("classes") or {}).get("indices")
+            if subset is not None:
+                checkpoint = checkpoint.with_classes(subset)
         self.checkpoint = checkpoint_path
         self.labels, self.task, self.feature_config = checkpoint.labels, checkpoint.task, checkpoint.feature_config
         self.net = checkpoint.build_model().to(self.device)
