@@ -282,6 +282,53 @@ def train(
                    + (f", test {test:.4f}" if test is not None else ""))
 
 
+@app.command(epilog="Example: astedge distill ast-audioset/ my_recordings/ -o runs/student --model tiny --depth 4 "
+                    "--stride 16/16 --eval labelled_clips/   (resume: --resume)")
+def distill(
+    teacher: Path = typer.Argument(..., help="The model to learn from: a checkpoint or an export folder (any model "
+                                   "astedge runs, e.g. an imported AudioSet AST)."),
+    audio: Path = typer.Argument(..., help="Unlabeled audio from your domain (a folder; long recordings are cut into "
+                                 "clips of the student's window)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.safetensors, distill.json, ...)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe (default: by the teacher's window: "
+                                         "speechcommands up to 2 s, esc50 up to 6 s, else audioset; from scratch)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Student size: tiny, small, base."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Student layers."),
+    patch: Optional[str] = typer.Option(None, "--patch", help="Student patch shape FxT, e.g. 16x16, 128x2."),
+    stride: Optional[str] = typer.Option(None, "--stride", help="Student strides F/T, e.g. 16/16."),
+    target_length: Optional[int] = typer.Option(None, "--target-length", min=16, help="Student input frames "
+                                                "(default: the teacher's)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs."),
+    labelled: Optional[Path] = typer.Option(None, "--labelled", help="A labelled dataset whose training clips "
+                                            "teach the class token the true labels."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", help="A labelled dataset to score teacher and student on."),
+    set_values: list[str] = typer.Option([], "--set", help="Override any recipe field: --set lr=5e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last epoch."),
+    force: bool = typer.Option(False, "--force", help="Start over in an OUTPUT that holds a run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Distil a teacher into a smaller AST on unlabeled audio (label-free), reporting agreement and accuracy."""
+    from astedge.backends import model_configs
+    from astedge.distill import distill as run_distill
+    from astedge.recipes import distill_recipe, parse_stride
+
+    overrides = _parse_sets(set_values)
+    overrides.update({k: v for k, v in dict(model=model, depth=depth, patch_size=patch, target_length=target_length,
+                                            epochs=epochs).items() if v is not None})
+    if stride is not None:
+        overrides["fstride"], overrides["tstride"] = parse_stride(stride)
+    _, teacher_features = model_configs(teacher)
+    recipe = distill_recipe(teacher_features.window_seconds, preset, overrides)
+    report = run_distill(teacher, audio, output, recipe, labelled=labelled, eval_data=eval_data, resume=resume,
+                         force=force, log=log_line)
+    if as_json:
+        _print_json(report)
+    else:
+        a = report["agreement"]
+        typer.echo(f"{report['student']}: agrees with the teacher on {a['held_out']:.1%} of {a['clips']} held-out clips "
+                   f"({a['metric']})")
+
+
 @app.command(epilog="Example: astedge demo --out demo")
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for the data, the run and the exported model."),
@@ -844,6 +891,46 @@ def evaluate(
     typer.echo(f"detections per true event {d['mean']:.2f} ({d['duplicated']} true events detected more than once)")
     if lat["p50"] is not None:
         typer.echo(f"decision latency p50 {lat['p50']:.2f} s, p90 {lat['p90']:.2f} s ({lat['missed']} missed)")
+
+
+@app.command(epilog="Example: astedge frontier runs/teacher/best.safetensors runs/student/export "
+                    "runs/student/export/model.int8.onnx --eval speech_commands/ --min-accuracy 0.9 -o frontier.md "
+                    "--plot frontier.png")
+def frontier(
+    candidates: list[Path] = typer.Argument(..., help="Models to compare: checkpoints, export folders, or one .onnx "
+                                            "of an export (model.fp16.onnx, model.int8.onnx)."),
+    eval_data: Path = typer.Option(..., "--eval", help="Labelled data to score them on (its test split, else val)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Which split to score on (default test, else val)."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Name the fastest candidate at or "
+                                                 "above this accuracy (mAP for multi-label data)."),
+    rounds: int = typer.Option(10, "--rounds", min=1, help="Timed round-robin rounds on this CPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads."),
+    output: list[Path] = typer.Option([], "-o", "--output", help="Also write the report: .json or .md (repeatable)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write accuracy vs latency (Pareto front) as a PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Accuracy on your data against measured CPU latency (and estimated Jetson latency) for each candidate."""
+    from astedge import frontier as fr
+    from astedge.bench_report import require_matplotlib
+    from astedge.files import atomic_write
+
+    for target in output:
+        if target.suffix not in (".json", ".md"):
+            raise UserError("--output writes .json or .md", target)
+    if plot is not None:
+        require_matplotlib()
+    report = fr.frontier(candidates, eval_data, split=split, rounds=rounds, threads=threads,
+                         min_accuracy=min_accuracy, log=log_line)
+    for target in output:
+        with atomic_write(target, "w") as handle:
+            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else fr.markdown(report))
+    if plot is not None:
+        with atomic_write(plot) as handle:
+            fr.plot(report, handle)
+    if as_json:
+        _print_json(report)
+    else:
+        Console().print(fr.markdown(report), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(epilog="Example: astedge bench --model ast-audioset/ --backend all --batch 1,8,32 -o bench.json "

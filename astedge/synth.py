@@ -108,6 +108,52 @@ CLASSES = {
 }
 
 
+#: The label of clips that hold no event: a noise bed, sometimes with a distractor (a sound of none of the classes).
+BACKGROUND = "background"
+
+
+def _colored_noise(rng, n):
+    """White, pink or brown noise (1/f^0, 1/f, 1/f^2 power), unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+    spectrum /= freqs ** (rng.choice([0.0, 0.5, 1.0]))
+    out = np.fft.irfft(spectrum, n)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def _distractor(rng, n, rate):
+    """A sound that belongs to no class: low thumps, a rumble swell, or gusts of wind."""
+    kind = rng.choice(["thumps", "rumble", "wind"])
+    t = _time(n, rate)
+    if kind == "thumps":
+        out = np.zeros(n)
+        length = int(rng.uniform(0.03, 0.08) * rate)
+        pulse = np.sin(2 * np.pi * rng.uniform(40, 90) * _time(length, rate)) * np.exp(-np.arange(length) / (0.2 * length))
+        for start in rng.integers(0, max(1, n - length), size=rng.integers(1, 4)):
+            out[start:start + length] += pulse
+        return out
+    noise = _colored_noise(rng, n)
+    if kind == "rumble":
+        spectrum = np.fft.rfft(noise)
+        spectrum[np.fft.rfftfreq(n, 1 / rate) > 150] = 0
+        return np.fft.irfft(spectrum, n) * np.sin(np.pi * t / max(t[-1], 1e-3))
+    return noise * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t + rng.uniform(0, 6.3))) ** 2
+
+
+def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """One 16 kHz clip without an event: colored noise at -60..-25 dBFS, half the time with a distractor."""
+    from astedge.audio import resample
+
+    rate = int(rng.choice(CAPTURE_RATES))
+    n = int(round(seconds * rate))
+    clip = _colored_noise(rng, n) * 10 ** (rng.uniform(-60, -25) / 20)
+    if rng.random() < 0.5:
+        distractor = _distractor(rng, n, rate)
+        clip += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (rng.uniform(-35, -10) / 20)
+    clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
+    return np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
+
+
 def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
     """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise,
     made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings."""
@@ -148,8 +194,12 @@ def check_classes(count: int) -> list[str]:
 
 
 def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, seconds: float = 1.0, seed: int = 0,
-                  stream_segments: int = 24, segment_seconds: float = 2.0, progress=None) -> SynthSummary:
+                  stream_segments: int = 24, segment_seconds: float = 2.0, progress=None,
+                  background: bool = False) -> SynthSummary:
     """Write `out/<class>/<class>_<i>.wav` (16 kHz PCM16) plus `out/stream.wav` and `out/stream.csv`.
+
+    With `background`, a `background` class of clips without an event (see :func:`background_clip`) too: what a
+    model needs to say "nothing" between events (its random draws come after the classes', which stay the same).
 
     The stream is `stream_segments` back-to-back segments of `segment_seconds`, each made of events of
     one class drawn like the clips (`seconds` long, filling 80-100% of it), so a window inside a segment
@@ -174,6 +224,15 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
                 sf.write(handle, event_clip(label, seconds, rng), RATE, format="WAV", subtype="PCM_16")
             if progress:
                 progress(1, total)
+    if background:
+        folder = root / BACKGROUND
+        folder.mkdir(exist_ok=True)
+        extra = np.random.default_rng((seed, 1))
+        for index in range(per_class):
+            with atomic_write(folder / f"{BACKGROUND}_{index:04d}.wav") as handle:
+                sf.write(handle, background_clip(seconds, extra), RATE, format="WAV", subtype="PCM_16")
+            if progress:
+                progress(1, total)
     segments, rows = [], []
     for k in range(stream_segments):
         label = names[int(rng.integers(0, classes))]
@@ -188,7 +247,57 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
         writer = csv.writer(handle)
         writer.writerow(["start", "end", "label"])
         writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in rows)
-    return SynthSummary(root, names, total, stream, truth)
+    return SynthSummary(root, names + ([BACKGROUND] if background else []), total + (per_class if background else 0),
+                        stream, truth)
+
+
+def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 48000, seed: int = 0,
+                       classes: list[str] | None = None, durations: tuple[float, float] = (0.3, 5.0),
+                       gaps: tuple[float, float] = (0.5, 3.0)) -> tuple[Path, Path]:
+    """A long recording for event detection: events of the classes (0.3-5 s, log-uniform) at SNR 5-30 dB over a
+    continuous noise bed, separated by 0.5-3 s gaps of which half hold a distractor; made at `rate` (44.1 or
+    48 kHz, as a recorder would). Writes `out.wav` (PCM16) and `out.csv` (onset,offset,label). Returns both paths."""
+    import soundfile as sf
+
+    from astedge.files import atomic_write
+
+    names = classes or list(CLASSES)
+    rng = np.random.default_rng((seed, 2))
+    total = int(seconds * rate)
+    wave = _colored_noise(rng, total) * 10 ** (-50 / 20)
+    bed_rms = 10 ** (-50 / 20)
+    rows, t = [], rng.uniform(*gaps)
+    while True:
+        length = float(np.exp(rng.uniform(np.log(durations[0]), np.log(durations[1]))))
+        if t + length + gaps[0] > seconds:
+            break
+        start, n = int(t * rate), int(length * rate)
+        label = names[int(rng.integers(len(names)))]
+        event = CLASSES[label](rng, n, rate).astype(np.float64)
+        fade = min(int(0.01 * rate), n // 4)
+        ramp = np.linspace(0, 1, fade)
+        event[:fade] *= ramp
+        event[n - fade:] *= ramp[::-1]
+        event *= bed_rms * 10 ** (rng.uniform(5, 30) / 20) / (np.sqrt(np.mean(event**2)) + 1e-12)
+        wave[start:start + n] += event
+        rows.append((start / rate, (start + n) / rate, label))
+        gap = rng.uniform(*gaps)
+        if rng.random() < 0.5 and gap > 0.4:  # a distractor inside the gap, away from the events
+            d_len = int((gap - 0.2) * rate)
+            d_start = start + n + int(0.1 * rate)
+            distractor = _distractor(rng, d_len, rate)
+            wave[d_start:d_start + d_len] += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (
+                rng.uniform(-35, -15) / 20)
+        t += length + gap
+    out = Path(out)
+    wav, csv_path = out.with_suffix(".wav"), out.with_suffix(".csv")
+    with atomic_write(wav) as handle:
+        sf.write(handle, np.clip(wave, -1, 1).astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    with atomic_write(csv_path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["onset", "offset", "label"])
+        writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in rows)
+    return wav, csv_path
 
 
 def read_truth(path: str | Path) -> list[tuple[float, float, str]]:
