@@ -215,11 +215,65 @@ def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WA
     return rows
 
 
+#: PortAudio's default "high" input latency buffers about this much audio before the callback sees it.
+DEFAULT_BLOCK_MS = 50.0
+
+
+def stream_latency(backend, windowing, *, smoothing: tuple[str, int] = ("none", 3), block_ms: float = DEFAULT_BLOCK_MS,
+                   hops: int = 30, warmup: int = 3, seed: int = 0) -> dict:
+    """Mic-to-decision latency of live windows, stage by stage, on this backend (the listener's path).
+
+    Each hop: the hop's audio enters the ring, the window's features are computed (incrementally when the hop
+    is frame-aligned), the backend runs, and the decision layer (smoothing, thresholds, events) decides.
+    Mic-to-decision = capture buffering (the window's last sample waits for its audio block, `block_ms`) +
+    features + inference + decision; a sound also waits on average half a hop for the next window to end.
+    """
+    from astedge.events import EventDetector
+    from astedge.scores import Smoother, activate
+    from astedge.stream import AudioRing, WindowFeatures
+
+    window, hop = windowing.window, windowing.hop
+    wave = (0.1 * np.random.default_rng(seed).standard_normal(window + (hops + warmup) * hop)).astype(np.float32)
+    ring = AudioRing(window + 4 * hop)
+    features = WindowFeatures(windowing)
+    smoother, detector = Smoother(*smoothing), EventDetector(backend.labels, backend.task)
+    ring.write(wave[:window - hop])
+    stages = {"features": [], "inference": [], "decision": []}
+    rate = windowing.config.sample_rate
+    for k in range(hops + warmup):
+        end = window + k * hop
+        ring.write(wave[end - hop:end])
+        t0 = time.perf_counter()
+        x = features.model_input(ring, end - window, end)
+        t1 = time.perf_counter()
+        logits = backend.run(x[None])[0]
+        t2 = time.perf_counter()
+        detector.update((end - window) / rate, end / rate, smoother(activate(logits, backend.task)))
+        t3 = time.perf_counter()
+        ring.release(end - window)
+        if k >= warmup:
+            for stage, ms in zip(stages, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), strict=True):
+                stages[stage].append(ms)
+    total = block_ms + np.sum([stages[s] for s in stages], axis=0)
+    pct = lambda v: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}  # noqa: E731
+    window_s, hop_s = windowing.seconds
+    return {"backend": backend.name, "window_s": window_s, "hop_s": hop_s, "smoothing": list(smoothing),
+            "incremental_features": windowing.incremental, "hops": hops, "capture_buffer_ms": block_ms,
+            **{f"{stage}_ms": pct(v) for stage, v in stages.items()}, "mic_to_decision_ms": pct(total),
+            "mean_wait_for_window_end_ms": 500.0 * hop_s,
+            "note": "mic-to-decision = capture buffer + features + inference + decision, per hop; a sound also waits "
+                    "for the next window to end (half a hop on average)"}
+
+
 def benchmark(model: str | Path | None = None, *, size: str = "base", frames: int = 1024, backends: str = "all",
               batches: str | list[int] = "1", precision: str = "auto", warmup: int = DEFAULT_WARMUP,
               iters: int | None = None, seconds: float | None = None, threads: int | None = None,
-              pause_ms: float = DEFAULT_PAUSE_MS, profile: str = "workstation", log=None) -> dict:
-    """Run the benchmark and return the report (see the module docstring; :mod:`astedge.bench_report`)."""
+              pause_ms: float = DEFAULT_PAUSE_MS, profile: str = "workstation", stream: dict | None = None,
+              log=None) -> dict:
+    """Run the benchmark and return the report (see the module docstring; :mod:`astedge.bench_report`).
+
+    `stream` (keys window, hop, smoothing, block_ms) adds the mic-to-decision latency of live windows on each
+    backend (:func:`stream_latency`)."""
     from astedge import machine
     from astedge.backends import check_precision, resolve_model
     from astedge.model_config import model_config
@@ -265,6 +319,16 @@ def benchmark(model: str | Path | None = None, *, size: str = "base", frames: in
                      else f">= {seconds or DEFAULT_SECONDS:g} s and >= {MIN_ROUNDS} rounds")
             log(f"batch {batch}: {warmup} warm-up round(s), then {timed} of {', '.join(c.name for c in contenders)}")
             results += measure(contenders, batch, warmup=warmup, iters=iters, seconds=seconds, pause_ms=pause_ms)
+        streams = []
+        if stream is not None:
+            from astedge.windows import Windowing
+
+            for contender in contenders:
+                windowing = Windowing.from_seconds(contender.backend.feature_config, stream.get("window"),
+                                                   stream.get("hop"), default_hop=1.0)
+                log(f"stream: {contender.name}, {windowing.seconds[0]:g} s windows every {windowing.seconds[1]:g} s")
+                streams.append(stream_latency(contender.backend, windowing, smoothing=stream.get("smoothing",
+                                              ("none", 3)), block_ms=stream.get("block_ms", DEFAULT_BLOCK_MS)))
         header = machine.machine_header()
         header.update(gpu=machine.gpu_info(), jetson=machine.jetson_info(), threads=machine.threads_info(threads),
                       runtimes=machine.runtime_versions())
@@ -279,6 +343,7 @@ def benchmark(model: str | Path | None = None, *, size: str = "base", frames: in
                      "pause_ms": pause_ms,
                      "clock": "time.perf_counter (host wall clock; GPU backends synchronize before returning)"},
         "backends": [c.describe() for c in contenders], "unavailable": unavailable, "results": results,
+        **({"stream": streams} if stream is not None else {}),
     }
 
 

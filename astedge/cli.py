@@ -348,6 +348,9 @@ def demo(
                f"({summary['window_seconds']:.2f} s windows, hop {summary['hop_seconds']:.2f} s, against stream.csv)")
     typer.echo(f"window latency         p50 {summary['latency_ms_p50']:.1f} ms, p99 {summary['latency_ms_p99']:.1f} ms "
                f"(features + {summary['backend']})")
+    events = summary["events"]
+    typer.echo(f"stream events          F1 {events['event_f1']:.3f} (DCASE collars; {events['detected_events']} found for "
+               f"{events['true_events']} true, thresholds calibrated on the held-out clips)")
     typer.echo(f"time                   {t['total_s']:.0f} s (train {t['train_s']:.0f} s); model {summary['checkpoint']}")
 
 
@@ -963,6 +966,14 @@ def bench(
                                       "samples included) or .md (header and table); repeatable."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the latency distributions per backend "
                                         "(violin + box) as a PNG (needs matplotlib)."),
+    stream: bool = typer.Option(False, "--stream", help="Also time live windows mic-to-decision (capture buffer + "
+                                "features + inference + decision) for --window/--hop/--smoothing."),
+    window: Optional[float] = typer.Option(None, "--window", help="--stream: window in seconds (default: the model's)."),
+    hop: Optional[float] = typer.Option(None, "--hop", help="--stream: seconds between windows (default 1)."),
+    smoothing: str = _SMOOTHING,
+    smoothing_windows: int = _SMOOTHING_WINDOWS,
+    block_ms: float = typer.Option(50.0, "--block-ms", help="--stream: audio the capture buffers before delivering it "
+                                   "(PortAudio's high latency: about 50 ms)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
     """Time audio -> fbank, fbank -> logits and the whole window on each backend, with what makes it reproducible."""
@@ -983,7 +994,8 @@ def bench(
     report = benchmarks.benchmark(
         model, size=size or "base", frames=frames or 1024, backends=backend, batches=batch, precision=precision, warmup=warmup, iters=iters,
         seconds=seconds, threads=threads, pause_ms=pause_ms, profile=profile,
-        log=lambda message: log_line(message, style="dim"))
+        stream=dict(window=window, hop=hop, smoothing=(smoothing, smoothing_windows), block_ms=block_ms)
+        if stream else None, log=lambda message: log_line(message, style="dim"))
     for target in output:
         with atomic_write(target, "w") as handle:
             handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else bench_report.markdown(report))
@@ -1007,6 +1019,13 @@ def bench(
                                                                    "max_ms")),
                           bench_report.format_rate(r["throughput_clips_s"]), bench_report.format_rate(r["x_realtime"]))
         console.print(table)
+    for entry in report.get("stream", []):
+        m = entry["mic_to_decision_ms"]
+        console.print(f"stream {entry['backend']}: {entry['window_s']:g} s windows every {entry['hop_s']:g} s, smoothing "
+                      f"{entry['smoothing'][0]}: mic-to-decision p50 {m['p50']:.2f} ms, p90 {m['p90']:.2f} ms (capture "
+                      f"{entry['capture_buffer_ms']:g} + features {entry['features_ms']['p50']:.2f} + inference "
+                      f"{entry['inference_ms']['p50']:.2f} + decision {entry['decision_ms']['p50']:.3f} ms, p50)",
+                      markup=False, highlight=False, soft_wrap=True)
     for missing in report["unavailable"]:
         console.print(f"not measured: {missing['backend']}: {missing['reason']}", markup=False, highlight=False,
                       soft_wrap=True, style="dim")

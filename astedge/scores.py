@@ -6,7 +6,6 @@ and ``listen`` (the runtime), the event decision layer and evaluation.
 
 from __future__ import annotations
 
-import collections
 import difflib
 from dataclasses import dataclass
 
@@ -109,7 +108,8 @@ class Smoother:
         self.method, self.windows = method, windows
         self.alpha = 2.0 / (windows + 1)
         self._state: np.ndarray | None = None
-        self._recent: collections.deque = collections.deque(maxlen=windows)
+        self._recent: np.ndarray | None = None  # the last `windows` score vectors, a ring (no allocation per window)
+        self._count = 0
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
@@ -117,6 +117,10 @@ class Smoother:
             self._state = scores if self._state is None else self.alpha * scores + (1 - self.alpha) * self._state
             return self._state
         if self.method in ("max", "median"):
-            self._recent.append(scores)
-            return (np.max if self.method == "max" else np.median)(np.stack(self._recent), axis=0)
+            if self._recent is None:
+                self._recent = np.empty((self.windows, scores.size))
+            self._recent[self._count % self.windows] = scores
+            self._count += 1
+            held = self._recent[:min(self._count, self.windows)]
+            return held.max(axis=0) if self.method == "max" else np.median(held, axis=0)
         return scores

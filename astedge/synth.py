@@ -203,7 +203,9 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
 
     The stream is `stream_segments` back-to-back segments of `segment_seconds`, each made of events of
     one class drawn like the clips (`seconds` long, filling 80-100% of it), so a window inside a segment
-    hears that class as the model learned it; stream.csv lists `start,end,label` in seconds.
+    hears that class as the model learned it; stream.csv lists `onset,offset,label` in seconds (one row a
+    segment) and stream-events.csv the same with touching segments of one class joined: one row a sound
+    event, the truth ``astedge evaluate`` takes.
     """
     import soundfile as sf
 
@@ -243,10 +245,17 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
     stream, truth = root / "stream.wav", root / "stream.csv"
     with atomic_write(stream) as handle:
         sf.write(handle, np.concatenate(segments), RATE, format="WAV", subtype="PCM_16")
-    with atomic_write(truth, "w") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["start", "end", "label"])
-        writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in rows)
+    events = []
+    for a, b, label in rows:
+        if events and events[-1][2] == label and events[-1][1] == a:
+            events[-1] = (events[-1][0], b, label)
+        else:
+            events.append((a, b, label))
+    for path, table in ((truth, rows), (root / "stream-events.csv", events)):
+        with atomic_write(path, "w") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["onset", "offset", "label"])
+            writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in table)
     return SynthSummary(root, names + ([BACKGROUND] if background else []), total + (per_class if background else 0),
                         stream, truth)
 
@@ -301,9 +310,10 @@ def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 4800
 
 
 def read_truth(path: str | Path) -> list[tuple[float, float, str]]:
-    """stream.csv as (start, end, label) rows."""
+    """stream.csv as (onset, offset, label) rows (files written before onset/offset say start/end)."""
     with open(path, newline="") as handle:
-        return [(float(r["start"]), float(r["end"]), r["label"]) for r in csv.DictReader(handle)]
+        return [(float(r.get("onset", r.get("start"))), float(r.get("offset", r.get("end"))), r["label"])
+                for r in csv.DictReader(handle)]
 
 
 def window_label(truth: list[tuple[float, float, str]], start: float, end: float) -> tuple[str | None, bool]:

@@ -271,3 +271,25 @@ def test_round_robin_calls_every_contender_each_round_and_pauses_between_turns(m
     assert order == list(calls) * 4  # one warm-up round, then three timed rounds in the same order
     assert {key: len(v) for key, v in times.items()} == {key: 3 for key in calls}
     assert sleeps == [0.02] * 6  # one pause per contender's turn, not per call
+
+
+def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
+    from astedge.features import FbankConfig
+    from astedge.windows import Windowing
+
+    class Slow:
+        name, task, labels = "slow", "multilabel", ("a", "b")
+        feature_config = FbankConfig(target_length=128)
+
+        def run(self, x):
+            import time as clock
+
+            clock.sleep(0.004)  # 4 ms of "inference"
+            return np.zeros((len(x), 2), np.float32)
+
+    windowing = Windowing.from_seconds(Slow.feature_config, window=1.0, hop=0.25)
+    report = bench.stream_latency(Slow(), windowing, smoothing=("median", 3), block_ms=20.0, hops=8, warmup=1)
+    assert report["incremental_features"] and report["hops"] == 8 and report["capture_buffer_ms"] == 20.0
+    assert report["inference_ms"]["p50"] >= 4.0 and report["decision_ms"]["p50"] < 1.0
+    assert report["mic_to_decision_ms"]["p50"] >= 20.0 + 4.0 + report["features_ms"]["p50"] * 0.5
+    assert report["mean_wait_for_window_end_ms"] == 125.0
