@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from astedge.errors import UserError
+from astedge.files import atomic_write, read_json
 from astedge.timing import utc_now
 
 THRESHOLDS_FORMAT = "1"
@@ -255,8 +256,6 @@ def write_events_csv(path: str | Path, events: list[Event]) -> Path:
     import csv
     import io
 
-    from astedge.files import atomic_write
-
     with_file = any(e.file is not None for e in events)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -279,12 +278,7 @@ def read_thresholds(path: str | Path, labels) -> dict[str, float]:
     the entry otherwise.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("thresholds file does not exist", path) from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"is not valid JSON ({err})", path) from None
+    data = read_json(path, "thresholds file")
     table = data.get("thresholds", data) if isinstance(data, dict) else None
     if not isinstance(table, dict) or not table:
         raise UserError("holds no thresholds (expected {\"thresholds\": {label: value, ...}})", path)
@@ -306,8 +300,6 @@ def read_thresholds(path: str | Path, labels) -> dict[str, float]:
 
 def write_thresholds(path: str | Path, thresholds: dict[str, float], **description) -> Path:
     """``{"format", "thresholds": {label: value}, ...description}`` as JSON, atomically."""
-    from astedge.files import atomic_write
-
     data = {"astedge_thresholds": THRESHOLDS_FORMAT, "created": utc_now(), **description,
             "thresholds": {k: round(float(v), 6) for k, v in thresholds.items()}}
     with atomic_write(path, "w") as handle:

@@ -89,3 +89,25 @@ def read_toml(path: str | Path) -> dict:
         raise UserError("does not exist", path) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"is not valid TOML ({err})", path) from None
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; a missing or unreadable one is one UserError naming it (``<what> does not
+    exist``, ``cannot read <what>: ...``)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} does not exist", path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {what}: {err}", path) from None
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """A JSON file's content (see :func:`read_text`); invalid JSON is one UserError naming the file."""
+    import json
+
+    try:
+        return json.loads(read_text(path, what))
+    except ValueError as err:
+        raise UserError(f"is not valid JSON ({err})", path) from None

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from astedge.errors import UserError
+from astedge.files import read_text
 
 #: Number of AudioSet classes; a head of this width gets the AudioSet names by default.
 AUDIOSET_CLASSES = 527
@@ -54,14 +55,7 @@ def parse_label_csv(text: str, source: str | Path = "labels") -> list[str]:
 
 def read_labels(path: str | Path) -> list[str]:
     """Label names from a label file (see :func:`parse_label_csv`); errors name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("label file does not exist", path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read label file: {err}", path) from None
-    return parse_label_csv(text, path)
+    return parse_label_csv(read_text(path, "label file"), Path(path))
 
 
 def audioset_labels() -> list[str]:
@@ -83,12 +77,7 @@ def read_class_subset(path: str | Path, labels) -> list[int]:
     import difflib
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("classes file does not exist", path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read the classes file: {err}", path) from None
+    text = read_text(path, "classes file")
     index = {label: i for i, label in enumerate(labels)}
     folded = {label.casefold(): i for i, label in enumerate(labels)}
     entries = [e.strip() for line in text.splitlines() for e in (line.split(",") if line.strip() not in index else [line])
