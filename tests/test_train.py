@@ -19,7 +19,8 @@ from astedge import metrics, synth
 from astedge.datasets import Item, holdout, read_dataset
 from astedge.errors import UserError
 from astedge.recipes import PRESETS, load_recipe
-from astedge.train import (ClipDataset, _lr_at, balanced_weights, epoch_indices, spec_augment, train)
+from astedge.train import _lr_at, train
+from astedge.training_data import ClipDataset, balanced_weights, epoch_indices, spec_augment
 from astedge import features as F
 
 TINY = dict(model="tiny", depth=1, epochs=2, batch_size=8, lr=5e-4, fstride=16, tstride=16, warmup_steps=0,
@@ -194,7 +195,7 @@ def test_mixup_targets_and_determinism(tiny_data):
 
 def test_tiny_run_writes_a_checkpoint_whose_metric_reproduces(tmp_path, tiny_data):
     from astedge.checkpoint import load_checkpoint
-    from astedge.train import predict
+    from astedge.training_data import predict
 
     data = read_dataset(tiny_data, val_fraction=0.3)
     recipe = load_recipe("demo", overrides=TINY)
@@ -228,7 +229,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
 
 
 def test_feature_cache_is_keyed_by_content_and_settings(tmp_path, tiny_data):
-    from astedge.train import FeatureCache
+    from astedge.training_data import FeatureCache
 
     data = read_dataset(tiny_data, val_fraction=0.3)
     recipe = load_recipe("demo", overrides={"mixup": 0.0})
@@ -344,7 +345,7 @@ def test_presets_switch_to_their_from_scratch_variant_when_init_is_random(tmp_pa
 
 
 def test_time_shift_and_several_masks():
-    from astedge.train import time_shift
+    from astedge.training_data import time_shift
 
     x = np.arange(12, dtype=np.float32).reshape(6, 2) + 1
     np.testing.assert_array_equal(time_shift(x, 2), np.concatenate([np.zeros((2, 2)), x[:4]]))
