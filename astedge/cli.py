@@ -408,10 +408,13 @@ def build_engine(
                                       "astedge.json and verification.npz must be beside it."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name or .toml file "
                                           "(default: the profile recorded at export)."),
-    typing: str = typer.Option("auto", "--typing", help="auto (TensorRT 10: weak typing + FP16 flag + FP32 LayerNorm; "
-                               "11: strongly typed FP16 ONNX), strong, or weak (TensorRT 10 only)."),
+    typing: str = typer.Option("auto", "--typing", help="auto (strong typing from the FP16 ONNX wherever the TensorRT "
+                               "version offers it; TensorRT 10 without an FP16 ONNX: weak typing + the FP16 flag), "
+                               "strong, or weak (TensorRT 10 only; LayerNorm pinned to FP32 only with the profile's "
+                               "pin_layernorm)."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file to reuse and update "
-                                                "(default: ~/.cache/astedge/tensorrt/timing-<TensorRT>-sm<cc>.cache)."),
+                                                "(default: ~/.cache/astedge/tensorrt/timing-<TensorRT>-<GPU name>-"
+                                                "<UUID>.cache: one per device, not per compute capability)."),
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton entry DIR/<folder name>/."),
     force: bool = typer.Option(False, "--force", help="Replace an existing engine (and Triton entry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

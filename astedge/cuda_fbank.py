@@ -1,9 +1,15 @@
 """The CUDA fbank kernel (``libastedge_fbank``, built by the repository's CMakeLists.txt) through ctypes.
 
-No PyTorch: the binding takes numpy arrays (:class:`CudaFbank` copies them to the GPU and back) or raw
-device pointers (:meth:`CudaFbank.run_device`, e.g. ``tensor.data_ptr()`` of a torch or cupy array, on a
-caller-given stream, capturable in a CUDA graph). :func:`load_fbank` returns the CUDA extractor when the
-library and a GPU are there, and otherwise the numpy reference, with a one-time warning saying why.
+No PyTorch: the binding takes numpy arrays (:class:`CudaFbank` copies them to the GPU and back on the
+plan's own non-blocking stream, in chunks whose device staging stays under a limit) or raw device pointers
+(:meth:`CudaFbank.run_device`, e.g. ``tensor.data_ptr()`` of a torch or cupy array, or the buffers of
+:mod:`astedge.device_pipeline`, on the caller's stream, capturable in a CUDA graph). :func:`load_fbank`
+returns the CUDA extractor when the library and a GPU are there, and otherwise the numpy reference, with a
+one-time warning saying why.
+
+Three outputs (`model_input`, `normalize`): the model input (normalized, padded/cropped to
+``target_length``), raw log-mel frames, or normalized frames without padding (what the device stream ring
+of :mod:`astedge.device_pipeline` holds: each hop's new frames, already as the model sees them).
 
 The window and mel weights are passed to the library from :mod:`astedge.features`, so the feature
 constants have one home. :class:`HostFbank` runs the kernel's own per-frame source compiled for the CPU
@@ -36,7 +42,7 @@ HOST_LIBRARY_NAME = "libastedge_fbank_host.so"
 ENV_VAR = "ASTEDGE_FBANK_LIBRARY"
 HOST_ENV_VAR = "ASTEDGE_FBANK_HOST_LIBRARY"
 #: Must equal ASTEDGE_FBANK_ABI_VERSION in csrc/astedge_fbank.h (the layout of _Config below).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _ENV_VARS = {LIBRARY_NAME: ENV_VAR, HOST_LIBRARY_NAME: HOST_ENV_VAR}
 _STATUS_INVALID_ARGUMENT = 1
@@ -90,7 +96,7 @@ class _Config(ctypes.Structure):
 class _NativeConfig:
     """The C config for a FbankConfig, with the numpy tables it points into kept alive."""
 
-    def __init__(self, config: FbankConfig, model_input: bool):
+    def __init__(self, config: FbankConfig, model_input: bool, normalize: bool | None = None):
         mel = scipy.sparse.csr_matrix(features.mel_filterbank(config))  # as features._mel_sparse: same order
         mel.sort_indices()
         self.tables = (
@@ -103,7 +109,8 @@ class _NativeConfig:
         self.struct = _Config(
             sample_rate=config.sample_rate, window_size=config.window_size, window_shift=config.window_shift,
             n_fft=config.n_fft, num_mel_bins=config.num_mel_bins,
-            target_length=config.target_length if model_input else 0, normalize=int(model_input),
+            target_length=config.target_length if model_input else 0,
+            normalize=int(model_input if normalize is None else normalize),
             preemphasis=config.preemphasis, mean=config.mean, std=config.std,
             window=window.ctypes.data, mel_indptr=indptr.ctypes.data,
             mel_indices=indices.ctypes.data, mel_weights=weights.ctypes.data,
@@ -124,12 +131,16 @@ def _open(path: Path, host: bool) -> ctypes.CDLL:
     if host:
         lib.astedge_fbank_host_run.argtypes = [ctypes.POINTER(_Config), ptr, ptr, i32, i64]
         lib.astedge_fbank_emulate_run.argtypes = [ctypes.POINTER(_Config), ptr, ptr, i32, i64, i32]
+        lib.astedge_fbank_host_run_staged.argtypes = [ctypes.POINTER(_Config), ptr, ptr, i32, i64, i64,
+                                                      ctypes.POINTER(i64), ctypes.POINTER(i32)]
     else:
         lib.astedge_fbank_create.argtypes = [ctypes.POINTER(_Config), ctypes.POINTER(ptr)]
         lib.astedge_fbank_destroy.argtypes = [ptr]
         lib.astedge_fbank_output_rows.argtypes = [ptr, i64, ctypes.POINTER(i32)]
         lib.astedge_fbank_run_device.argtypes = [ptr, ptr, ptr, i32, i64, ptr]
         lib.astedge_fbank_run_host.argtypes = [ptr, ptr, ptr, i32, i64, ptr]
+        lib.astedge_fbank_set_staging_limit.argtypes = [ptr, i64]
+        lib.astedge_fbank_staging_bytes.argtypes = [ptr, ctypes.POINTER(i64)]
     return lib
 
 
@@ -141,14 +152,21 @@ def _check(lib: ctypes.CDLL, status: int, what: str) -> None:
 
 
 class _Extractor:
-    """What every extractor offers: `__call__(wave [..., samples]) -> [..., rows, num_mel_bins]` float32."""
+    """What every extractor offers: `__call__(wave [..., samples]) -> [..., rows, num_mel_bins]` float32.
+
+    `model_input`: padded/cropped to target_length and normalized; else every frame, normalized when
+    `normalize` is True (default: as `model_input`).
+    """
 
     #: "cuda", "cpu-native" or "numpy".
     device = ""
 
-    def __init__(self, config: FbankConfig, model_input: bool):
+    def __init__(self, config: FbankConfig, model_input: bool, normalize: bool | None = None):
         self.config = config
         self.model_input = model_input
+        self.normalize = model_input if normalize is None else bool(normalize)
+        if model_input and not self.normalize:
+            raise ValueError("a model input is always normalized")
 
     def output_shape(self, samples: int) -> tuple[int, int]:
         """(rows, num_mel_bins) of one clip of `samples` samples."""
@@ -186,8 +204,9 @@ class NumpyFbank(_Extractor):
 
     device = "numpy"
 
-    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, reason: str | None = None):
-        super().__init__(config, model_input)
+    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, normalize: bool | None = None,
+                 reason: str | None = None):
+        super().__init__(config, model_input, normalize)
         self.reason = reason
 
     @property
@@ -195,8 +214,10 @@ class NumpyFbank(_Extractor):
         return f"numpy reference ({self.reason})" if self.reason else "numpy reference"
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
-        fn = features.model_input if self.model_input else features.fbank
-        return fn(waveform, self.config)
+        if self.model_input:
+            return features.model_input(waveform, self.config)
+        raw = features.fbank(waveform, self.config)
+        return features.normalize(raw, self.config) if self.normalize else raw
 
 
 class HostFbank(_Extractor):
@@ -210,14 +231,14 @@ class HostFbank(_Extractor):
 
     device = "cpu-native"
 
-    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, library: str | Path | None = None,
-                 emulate_blocks: bool = False, max_grid_y: int = 65535):
-        super().__init__(config, model_input)
+    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, normalize: bool | None = None,
+                 library: str | Path | None = None, emulate_blocks: bool = False, max_grid_y: int = 65535):
+        super().__init__(config, model_input, normalize)
         path = Path(library) if library else find_library(HOST_LIBRARY_NAME)
         if path is None:
             raise FileNotFoundError(f"{HOST_LIBRARY_NAME} not found in {[str(p) for p in library_candidates(HOST_LIBRARY_NAME)]}")
         self._lib = _open(path, host=True)
-        self._native = _NativeConfig(config, model_input)
+        self._native = _NativeConfig(config, model_input, normalize)
         self.emulate_blocks = emulate_blocks
         self.max_grid_y = max_grid_y
 
@@ -228,19 +249,43 @@ class HostFbank(_Extractor):
         else:
             _check(self._lib, self._lib.astedge_fbank_host_run(*args), "astedge_fbank_host_run")
 
+    def run_pointers(self, in_ptr: int, out_ptr: int, batch: int, samples: int) -> None:
+        """The per-frame math on raw host pointers (the shapes of :meth:`CudaFbank.run_device`): what the
+        CPU doubles of the device path (tests) run in place of the kernel."""
+        _check(self._lib, self._lib.astedge_fbank_host_run(ctypes.byref(self._native.struct), int(in_ptr), int(out_ptr),
+                                                           int(batch), int(samples)), "astedge_fbank_host_run")
+
+    def run_staged(self, waveform: np.ndarray, limit_bytes: int) -> tuple[np.ndarray, int, int]:
+        """`__call__` through the CUDA library's run_host chunk plan (memcpy for its copies): (output, largest
+        staging in bytes, number of chunks)."""
+        wave = np.ascontiguousarray(waveform, dtype=np.float32)
+        flat = wave.reshape(-1, wave.shape[-1])
+        rows, bins = self.output_shape(wave.shape[-1])
+        out = np.empty((flat.shape[0], rows, bins), np.float32)
+        peak, chunks = ctypes.c_int64(), ctypes.c_int32()
+        _check(self._lib, self._lib.astedge_fbank_host_run_staged(
+            ctypes.byref(self._native.struct), flat.ctypes.data, out.ctypes.data, flat.shape[0], flat.shape[1],
+            int(limit_bytes), ctypes.byref(peak), ctypes.byref(chunks)), "astedge_fbank_host_run_staged")
+        return out.reshape(*wave.shape[:-1], rows, bins), peak.value, chunks.value
+
 
 class CudaFbank(_Extractor):
     """Log-mel features on the GPU: numpy in and out (`__call__`) or device pointers (`run_device`).
 
     `model_input=True` gives ``features.model_input`` (padded/cropped to target_length, normalized);
-    False gives ``features.fbank`` (raw log-mel, every frame). Raises CudaFbankUnavailable when the
-    library is missing or no GPU can run it.
+    False gives ``features.fbank`` (raw log-mel, every frame), normalized with `normalize=True`. Raises
+    CudaFbankUnavailable when the library is missing or no GPU can run it.
+
+    `__call__` runs on the plan's own non-blocking stream (never the legacy default stream, which would
+    serialize with every other stream and cannot be captured), in chunks whose device staging stays under
+    `staging_limit` bytes (default 32 MiB: a 1 h file does not keep ~400 MB on an 8 GB Orin Nano).
     """
 
     device = "cuda"
 
-    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, library: str | Path | None = None):
-        super().__init__(config, model_input)
+    def __init__(self, config: FbankConfig = DEFAULT, *, model_input: bool = True, normalize: bool | None = None,
+                 library: str | Path | None = None, staging_limit: int | None = None):
+        super().__init__(config, model_input, normalize)
         path = Path(library) if library else find_library()
         if path is None or not path.is_file():
             searched = [str(library)] if library else [str(p) for p in library_candidates()]
@@ -250,7 +295,7 @@ class CudaFbank(_Extractor):
             self._lib = _open(path, host=False)
         except (OSError, AttributeError) as err:
             raise CudaFbankUnavailable(f"cannot load {path}: {err}") from None
-        native = _NativeConfig(config, model_input)
+        native = _NativeConfig(config, model_input, normalize)
         plan = ctypes.c_void_p()
         status = self._lib.astedge_fbank_create(ctypes.byref(native.struct), ctypes.byref(plan))
         if status != 0:
@@ -263,6 +308,8 @@ class CudaFbank(_Extractor):
         self._plan = plan.value
         self._lock = threading.Lock()  # run_host reuses the plan's staging buffers
         self._finalizer = weakref.finalize(self, self._lib.astedge_fbank_destroy, self._plan)
+        if staging_limit is not None:
+            self.set_staging_limit(staging_limit)
 
     @property
     def detail(self) -> str:
@@ -284,19 +331,36 @@ class CudaFbank(_Extractor):
         return self._plan
 
     def _run(self, flat: np.ndarray, out: np.ndarray) -> None:
-        with self._lock:
+        with self._lock:  # None: the plan's own non-blocking stream
             status = self._lib.astedge_fbank_run_host(self._live_plan(), flat.ctypes.data, out.ctypes.data,
                                                       flat.shape[0], flat.shape[1], None)
         _check(self._lib, status, "astedge_fbank_run_host")
 
-    def run_device(self, in_ptr: int, out_ptr: int, batch: int, samples: int, stream=0) -> None:
+    def set_staging_limit(self, nbytes: int) -> None:
+        """Cap the device staging of `__call__` at `nbytes` (<= 0: the library's default, 32 MiB)."""
+        with self._lock:
+            _check(self._lib, self._lib.astedge_fbank_set_staging_limit(self._live_plan(), int(nbytes)),
+                   "astedge_fbank_set_staging_limit")
+
+    def staging_bytes(self) -> int:
+        """Device bytes `__call__`'s staging buffers hold now."""
+        held = ctypes.c_int64()
+        with self._lock:
+            _check(self._lib, self._lib.astedge_fbank_staging_bytes(self._live_plan(), ctypes.byref(held)),
+                   "astedge_fbank_staging_bytes")
+        return held.value
+
+    def run_device(self, in_ptr: int, out_ptr: int, batch: int, samples: int, stream) -> None:
         """One kernel launch on `stream` from device memory to device memory, without synchronizing.
 
         `in_ptr`: float32 [batch, samples]; `out_ptr`: float32 [batch, *output_shape(samples)].
-        Pointers are ints (``tensor.data_ptr()``); `stream` is a cudaStream_t as an int, or an object
-        with ``cuda_stream`` (torch) or ``ptr`` (cupy); 0 is the legacy default stream.
+        Pointers are ints (``tensor.data_ptr()``); `stream` is the caller's: a cudaStream_t/CUstream as an
+        int, or an object with ``cuda_stream`` (torch) or ``ptr`` (cupy). There is no default: 0 means the
+        legacy default stream (torch's default stream is that), which the caller has to ask for.
         """
         self._frames(samples)
+        if stream is None:
+            raise TypeError("run_device needs the caller's stream (0 for the legacy default stream)")
         handle = getattr(stream, "cuda_stream", getattr(stream, "ptr", stream))
         status = self._lib.astedge_fbank_run_device(self._live_plan(), int(in_ptr), int(out_ptr), int(batch),
                                                     int(samples), int(handle) or None)

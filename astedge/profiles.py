@@ -53,6 +53,10 @@ class DeviceProfile:
     builder_optimization_level: int = 3
     hardware_compatibility: str = "none"
     fp32_ops: tuple[str, ...] = ("LayerNormalization",)
+    pin_layernorm: bool = False  # TensorRT 10 weak typing only: pin every LayerNorm to FP32 (obey constraints)
+    tf32: bool = False  # fp32 engines: allow TF32 (else the TF32 flag is cleared)
+    stream_batch_1: bool = True  # add a static batch-1 optimization profile for live streams
+    integrated_gpu: bool = False  # the profile targets an integrated GPU (Jetson): no hardware compatibility
     # [stream]
     window_seconds: float | None = None
     hop_seconds: float = 1.0
@@ -78,6 +82,9 @@ class DeviceProfile:
         if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
             problems.append(f"hardware_compatibility must be one of {', '.join(HARDWARE_COMPATIBILITY)}, "
                             f"got {self.hardware_compatibility!r}")
+        if self.integrated_gpu and self.hardware_compatibility != "none":
+            problems.append(f"hardware_compatibility {self.hardware_compatibility!r} is not supported on integrated GPUs "
+                            "(Jetson): engines are built on the device; use \"none\"")
         if self.window_seconds is not None and not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
             problems.append(f"window_seconds must be positive, got {self.window_seconds}")
         if not (math.isfinite(self.hop_seconds) and self.hop_seconds > 0):
@@ -102,7 +109,8 @@ class DeviceProfile:
 _SCHEMA = {
     None: {"name": str, "description": str},
     "engine": {"precision": str, "min_batch": int, "opt_batch": int, "max_batch": int, "workspace_mib": int,
-               "builder_optimization_level": int, "hardware_compatibility": str, "fp32_ops": list},
+               "builder_optimization_level": int, "hardware_compatibility": str, "fp32_ops": list,
+               "pin_layernorm": bool, "tf32": bool, "stream_batch_1": bool, "integrated_gpu": bool},
     "stream": {"window_seconds": (int, float), "hop_seconds": (int, float)},
     "triton": {"max_queue_delay_us": int, "instance_count": int},
 }
@@ -128,7 +136,7 @@ def parse_profile(data: dict, source: str = "", default_name: str = "") -> Devic
             where = f"{section}.{name}" if section else name
             if expected is None:
                 raise UserError(f"unknown profile key {where!r}", source or None)
-            if isinstance(item, bool) or not isinstance(item, expected):
+            if (isinstance(item, bool) and expected is not bool) or not isinstance(item, expected):
                 raise UserError(f"profile key {where!r} has the wrong type ({type(item).__name__})", source or None)
             if name == "fp32_ops" and not all(isinstance(op, str) for op in item):
                 raise UserError("engine.fp32_ops must be a list of ONNX op names", source or None)

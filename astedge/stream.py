@@ -193,7 +193,11 @@ class Listener:
         rate = self.config.sample_rate
         self.limit = None if duration is None else int(round(duration * rate))
         self.ring = AudioRing(windowing.window + max(4 * windowing.hop, int(buffer_seconds * rate)))
-        if not windowing.incremental and extractor is None:
+        # A backend that keeps windows on its device (TensorRT + CUDA fbank) computes each hop's frames there
+        # and takes audio, not features (astedge.device_pipeline); None: features on the host as below.
+        open_stream = getattr(backend, "open_stream", None)
+        self.device_stream = open_stream(windowing) if open_stream is not None else None
+        if not windowing.incremental and extractor is None and self.device_stream is None:
             from astedge.cuda_fbank import extractor_for
 
             extractor = extractor_for(getattr(backend, "device", "cpu"), self.config, model_input=False)
@@ -326,12 +330,19 @@ class Listener:
 
     def _classify(self, start: int, end: int) -> None:
         t0 = time.perf_counter()
-        x = self.features.model_input(self.ring, start, end)
-        if x is None:
-            self.lost_windows += 1
-            return
-        t1 = time.perf_counter()
-        logits = self.backend.run(x[None])[0]
+        if self.device_stream is not None:  # audio in, logits out: features never leave the device
+            logits = self.device_stream.classify(self.ring.read, start, end)
+            if logits is None:
+                self.lost_windows += 1
+                return
+            t1 = t0
+        else:
+            x = self.features.model_input(self.ring, start, end)
+            if x is None:
+                self.lost_windows += 1
+                return
+            t1 = time.perf_counter()
+            logits = self.backend.run(x[None])[0]
         t2 = time.perf_counter()
         scores = self.smoother(activate(logits, self.backend.task))
         top = rank(scores, self.backend.labels, self.k, self.threshold, self.mask)
@@ -395,6 +406,8 @@ class Listener:
         if self._thread.is_alive():
             self._stopping = True
             self._thread.join(timeout=30)
+        if self.device_stream is not None and not self._thread.is_alive():
+            self.device_stream.close()
 
     def __enter__(self) -> "Listener":
         return self.start()
@@ -424,6 +437,7 @@ class Listener:
             # mean features + inference time per window over the hop: above 1, a live source loses windows
             "hop_load": round(float(np.mean(self.window_ms)) / (1e3 * self.windowing.hop / rate), 4)
             if self.window_ms else None,
-            "frames_computed": self.features.frames_computed if self.features.incremental else None,
+            "frames_computed": (self.device_stream.frames_computed if self.device_stream is not None
+                                else self.features.frames_computed if self.features.incremental else None),
             **({"events": len(self.detector.events)} if self.detector is not None else {}),
         }

@@ -157,6 +157,16 @@ def window_inputs(wave: np.ndarray, starts: list[int], windowing: Windowing, ext
     return np.stack([feats.window_input(r, cfg) for r in raws])
 
 
+def window_logits(backend, wave: np.ndarray, starts: list[int], windowing: Windowing, extractor=None) -> np.ndarray:
+    """Logits of the windows at `starts`. A backend with ``run_audio`` (TensorRT with the CUDA fbank) takes the
+    windows' audio and computes features on its device, into the engine's input: no feature round trip.
+    Others get host features (:func:`window_inputs`) through ``run``."""
+    run_audio = getattr(backend, "run_audio", None)
+    if run_audio is not None:
+        return run_audio([wave[s:s + windowing.window] for s in starts])
+    return backend.run(window_inputs(wave, starts, windowing, extractor))
+
+
 def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
                       mask: np.ndarray | None = None, batch_size: int = 8, extractor=None, name: str | None = None,
                       smoother=None, detector=None) -> FileResult:
@@ -175,7 +185,7 @@ def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int
     for b in range(0, len(starts), batch_size):
         batch = starts[b:b + batch_size]
         t0 = time.perf_counter()
-        logits = backend.run(window_inputs(wave, batch, windowing, extractor))
+        logits = window_logits(backend, wave, batch, windowing, extractor)
         share = (time.perf_counter() - t0) * 1e3 / len(batch)
         scores = activate(logits, backend.task)
         for s, row, score in zip(batch, logits, scores, strict=True):
@@ -213,16 +223,22 @@ def clip_scores(backend, waves, windowing: Windowing, *, batch_size: int = 16) -
     """Clip-level probabilities ``[clips, classes]``: each clip's windows through `backend`, the maximum over them
     (a clip shorter than the window is one padded window). What calibration and accuracy on labelled clips use."""
     cfg = windowing.config
-    rows, owners = [], []
+    segments, rows, owners = [], [], []
     for clip, wave in enumerate(waves):
         if len(wave) < cfg.window_size:
             wave = np.pad(wave, (0, cfg.window_size - len(wave)))
         starts = window_starts(len(wave), windowing.window, windowing.hop, tail=True, min_tail=cfg.window_shift)
-        rows.append(window_inputs(wave, starts, windowing))
+        if hasattr(backend, "run_audio"):  # features on the backend's device (see window_logits)
+            segments += [wave[s:s + windowing.window] for s in starts]
+        else:
+            rows.append(window_inputs(wave, starts, windowing))
         owners += [clip] * len(starts)
-    inputs = np.concatenate(rows)
-    scores = np.concatenate([activate(backend.run(inputs[i:i + batch_size]), backend.task)
-                             for i in range(0, len(inputs), batch_size)])
-    out = np.full((len(rows), scores.shape[1]), -np.inf)
+    if segments:
+        logits = [backend.run_audio(segments[i:i + batch_size]) for i in range(0, len(segments), batch_size)]
+    else:
+        inputs = np.concatenate(rows)
+        logits = [backend.run(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    scores = activate(np.concatenate(logits), backend.task)
+    out = np.full((len(waves), scores.shape[1]), -np.inf)
     np.maximum.at(out, np.asarray(owners), scores)
     return out

@@ -11,7 +11,12 @@
  * Threading: a plan may run on several streams at once through astedge_fbank_run_device (it only
  * reads the plan); astedge_fbank_run_host reuses plan-owned staging buffers, so one thread at a time.
  *
- * This header needs no CUDA headers: streams are passed as void* (a cudaStream_t, 0 = legacy default).
+ * Streams: this header needs no CUDA headers, streams are passed as void* (a cudaStream_t or a driver
+ * API CUstream: the two are the same handle). The library never picks the legacy default stream itself:
+ * astedge_fbank_run_host given NULL runs on the plan's own non-blocking stream, and astedge_fbank_run_device
+ * launches on exactly the stream it is given (0 there is the caller's choice, e.g. torch's default stream).
+ * Runtime calls use the calling thread's current context, i.e. the device's primary context, which is also
+ * what the driver API's cuDevicePrimaryCtxRetain returns: a plan made under either serves both.
  */
 #ifndef ASTEDGE_FBANK_H
 #define ASTEDGE_FBANK_H
@@ -29,7 +34,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever astedge_fbank_config or a signature changes; the Python binding checks it. */
-#define ASTEDGE_FBANK_ABI_VERSION 1
+#define ASTEDGE_FBANK_ABI_VERSION 2
 
 typedef enum astedge_fbank_status {
     ASTEDGE_FBANK_OK = 0,
@@ -80,14 +85,34 @@ ASTEDGE_FBANK_API int astedge_fbank_output_rows(const astedge_fbank_plan* plan, 
 ASTEDGE_FBANK_API int astedge_fbank_run_device(const astedge_fbank_plan* plan, const float* input, float* output,
                                                int32_t batch, int64_t samples, void* stream);
 
-/* Host buffers, same shapes: copy in, launch, copy out, synchronize `stream`. Not for graph capture. */
+/* Host buffers, same shapes: copy in, launch, copy out, wait for `stream` (NULL: the plan's own
+ * non-blocking stream). Not for graph capture. The work is split into chunks (whole clips, or row ranges
+ * of one long clip) whose device staging fits the plan's staging limit, so a 1 h file does not keep
+ * hundreds of MB of device memory; staging above the limit (a single clip bigger than it) is freed
+ * before returning. Only the samples that make output rows are copied (a cropped clip's tail is not).
+ * The wait is a blocking-sync event: the calling thread sleeps instead of spinning a core. */
 ASTEDGE_FBANK_API int astedge_fbank_run_host(astedge_fbank_plan* plan, const float* input, float* output,
                                              int32_t batch, int64_t samples, void* stream);
+
+/* The staging limit in bytes (input + output device buffers of astedge_fbank_run_host); <= 0 restores
+ * the default, ASTEDGE_FBANK_DEFAULT_STAGING_BYTES. Frees the staging buffers when they exceed it. */
+#define ASTEDGE_FBANK_DEFAULT_STAGING_BYTES (32ll << 20)
+ASTEDGE_FBANK_API int astedge_fbank_set_staging_limit(astedge_fbank_plan* plan, int64_t bytes);
+/* Device bytes the plan's staging buffers hold now. */
+ASTEDGE_FBANK_API int astedge_fbank_staging_bytes(const astedge_fbank_plan* plan, int64_t* bytes);
 
 /* The same per-frame arithmetic compiled for the CPU (libastedge_fbank_host, no CUDA needed): the
  * output of astedge_fbank_run_host without a plan. For tests and for machines without a GPU. */
 ASTEDGE_FBANK_API int astedge_fbank_host_run(const astedge_fbank_config* config, const float* input, float* output,
                                              int32_t batch, int64_t samples);
+
+/* astedge_fbank_run_host's chunking on the CPU (libastedge_fbank_host, tests only): the same chunk plan
+ * with memcpy for the copies and host buffers for the staging, which never hold more than `limit_bytes`
+ * unless one clip alone needs more. Reports the largest staging held and the number of chunks. Equals
+ * astedge_fbank_host_run bit for bit. */
+ASTEDGE_FBANK_API int astedge_fbank_host_run_staged(const astedge_fbank_config* config, const float* input,
+                                                    float* output, int32_t batch, int64_t samples,
+                                                    int64_t limit_bytes, int64_t* peak_bytes, int32_t* chunks);
 
 /* The CUDA kernel's thread blocks emulated on the CPU (libastedge_fbank_host, tests only): its CTA body
  * and launch geometry with one thread per CUDA thread and a barrier for __syncthreads, blocks one at a

@@ -85,6 +85,45 @@ int make_launch(const astedge_fbank_config& c, const Spec& spec, const float* in
     return ok();
 }
 
+int plan_chunks(const astedge_fbank_config& c, int32_t batch, int64_t samples, int64_t limit_floats,
+                std::vector<Chunk>* chunks, int64_t* in_floats, int64_t* out_floats) {
+    int32_t frames = 0, rows = 0;
+    int status = count_frames(c, samples, &frames);
+    if (status == ASTEDGE_FBANK_OK) status = count_rows(c, samples, &rows);
+    if (status != ASTEDGE_FBANK_OK) return status;
+    chunks->clear();
+    *in_floats = *out_floats = 0;
+    const int64_t shift = c.window_shift, window = c.window_size, bins = c.num_mel_bins;
+    const int64_t used = frames < rows ? frames : rows;         // frames that make output rows
+    const int64_t span = (used - 1) * shift + window;           // the samples they read
+    const int64_t per_clip = span + static_cast<int64_t>(rows) * bins;
+    auto add = [&](const Chunk& chunk) {
+        chunks->push_back(chunk);
+        const int64_t in = chunk.clips * chunk.span, out = chunk.clips * static_cast<int64_t>(chunk.rows) * bins;
+        if (in > *in_floats) *in_floats = in;
+        if (out > *out_floats) *out_floats = out;
+    };
+    if (per_clip <= limit_floats || c.target_length > 0) {
+        // Whole clips, as many as fit (at least one: a padded/cropped clip is bounded by target_length).
+        int64_t per_chunk = per_clip <= limit_floats ? limit_floats / per_clip : 1;
+        if (per_chunk > batch) per_chunk = batch;
+        for (int64_t clip = 0; clip < batch; clip += per_chunk) {
+            const int64_t clips = batch - clip < per_chunk ? batch - clip : per_chunk;
+            add({clip, static_cast<int32_t>(clips), 0, rows, 0, span});
+        }
+        return ok();
+    }
+    // Raw log-mel of long clips: row ranges. m rows read (m - 1) * shift + window samples.
+    int64_t step = (limit_floats - (window - shift)) / (shift + bins);
+    if (step < 1) step = 1;
+    for (int64_t clip = 0; clip < batch; ++clip)
+        for (int64_t row = 0; row < rows; row += step) {
+            const int64_t count = rows - row < step ? rows - row : step;
+            add({clip, 1, static_cast<int32_t>(row), static_cast<int32_t>(count), row * shift, (count - 1) * shift + window});
+        }
+    return ok();
+}
+
 Spec scalars(const astedge_fbank_config& c) {
     Spec s{};
     s.window_size = c.window_size;

@@ -37,6 +37,26 @@ Spec scalars(const astedge_fbank_config& config);
 int make_launch(const astedge_fbank_config& config, const Spec& spec, const float* input, float* output,
                 int32_t batch, int64_t samples, Launch* launch);
 
+// One piece of a staged run (astedge_fbank_run_host): clips [clip0, clip0 + clips) of the batch, output
+// rows [row0, row0 + rows) of each, computed by a kernel run over `span` samples per clip starting at
+// sample `sample0` of each clip. Frames depend only on their own samples, so any split gives the same bits.
+struct Chunk {
+    int64_t clip0;
+    int32_t clips;
+    int32_t row0;
+    int32_t rows;
+    int64_t sample0;
+    int64_t span;
+};
+
+// Splits a run so that each chunk's staging (clips * span input floats + clips * rows * bins output floats)
+// fits `limit_floats`: whole clips when one clip fits (several per chunk), else, for raw log-mel output
+// (target_length <= 0), row ranges of one clip; a padded/cropped clip too big for the limit is one chunk
+// alone. Only samples that make output rows are covered: a cropped clip's tail is never copied. The
+// largest chunk's needs are returned in *in_floats / *out_floats. Arguments must have passed make_launch.
+int plan_chunks(const astedge_fbank_config& config, int32_t batch, int64_t samples, int64_t limit_floats,
+                std::vector<Chunk>* chunks, int64_t* in_floats, int64_t* out_floats);
+
 // The spec with host-side tables (fbank_host.cpp); `table` receives the twiddles it points to.
 Spec host_spec(const astedge_fbank_config& config, std::vector<Complex>& table);
 

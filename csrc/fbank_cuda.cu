@@ -68,10 +68,39 @@ struct astedge_fbank_plan {
     int device = -1;
     void* tables = nullptr;         // window, twiddles, CSR in one device allocation
     Spec spec{};
-    float* staging_in = nullptr;    // run_host's device buffers, grown on demand
+    cudaStream_t stream = nullptr;  // run_host's stream when the caller gives none (non-blocking)
+    cudaEvent_t done = nullptr;     // run_host waits on it: a blocking-sync event sleeps instead of spinning
+    float* staging_in = nullptr;    // run_host's device buffers: the largest chunk's needs, capped
     float* staging_out = nullptr;
     size_t staging_in_count = 0, staging_out_count = 0;
+    int64_t staging_limit = ASTEDGE_FBANK_DEFAULT_STAGING_BYTES;
 };
+
+namespace {
+
+void free_staging(astedge_fbank_plan* plan) {
+    cudaFree(plan->staging_in);
+    cudaFree(plan->staging_out);
+    plan->staging_in = plan->staging_out = nullptr;
+    plan->staging_in_count = plan->staging_out_count = 0;
+}
+
+int64_t staging_bytes(const astedge_fbank_plan* plan) {
+    return static_cast<int64_t>(sizeof(float) * (plan->staging_in_count + plan->staging_out_count));
+}
+
+// Grows one staging buffer to exactly `need` floats (never keeps a bigger one than the limit allows).
+int grow(float** buffer, size_t* have, size_t need, const char* what) {
+    if (*have >= need) return ok();
+    cudaFree(*buffer);
+    *buffer = nullptr;
+    *have = 0;
+    const int result = cuda_status(cudaMalloc(reinterpret_cast<void**>(buffer), need * sizeof(float)), what);
+    if (result == ASTEDGE_FBANK_OK) *have = need;
+    return result;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -117,7 +146,13 @@ int astedge_fbank_create(const astedge_fbank_config* config, astedge_fbank_plan*
     status = cuda_status(cudaMalloc(&p->tables, total), "cudaMalloc(tables)");
     if (status == ASTEDGE_FBANK_OK)
         status = cuda_status(cudaMemcpy(p->tables, host.data(), total, cudaMemcpyHostToDevice), "cudaMemcpy(tables)");
+    if (status == ASTEDGE_FBANK_OK)  // run_host's default: never the legacy default stream
+        status = cuda_status(cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    if (status == ASTEDGE_FBANK_OK)  // whatever the context's scheduling flags, waiting on it does not spin a core
+        status = cuda_status(cudaEventCreateWithFlags(&p->done, cudaEventBlockingSync | cudaEventDisableTiming),
+                             "cudaEventCreateWithFlags");
     if (status != ASTEDGE_FBANK_OK) {
+        if (p->stream != nullptr) cudaStreamDestroy(p->stream);
         cudaFree(p->tables);
         delete p;
         return status;
@@ -135,9 +170,11 @@ int astedge_fbank_create(const astedge_fbank_config* config, astedge_fbank_plan*
 
 int astedge_fbank_destroy(astedge_fbank_plan* plan) {
     if (plan == nullptr) return ok();
+    if (plan->stream != nullptr) cudaStreamSynchronize(plan->stream);
+    free_staging(plan);
     cudaFree(plan->tables);
-    cudaFree(plan->staging_in);
-    cudaFree(plan->staging_out);
+    if (plan->done != nullptr) cudaEventDestroy(plan->done);
+    if (plan->stream != nullptr) cudaStreamDestroy(plan->stream);
     delete plan;
     return ok();
 }
@@ -170,33 +207,56 @@ int astedge_fbank_run_host(astedge_fbank_plan* plan, const float* input, float* 
     Launch launch{};
     int status = make_launch(plan->config, plan->spec, input, output, batch, samples, &launch);
     if (status != ASTEDGE_FBANK_OK || batch == 0) return status;
-    const size_t in_count = static_cast<size_t>(batch) * samples;
-    const size_t out_count = static_cast<size_t>(batch) * launch.rows * plan->config.num_mel_bins;
-    auto grow = [](float** buffer, size_t* have, size_t need, const char* what) {
-        if (*have >= need) return ok();
-        cudaFree(*buffer);
-        *buffer = nullptr;
-        *have = 0;
-        const int result = cuda_status(cudaMalloc(reinterpret_cast<void**>(buffer), need * sizeof(float)), what);
-        if (result == ASTEDGE_FBANK_OK) *have = need;
-        return result;
-    };
-    if ((status = grow(&plan->staging_in, &plan->staging_in_count, in_count, "cudaMalloc(input)")) != ASTEDGE_FBANK_OK ||
-        (status = grow(&plan->staging_out, &plan->staging_out_count, out_count, "cudaMalloc(output)")) != ASTEDGE_FBANK_OK)
-        return status;
-    const auto s = static_cast<cudaStream_t>(stream);
-    status = cuda_status(cudaMemcpyAsync(plan->staging_in, input, in_count * sizeof(float), cudaMemcpyHostToDevice, s),
-                         "cudaMemcpyAsync(input)");
-    if (status == ASTEDGE_FBANK_OK)
-        status = astedge_fbank_run_device(plan, plan->staging_in, plan->staging_out, batch, samples, stream);
-    if (status == ASTEDGE_FBANK_OK)
-        status = cuda_status(cudaMemcpyAsync(output, plan->staging_out, out_count * sizeof(float), cudaMemcpyDeviceToHost, s),
-                             "cudaMemcpyAsync(output)");
-    if (status != ASTEDGE_FBANK_OK) {
-        cudaStreamSynchronize(s);  // let queued copies finish before the caller reuses its buffers
+    std::vector<Chunk> chunks;
+    int64_t in_floats = 0, out_floats = 0;
+    status = plan_chunks(plan->config, batch, samples, plan->staging_limit / static_cast<int64_t>(sizeof(float)), &chunks,
+                         &in_floats, &out_floats);
+    if (status != ASTEDGE_FBANK_OK) return status;
+    if ((status = grow(&plan->staging_in, &plan->staging_in_count, static_cast<size_t>(in_floats), "cudaMalloc(input)")) !=
+            ASTEDGE_FBANK_OK ||
+        (status = grow(&plan->staging_out, &plan->staging_out_count, static_cast<size_t>(out_floats), "cudaMalloc(output)")) !=
+            ASTEDGE_FBANK_OK) {
+        free_staging(plan);
         return status;
     }
-    return cuda_status(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    const auto s = stream != nullptr ? static_cast<cudaStream_t>(stream) : plan->stream;
+    const size_t bins = static_cast<size_t>(plan->config.num_mel_bins), f = sizeof(float);
+    for (const Chunk& chunk : chunks) {
+        if (status != ASTEDGE_FBANK_OK) break;
+        // Only the samples that make this chunk's rows; one 2-D copy for its clips (rows of `span` samples).
+        status = cuda_status(cudaMemcpy2DAsync(plan->staging_in, chunk.span * f, input + chunk.clip0 * samples + chunk.sample0,
+                                               samples * f, chunk.span * f, chunk.clips, cudaMemcpyHostToDevice, s),
+                             "cudaMemcpy2DAsync(input)");
+        if (status == ASTEDGE_FBANK_OK)
+            status = astedge_fbank_run_device(plan, plan->staging_in, plan->staging_out, chunk.clips, chunk.span, s);
+        if (status == ASTEDGE_FBANK_OK)
+            status = cuda_status(cudaMemcpy2DAsync(output + (chunk.clip0 * launch.rows + chunk.row0) * bins, launch.rows * bins * f,
+                                                   plan->staging_out, chunk.rows * bins * f, chunk.rows * bins * f, chunk.clips,
+                                                   cudaMemcpyDeviceToHost, s),
+                                 "cudaMemcpy2DAsync(output)");
+    }
+    int synced = cuda_status(cudaEventRecord(plan->done, s), "cudaEventRecord");
+    synced = synced == ASTEDGE_FBANK_OK ? cuda_status(cudaEventSynchronize(plan->done), "cudaEventSynchronize")
+                                        : cuda_status(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    if (status == ASTEDGE_FBANK_OK) status = synced;
+    if (staging_bytes(plan) > plan->staging_limit) free_staging(plan);  // one clip alone was bigger: do not keep it
+    return status;
+}
+
+int astedge_fbank_set_staging_limit(astedge_fbank_plan* plan, int64_t bytes) {
+    if (plan == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan is null");
+    plan->staging_limit = bytes > 0 ? bytes : ASTEDGE_FBANK_DEFAULT_STAGING_BYTES;
+    if (staging_bytes(plan) > plan->staging_limit) {
+        if (plan->stream != nullptr) cudaStreamSynchronize(plan->stream);
+        free_staging(plan);
+    }
+    return ok();
+}
+
+int astedge_fbank_staging_bytes(const astedge_fbank_plan* plan, int64_t* bytes) {
+    if (plan == nullptr || bytes == nullptr) return fail(ASTEDGE_FBANK_ERROR_INVALID_ARGUMENT, "plan and bytes are required");
+    *bytes = staging_bytes(plan);
+    return ok();
 }
 
 }  // extern "C"

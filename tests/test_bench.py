@@ -4,7 +4,6 @@ the CUDA-event timer against a recording test double, and the command end to end
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import stat
@@ -17,7 +16,6 @@ import pytest
 
 from astedge import bench, bench_report, machine, timing
 from astedge import export as exp
-from astedge.backends import tensorrt as trt_backend
 from astedge.errors import UserError
 
 STAGE_KEYS = {"count", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
@@ -100,78 +98,6 @@ def test_gpu_and_jetson_probes_parse_the_tools(tmp_path, monkeypatch):
     assert info["clocks_locked"] is None and "root" in info["clocks_locked_note"]
     _script(tmp_path, "nvidia-smi", 'echo "Field \\"clocks.sm\\" is not a valid field" >&2\nexit 2\n')
     assert "not a valid field" in machine.nvidia_smi()["error"]
-
-
-# --- CUDA events around TensorRT's execute_async_v3 (recording test double) ------------------------------
-
-class _FakeCudart:
-    """Records the event calls; event i's timestamp is 1.5 ms times its record order."""
-
-    def __init__(self):
-        self.calls, self.created, self.stamps, self.destroyed = [], 0, {}, []
-        for name in ("cudaEventCreate", "cudaEventRecord", "cudaEventElapsedTime", "cudaEventDestroy"):
-            function = getattr(self, "_" + name)
-            setattr(self, name, lambda *args, f=function: f(*args))
-
-    def _cudaEventCreate(self, ref):
-        self.created += 1
-        ref._obj.value = 1000 + self.created
-        return 0
-
-    def _cudaEventRecord(self, event, stream):
-        self.calls.append(("record", event.value, stream.value))
-        self.stamps[event.value] = 1.5 * sum(c[0] == "record" for c in self.calls)
-        return 0
-
-    def _cudaEventElapsedTime(self, ref, start, end):
-        ref._obj.value = self.stamps[end.value] - self.stamps[start.value]
-        return 0
-
-    def _cudaEventDestroy(self, event):
-        self.destroyed.append(event.value)
-        return 0
-
-
-class _FakeContext:
-    def __init__(self, lib):
-        self.lib, self.shape = lib, None
-
-    def set_input_shape(self, name, shape):
-        self.shape = shape
-        return True
-
-    def execute_async_v3(self, stream):
-        self.lib.calls.append(("execute", stream))
-        return True
-
-
-def test_event_timer_brackets_execute_and_restores_the_context():
-    lib = _FakeCudart()
-    context = _FakeContext(lib)
-    runner = type("Runner", (), {})()
-    runner.context, runner.stream, runner.cuda = context, 77, type("Cuda", (), {"lib": lib})()
-    backend = type("Backend", (), {"runner": runner})()
-    timer = trt_backend.EngineEventTimer.attach(backend)
-    assert timer is not None and runner.context is not context
-    assert runner.context.set_input_shape("fbank", (2, 3)) and context.shape == (2, 3)  # delegated
-    for _ in range(2):  # two chunks in one run()
-        assert runner.context.execute_async_v3(runner.stream)
-    kinds = [c[0] for c in lib.calls]
-    assert kinds == ["record", "execute", "record", "record", "execute", "record"]
-    assert all(c[2] == 77 for c in lib.calls if c[0] == "record")
-    assert timer.take() == pytest.approx(3.0)  # 1.5 ms per execute
-    assert timer.take() is None  # nothing since
-    runner.context.execute_async_v3(77)
-    assert timer.take() == pytest.approx(1.5)
-    assert lib.created == 4  # events are reused
-    timer.close()
-    assert runner.context is context and sorted(lib.destroyed) == [1001, 1002, 1003, 1004]
-    assert trt_backend.EngineEventTimer.attach(type("Plain", (), {})()) is None
-
-
-def test_ctypes_byref_keeps_its_object():  # what the test double above relies on
-    value = ctypes.c_void_p()
-    assert ctypes.byref(value)._obj is value
 
 
 # --- the command ----------------------------------------------------------------------------------------

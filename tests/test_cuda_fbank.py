@@ -138,6 +138,66 @@ def test_host_library_validates_its_input(host_library, host_raw):
     assert lib.astedge_fbank_host_run(ctypes.byref(native.struct), wave.ctypes.data, out.ctypes.data, 1, 399) == 3
 
 
+def test_normalized_frames_are_the_model_inputs_rows(rng, host_library):
+    """The device stream ring holds normalized frames without padding (model_input=False, normalize=True): each
+    row is bit-identical to that frame in the model input of any window containing it, and to numpy's
+    normalize of the raw frame."""
+    wave = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    frames = C.HostFbank(model_input=False, normalize=True, library=host_library)(wave)
+    raw = C.HostFbank(model_input=False, library=host_library)(wave)
+    assert np.array_equal(frames, F.normalize(raw))
+    window = C.HostFbank(library=host_library)(wave[16000:])  # frames 100.. of the stream, padded to 1024
+    count = F.num_frames(len(wave) - 16000)
+    assert np.array_equal(window[:count], frames[100:100 + count])
+    assert np.array_equal(C.NumpyFbank(model_input=False, normalize=True)(wave), F.normalize(F.fbank(wave)))
+    with pytest.raises(ValueError):
+        C.HostFbank(model_input=True, normalize=False, library=host_library)
+
+
+# run_host's chunk plan (csrc/fbank_common.cpp plan_chunks), run on the CPU with memcpy for the copies.
+# (model_input, samples, batch, limit bytes): whole clips several per chunk; a long raw clip in row ranges;
+# a cropped clip (only model_samples are staged); a padded clip; a limit below one padded clip.
+STAGED = {
+    "clips-per-chunk": (False, 16000, 7, 200_000),
+    "raw-long-rows": (False, 16000 * 60, 1, 1 << 20),
+    "raw-long-batch": (False, 16000 * 7, 3, 300_000),
+    "crop": (True, 200_000, 3, 2_500_000),
+    "pad": (True, 16000, 5, 1 << 20),
+    "over-limit": (True, 163840, 2, 100_000),
+}
+
+
+@pytest.mark.parametrize("case", STAGED)
+def test_run_host_chunks_stay_under_the_staging_limit_and_change_no_bit(case, rng, host_library):
+    model_input, samples, batch, limit = STAGED[case]
+    extractor = C.HostFbank(model_input=model_input, library=host_library)
+    waves = (0.1 * rng.standard_normal((batch, samples))).astype(np.float32)
+    staged, peak, chunks = extractor.run_staged(waves, limit)
+    assert np.array_equal(staged, extractor(waves))
+    cfg, frames = F.DEFAULT, F.num_frames(samples)
+    rows = cfg.target_length if model_input else frames
+    used = min(frames, rows)
+    one_clip = 4 * ((used - 1) * cfg.window_shift + cfg.window_size + rows * cfg.num_mel_bins)
+    if case == "over-limit":  # one padded clip alone exceeds the limit: one clip per chunk, never more
+        assert chunks == batch and peak == one_clip > limit
+    else:
+        assert peak <= limit and chunks > 1
+    if case == "crop":  # the cropped tail (200000 - model_samples samples per clip) is never staged
+        assert one_clip == 4 * (cfg.model_samples + rows * cfg.num_mel_bins)
+
+
+def test_run_host_staging_of_an_hour_is_bounded():
+    """The chunk plan's bound without running it: an hour of raw log-mel (360k frames) stages at most the
+    default 32 MiB, where the old grow-only buffers kept ~420 MB (230 MB of audio + 184 MB of log-mel)."""
+    cfg = F.DEFAULT
+    limit = 32 << 20
+    window, shift, bins = cfg.window_size, cfg.window_shift, cfg.num_mel_bins
+    step = (limit // 4 - (window - shift)) // (shift + bins)  # rows per chunk (plan_chunks' formula)
+    assert 4 * ((step - 1) * shift + window + step * bins) <= limit
+    samples = 3600 * 16000
+    assert 4 * (samples + F.num_frames(samples) * bins) > 400e6
+
+
 # --- the kernel's thread blocks, emulated on the CPU ------------------------------------------------------
 # 16000 samples = 98 frames. Target lengths put the last block (4 rows) across the end of the frames
 # (100: rows 96-97 real, 98-99 padding), cut rows short of the frames (97, 50: cropping; 97 also leaves
@@ -321,6 +381,21 @@ def test_gpu_model_input_pads_and_crops(rng, gpu_raw):
         assert np.all(ours[:, frames:] == np.float32(F.DEFAULT.pad_value))
     with pytest.raises(UserError):
         extractor(np.zeros(399, np.float32))
+
+
+@pytest.mark.cuda
+def test_gpu_run_host_stages_long_audio_in_bounded_chunks(rng, gpu_raw, host_raw):
+    """Five minutes of raw log-mel through numpy in/out: the staging never exceeds the limit (the old grow-only
+    buffers kept the whole clip's input and output), and chunking changes no bit (same kernel, same frames)."""
+    wave = (0.1 * rng.standard_normal(16000 * 300)).astype(np.float32)
+    gpu_raw.set_staging_limit(0)  # the default, 32 MiB
+    whole = gpu_raw(wave)
+    assert 0 < gpu_raw.staging_bytes() <= 32 << 20
+    gpu_raw.set_staging_limit(1 << 20)
+    assert gpu_raw.staging_bytes() == 0  # above the new limit: freed
+    assert np.array_equal(gpu_raw(wave), whole) and gpu_raw.staging_bytes() <= 1 << 20
+    assert np.abs(whole[::997] - host_raw(wave)[::997]).max() <= 4e-6
+    gpu_raw.set_staging_limit(0)
 
 
 @pytest.mark.cuda

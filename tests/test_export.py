@@ -1,13 +1,16 @@
 """Export: ONNX (FP32/FP16) against PyTorch and ONNX Runtime, the artefact folder, Triton, device profiles,
-and the TensorRT 10/11 build paths against a recording test double of the tensorrt API (no engine is faked:
-real engines are built only by the `tensorrt`-marked test, on a machine with TensorRT and a GPU)."""
+and TensorRT: the build plan as a pure function, the build and the runtime (load, run, run_audio, stream
+sessions, the GPU timer) against doubles that have exactly the Python names of TensorRT 10.3, 10.8, 10.16 and
+11.4 (tests/trt_double.py) on a CPU double of libcuda (tests/gpu_doubles.py). Their "engines" are numpy maps:
+real engines are built only by the `tensorrt`-marked test, on a machine with TensorRT and a GPU."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +21,24 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from astedge import artefact as art
+from astedge import cuda_driver as cd
+from astedge import cuda_fbank as C
 from astedge import engine as eng
 from astedge import export as exp
 from astedge import profiles, triton
 from astedge.backends import tensorrt as trt_backend
 from astedge.checkpoint import load_checkpoint, save_checkpoint
 from astedge.errors import UserError
-from astedge.features import FbankConfig
+from astedge.features import FbankConfig, num_frames
+from astedge.features import model_input as F_model_input
 from astedge.model import ASTModel, model_config
 from astedge.onnx_fp16 import convert_fp16, float_types
+from astedge.windows import Windowing
 from conftest import TORCH_STACK, run_without_torch
+from gpu_doubles import FakeCuda, HostKernel
+from test_cuda_fbank import host_library  # noqa: F401 - the session fixture that builds libastedge_fbank_host
+from trt_double import VERSIONS, fake_tensorrt
+from trt_double import api as trt_api
 
 CFG = model_config("tiny", depth=2, num_classes=10, target_length=128)
 LABELS = [f"class {i}" for i in range(10)]
@@ -367,206 +378,162 @@ def test_profile_validation(tmp_path):
         profiles.load_profile(tmp_path / "none.toml")
 
 
-# --- the TensorRT paths, against a recording double of the tensorrt API ----------------------------
+# --- the TensorRT paths, against doubles that have exactly one version's Python names ----------------------
+# tests/trt_double.py builds a `tensorrt` double from tests/data/tensorrt_api/<version>.txt (the real bindings'
+# names of 10.3 = JetPack 6, 10.8, 10.16 and 11.4): any name the version lacks raises AttributeError.
 
 FILES = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx"}
+AGX = profiles.load_profile("jetson-orin-agx")
 
 
-def test_plan_build_chooses_the_path_by_version():
-    weak = eng.plan_build("10.3.0", "fp16", FILES)
-    assert (weak.typing, weak.onnx_file, weak.network_flags) == ("weak", "model.onnx", ())
-    assert weak.builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and weak.fp32_layer_types == ("NORMALIZATION",)
-    strong10 = eng.plan_build("10.3.0", "fp16", FILES, typing="strong")
-    assert (strong10.onnx_file, strong10.network_flags, strong10.builder_flags) == ("model.fp16.onnx", ("STRONGLY_TYPED",), ())
-    strong11 = eng.plan_build("11.4.0.106", "fp16", FILES)
-    assert (strong11.typing, strong11.onnx_file, strong11.network_flags, strong11.builder_flags,
-            strong11.fp32_layer_types) == ("strong", "model.fp16.onnx", (), (), ())
-    fp32 = eng.plan_build("11.4.0.106", "fp32", FILES)
-    assert (fp32.onnx_file, fp32.builder_flags) == ("model.onnx", ())
-    assert eng.plan_build("10.16.1.11", "fp32", FILES).builder_flags == ()
-    with pytest.raises(UserError, match="no weak typing"):
-        eng.plan_build("11.4.0.106", "fp16", FILES, typing="weak")
+def _profile(**changes):
+    return dataclasses.replace(AGX, **changes)
+
+
+def test_plan_build_prefers_strong_typing_wherever_it_exists():
+    for version in VERSIONS:
+        plan = eng.plan_build(version, AGX, FILES)
+        assert (plan.typing, plan.onnx_file, plan.builder_flags, plan.fp32_layer_types) == (
+            "strong", "model.fp16.onnx", (), ())
+        assert plan.network_flags == (("STRONGLY_TYPED",) if version.startswith("10.") else ())
+        assert plan.profiles == ((1, 1, 4), (1, 1, 1)) and plan.cleared_flags == () and not plan.tf32
+    weak = eng.plan_build("10.3.0", AGX, {"onnx": "model.onnx"})  # no FP16 ONNX: TensorRT 10's fallback
+    assert (weak.typing, weak.builder_flags, weak.fp32_layer_types, weak.network_flags) == ("weak", ("FP16",), (), ())
+    assert any("re-export with --fp16" in n for n in weak.notes) and not any("deprecated" in n for n in weak.notes)
+    assert any("deprecated" in n for n in eng.plan_build("10.16.1.11", AGX, FILES, "weak").notes)
     with pytest.raises(UserError, match="re-export with --fp16"):
-        eng.plan_build("11.4.0.106", "fp16", {"onnx": "model.onnx"})
+        eng.plan_build("11.4.0.106", AGX, {"onnx": "model.onnx"})
+    with pytest.raises(UserError, match="no weak typing"):
+        eng.plan_build("11.4.0.106", AGX, FILES, typing="weak")
     with pytest.raises(UserError, match="too old"):
-        eng.plan_build("8.6.2", "fp16", FILES)
+        eng.plan_build("8.6.2", AGX, FILES)
 
 
-class _Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, *args):
-        self.calls.append(args)
-
-
-def fake_tensorrt(version: str, layers=("NORMALIZATION", "MATRIX_MULTIPLY", "NORMALIZATION"), parse_ok=True,
-                  build_ok=True):
-    """A stand-in for the `tensorrt` module that records the builder calls; names follow the real bindings.
-
-    TensorRT 11 lacks BuilderFlag.FP16/OBEY_PRECISION_CONSTRAINTS and per-layer precision (layers use
-    __slots__, so setting `precision` raises like the real binding's missing attribute would).
-    """
-    major = int(version.split(".")[0])
-    log = _Recorder()
-    flag_names = ["TF32", "VERSION_COMPATIBLE"] + (["FP16", "OBEY_PRECISION_CONSTRAINTS",
-                                                    "PREFER_PRECISION_CONSTRAINTS"] if major < 11 else [])
-    t = types.SimpleNamespace(__version__=version, float32="float32", float16="float16")
-    t.BuilderFlag = types.SimpleNamespace(**{n: f"BuilderFlag.{n}" for n in flag_names})
-    t.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1 if major < 11 else 0)
-    t.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    t.LayerType = types.SimpleNamespace(NORMALIZATION="NORMALIZATION", MATRIX_MULTIPLY="MATRIX_MULTIPLY")
-    t.HardwareCompatibilityLevel = types.SimpleNamespace(
-        NONE="NONE", AMPERE_PLUS="AMPERE_PLUS", **({"SAME_COMPUTE_CAPABILITY": "SCC"} if major >= 11 else {}))
-
-    class Layer10:
-        def __init__(self, kind, index):
-            self.type, self.name, self.num_outputs = kind, f"layer{index}", 1
-
-        def __setattr__(self, key, value):
-            if key == "precision":
-                log("layer.precision", self.name, value)
-            object.__setattr__(self, key, value)
-
-        def set_output_type(self, index, dtype):
-            log("layer.set_output_type", self.name, index, dtype)
-
-    class Layer11:
-        __slots__ = ("type", "name", "num_outputs")
-
-        def __init__(self, kind, index):
-            self.type, self.name, self.num_outputs = kind, f"layer{index}", 1
-
-    layer_class = Layer10 if major < 11 else Layer11
-
-    class Network:
-        num_inputs = 1
-        num_layers = len(layers)
-
-        def get_input(self, index):
-            return types.SimpleNamespace(name="fbank")
-
-        def get_layer(self, index):
-            return layer_class(layers[index], index)
-
-    class Parser:
-        num_errors = 0 if parse_ok else 1
-
-        def __init__(self, network, logger):
-            log("OnnxParser")
-
-        def parse_from_file(self, path):
-            log("parse_from_file", Path(path).name)
-            return parse_ok
-
-        def get_error(self, index):
-            return "In node 3 (parseGraph): INVALID_NODE: unsupported op"
-
-    class Cache:
-        def __init__(self, data):
-            self.data = data
-
-        def serialize(self):
-            return b"timing:" + bytes(self.data)
-
-    class Config:
-        def __setattr__(self, key, value):
-            log("config." + key, value)
-
-        def set_memory_pool_limit(self, pool, size):
-            log("set_memory_pool_limit", pool, size)
-
-        def set_flag(self, flag):
-            log("set_flag", flag)
-
-        def add_optimization_profile(self, profile):
-            log("add_optimization_profile")
-
-        def create_timing_cache(self, data):
-            log("create_timing_cache", bytes(data))
-            return Cache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            log("set_timing_cache", ignore_mismatch)
-            object.__setattr__(self, "_cache", cache)
-            return True
-
-        def get_timing_cache(self):
-            return self._cache
-
-    class Profile:
-        def set_shape(self, name, low, opt, high):
-            log("set_shape", name, low, opt, high)
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags=0):
-            log("create_network", flags)
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            log("build_serialized_network")
-            return b"serialized by the test double" if build_ok else None
-
-    t.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity=2: None})
-    t.Builder, t.OnnxParser = Builder, Parser
-    return t, log.calls
+def test_plan_build_pins_layernorm_only_when_asked_and_clears_tf32_for_fp32():
+    pins = eng.plan_build("10.3.0", _profile(pin_layernorm=True), FILES, "weak")
+    assert pins.builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and pins.fp32_layer_types == ("NORMALIZATION",)
+    strong = eng.plan_build("10.3.0", _profile(pin_layernorm=True), FILES)
+    assert strong.fp32_layer_types == () and any("pin_layernorm ignored" in n for n in strong.notes)
+    fp32 = eng.plan_build("11.4.0.106", _profile(precision="fp32"), FILES)
+    assert (fp32.onnx_file, fp32.typing, fp32.cleared_flags, fp32.tf32) == ("model.onnx", "strong", ("TF32",), False)
+    tf32 = eng.plan_build("10.8.0.43", _profile(precision="fp32", tf32=True), FILES)
+    assert tf32.cleared_flags == () and tf32.tf32
+    assert eng.plan_build("10.3.0", "fp16", FILES).profiles == ((1, 1, 8), (1, 1, 1))  # a bare precision: defaults
+    static = profiles.DeviceProfile(name="x", min_batch=1, opt_batch=1, max_batch=1)
+    assert eng.plan_build("10.3.0", static, FILES).profiles == ((1, 1, 1),)
+    assert eng.plan_build("10.3.0", _profile(stream_batch_1=False), FILES).profiles == ((1, 1, 4),)
 
 
-def _build(trt, tmp_path, typing="auto", profile=None, **kwargs):
-    profile = profile or profiles.load_profile("jetson-orin-agx")
-    plan = eng.plan_build(trt.__version__, profile.precision, FILES, typing)
+def test_hardware_compatibility_is_refused_on_integrated_gpus():
+    with pytest.raises(UserError, match="not supported on integrated GPUs"):
+        profiles.DeviceProfile(name="x", integrated_gpu=True, hardware_compatibility="ampere_plus")
+    discrete = profiles.DeviceProfile(name="x", hardware_compatibility="ampere_plus")
+    assert eng.plan_build("10.3.0", discrete, FILES).typing == "strong"
+    with pytest.raises(UserError, match="not supported on integrated GPUs"):
+        eng.plan_build("10.3.0", discrete, FILES, integrated=True)
+    assert all(profiles.load_profile(n).integrated_gpu for n in ("jetson-orin-agx", "jetson-orin-nano"))
+    assert not profiles.load_profile("workstation").integrated_gpu
+
+
+def test_profile_booleans_are_read_and_checked(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[engine]\npin_layernorm = true\ntf32 = true\nstream_batch_1 = false\nintegrated_gpu = true\n')
+    mine = profiles.load_profile(path)
+    assert (mine.pin_layernorm, mine.tf32, mine.stream_batch_1, mine.integrated_gpu) == (True, True, False, True)
+    assert profiles.DeviceProfile.from_dict(mine.to_dict()) == mine
+    path.write_text('[engine]\npin_layernorm = 1\n')
+    with pytest.raises(UserError, match="wrong type"):
+        profiles.load_profile(path)
+    path.write_text('[engine]\nmax_batch = true\n')
+    with pytest.raises(UserError, match="wrong type"):  # a boolean is still no integer
+        profiles.load_profile(path)
+
+
+def test_timing_cache_is_keyed_by_the_device_not_the_compute_capability(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    a10 = {"name": "NVIDIA A10", "compute_capability": "8.6", "uuid": "GPU-1111aaaa-2222-3333-4444-555566667777"}
+    rtx = {"name": "NVIDIA GeForce RTX 3090", "compute_capability": "8.6", "uuid": "GPU-9999aaaa-2222-3333-4444-555566667777"}
+    paths = {eng.default_timing_cache("10.16.1.11", gpu) for gpu in (a10, rtx)}
+    paths.add(eng.default_timing_cache("11.4.0.106", a10))
+    assert len(paths) == 3 and all(p.parent == tmp_path / "astedge" / "tensorrt" for p in paths)
+    assert eng.default_timing_cache("10.3.0", a10).name == "timing-10.3.0-nvidia-a10-1111aaaa2222.cache"
+
+
+def _build(trt, tmp_path, typing="auto", profile=None, files=FILES, integrated=False):
+    profile = profile or AGX
+    plan = eng.plan_build(trt.__version__, profile, files, typing, integrated=integrated)
     return eng.build_serialized(trt, tmp_path / plan.onnx_file, plan, profile, "fbank", (1024, 128),
-                                tmp_path / "timing.cache", log=lambda m: None, **kwargs)
+                                tmp_path / "timing.cache", log=lambda m: None)
 
 
-def test_tensorrt_10_builds_weakly_typed_with_fp32_layernorm(tmp_path):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_build_path_uses_only_names_of_that_tensorrt(version, tmp_path):
+    """The build against a double with exactly this version's Python names: a name the version lacks raises."""
+    fp32 = _profile(precision="fp32")
+    cases = [("auto", AGX, FILES), ("strong", fp32, FILES), ("auto", dataclasses.replace(fp32, tf32=True), FILES)]
+    if version.startswith("10."):
+        cases += [("weak", AGX, FILES), ("weak", _profile(pin_layernorm=True), FILES), ("auto", AGX, {"onnx": "model.onnx"})]
+    for typing, profile, files in cases:
+        trt, calls = fake_tensorrt(version)
+        data, _ = _build(trt, tmp_path, typing, profile, files)
+        assert json.loads(data)["profiles"] and ("config.profiling_verbosity", "ProfilingVerbosity.DETAILED") in calls
+    scc = profiles.DeviceProfile(name="x", hardware_compatibility="same_compute_capability")  # from 10.16 on
+    if version in ("10.3.0", "10.8.0.43"):
+        with pytest.raises(UserError, match="no hardware compatibility level"):
+            _build(fake_tensorrt(version)[0], tmp_path, profile=scc)
+    else:
+        trt, calls = fake_tensorrt(version)
+        _build(trt, tmp_path, profile=scc)
+        assert ("config.hardware_compatibility_level", "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY") in calls
+    if version.startswith("11."):  # the weak-typing names really are gone there
+        with pytest.raises(AttributeError, match="has no BuilderFlag.FP16"):
+            fake_tensorrt(version)[0].BuilderFlag.FP16  # noqa: B018
+        layer = fake_tensorrt(version)[0].Builder(None).create_network().get_layer(0)
+        with pytest.raises(AttributeError, match="settable ILayer.precision"):
+            layer.precision = "float32"
+
+
+def test_tensorrt_10_strong_build_records_the_calls(tmp_path):
     trt, calls = fake_tensorrt("10.3.0")
-    data, info = _build(trt, tmp_path)
-    assert data == b"serialized by the test double"
-    assert ("create_network", 0) in calls and ("parse_from_file", "model.onnx") in calls
-    assert ("set_flag", "BuilderFlag.FP16") in calls and ("set_flag", "BuilderFlag.OBEY_PRECISION_CONSTRAINTS") in calls
-    pinned = [c for c in calls if c[0].startswith("layer.")]
-    assert pinned == [("layer.precision", "layer0", "float32"), ("layer.set_output_type", "layer0", 0, "float32"),
-                      ("layer.precision", "layer2", "float32"), ("layer.set_output_type", "layer2", 0, "float32")]
-    assert info["fp32_pinned_layers"] == 2
-    assert ("set_memory_pool_limit", "WORKSPACE", 4096 << 20) in calls
+    _, info = _build(trt, tmp_path)
+    assert ("create_network", 1 << 1) in calls and ("parse_from_file", "model.fp16.onnx") in calls
+    assert not [c for c in calls if c[0] in ("set_flag", "clear_flag") or c[0].startswith("layer.")]
+    assert ("set_memory_pool_limit", "MemoryPoolType.WORKSPACE", 4096 << 20) in calls
     assert ("config.builder_optimization_level", 3) in calls
     assert not [c for c in calls if c[0] == "config.hardware_compatibility_level"]
-    assert ("set_shape", "fbank", (1, 1024, 128), (1, 1024, 128), (4, 1024, 128)) in calls
+    shapes = [c[2:] for c in calls if c[0] == "set_shape"]
+    assert shapes == [((1, 1024, 128), (1, 1024, 128), (4, 1024, 128)), ((1, 1024, 128),) * 3]
+    assert calls.count(("add_optimization_profile",)) == 2
     assert calls.index(("add_optimization_profile",)) < calls.index(("build_serialized_network",))
     assert ("create_timing_cache", b"") in calls and ("set_timing_cache", False) in calls
     assert (tmp_path / "timing.cache").read_bytes() == b"timing:" and not info["timing_cache_reused"]
-    # A second build reuses the persisted cache.
-    trt2, calls2 = fake_tensorrt("10.3.0")
+    assert info["fp32_pinned_layers"] == 0
+    trt2, calls2 = fake_tensorrt("10.3.0")  # a second build reuses the persisted cache
     _, info2 = _build(trt2, tmp_path)
     assert ("create_timing_cache", b"timing:") in calls2 and info2["timing_cache_reused"]
 
 
-def test_tensorrt_10_strong_typing_uses_the_flag_and_the_fp16_onnx(tmp_path):
+def test_tensorrt_10_weak_paths(tmp_path):
+    trt, calls = fake_tensorrt("10.8.0.43")
+    _build(trt, tmp_path, "weak")
+    assert ("create_network", 0) in calls and ("parse_from_file", "model.onnx") in calls
+    assert [c for c in calls if c[0] == "set_flag"] == [("set_flag", "BuilderFlag.FP16")]
+    assert not [c for c in calls if c[0].startswith("layer.")]  # no pins by default
     trt, calls = fake_tensorrt("10.3.0")
-    _build(trt, tmp_path, typing="strong")
-    assert ("create_network", 1 << 1) in calls and ("parse_from_file", "model.fp16.onnx") in calls
-    assert not [c for c in calls if c[0] in ("set_flag", "layer.precision")]
+    _, info = _build(trt, tmp_path, "weak", _profile(pin_layernorm=True))
+    assert ("set_flag", "BuilderFlag.OBEY_PRECISION_CONSTRAINTS") in calls and info["fp32_pinned_layers"] == 2
+    pinned = [c for c in calls if c[0].startswith("layer.")]
+    assert pinned == [("layer.precision", "layer0", "float32"), ("layer.set_output_type", "layer0", 0, "float32"),
+                      ("layer.precision", "layer2", "float32"), ("layer.set_output_type", "layer2", 0, "float32")]
 
 
-def test_tensorrt_11_builds_strongly_typed_from_the_fp16_onnx(tmp_path):
+def test_fp32_engines_clear_tf32(tmp_path):
     trt, calls = fake_tensorrt("11.4.0.106")
-    compat = profiles.DeviceProfile(name="x", max_batch=8, opt_batch=2, hardware_compatibility="same_compute_capability")
-    data, info = _build(trt, tmp_path, profile=compat)  # Layer11 has no `precision`: touching it would raise
-    assert data == b"serialized by the test double" and info["fp32_pinned_layers"] == 0
-    assert ("create_network", 0) in calls and ("parse_from_file", "model.fp16.onnx") in calls
-    assert not [c for c in calls if c[0] == "set_flag"]
-    assert ("config.hardware_compatibility_level", "SCC") in calls
-    assert ("set_shape", "fbank", (1, 1024, 128), (2, 1024, 128), (8, 1024, 128)) in calls
+    _build(trt, tmp_path, profile=_profile(precision="fp32"))
+    assert ("clear_flag", "BuilderFlag.TF32") in calls and ("parse_from_file", "model.onnx") in calls
+    trt, calls = fake_tensorrt("11.4.0.106")
+    _build(trt, tmp_path, profile=_profile(precision="fp32", tf32=True))
+    assert not [c for c in calls if c[0] == "clear_flag"]
 
 
 def test_tensorrt_build_failures_are_user_errors(tmp_path):
@@ -575,24 +542,78 @@ def test_tensorrt_build_failures_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="could not build the engine"):
         _build(fake_tensorrt("11.4.0.106", build_ok=False)[0], tmp_path)
     with pytest.raises(UserError, match="found no LayerNorm"):
-        _build(fake_tensorrt("10.3.0", layers=("MATRIX_MULTIPLY",))[0], tmp_path)
-    compat = profiles.DeviceProfile(name="x", hardware_compatibility="same_compute_capability")
-    with pytest.raises(UserError, match="no hardware compatibility level"):  # not in TensorRT 10.3
-        _build(fake_tensorrt("10.3.0")[0], tmp_path, profile=compat)
+        _build(fake_tensorrt("10.3.0", layers=("MATRIX_MULTIPLY",))[0], tmp_path, "weak", _profile(pin_layernorm=True))
     assert not (tmp_path / "timing.cache").exists()
 
 
+def test_static_tensorrt_names_in_the_source_exist_in_every_version():
+    """Every `trt.X` / `trt.X.Y` spelled out in the modules that take the tensorrt module exists in 10.3, 10.8, 10.16
+    and 11.4 (names only some versions have go through plan_build's names, run per version above)."""
+    used = set()
+    for module in ("engine.py", "backends/tensorrt.py", "device_pipeline.py"):
+        for node in ast.walk(ast.parse((Path(eng.__file__).parent / module).read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id == "trt":
+                used.add(node.attr)
+            elif (isinstance(node.value, ast.Attribute) and isinstance(node.value.value, ast.Name)
+                  and node.value.value.id == "trt"):
+                used.add(f"{node.value.attr}.{node.attr}")
+    used -= {"__version__"}
+    assert {"ProfilingVerbosity.DETAILED", "LayerInformationFormat.JSON", "ExecutionContextAllocationStrategy.USER_MANAGED",
+            "TensorIOMode.INPUT", "MemoryPoolType.WORKSPACE", "Logger.WARNING"} <= used
+    for version in VERSIONS:
+        names = trt_api(version)
+        missing = sorted(n for n in used if n.rpartition(".")[2] not in names.get(n.rpartition(".")[0], set()))
+        assert not missing, f"TensorRT {version} lacks {missing}"
+
+
+def test_layer_precisions_from_the_inspector_json():
+    info = {"Layers": [
+        {"Name": "Reformatting CopyNode for Input Tensor 0", "LayerType": "Reformat",
+         "Outputs": [{"Format/Datatype": "Row major linear FP16 format"}]},
+        {"Name": "{ForeignNode[/blocks.0/attn/MatMul...]}", "LayerType": "Myelin",
+         "Outputs": [{"Format/Datatype": "Row major linear FP32"}]},
+        {"Name": "/norm/LayerNormalization", "LayerType": "Normalization", "Outputs": [{"Format/Datatype": "Float"}]},
+        {"Name": "/head/Gemm", "LayerType": "CaskGemm", "Outputs": [{"Format/Datatype": "Half"}]}],
+        "Bindings": ["fbank", "logits"]}
+    result = eng.layer_precisions(json.dumps(info))
+    assert result["summary"]["layers"] == 4 and result["summary"]["reformat_layers"] == 1
+    assert result["summary"]["by_output_precision"] == {"fp16": 2, "fp32": 2}
+    assert result["summary"]["normalization_layers"] == {"fp32": 1}
+    assert result["layers"][3] == {"name": "/head/Gemm", "type": "CaskGemm", "outputs": ["fp16"]}
+    assert eng.layer_precisions({"Layers": ["a", "b"]})["summary"]["layers"] == 2  # LAYER_NAMES_ONLY engines
+    assert eng.tensor_precision("Thirty-two wide channel vectorized row major Int8 format.") == "int8"
+
+
 def test_engine_compatibility_check():
-    engine = {"tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "hardware_compatibility": "none"}
-    assert trt_backend.check_engine_compatible(engine, "10.3.0", {"name": "Orin", "compute_capability": "8.7"}) == []
+    orin = {"name": "Orin", "compute_capability": "8.7", "machine": "aarch64", "integrated": True}
+    engine = {"tensorrt": "10.3.0", "gpu": orin, "hardware_compatibility": "none",
+              "platform": {"machine": "aarch64", "integrated": True}}
+    assert trt_backend.check_engine_compatible(engine, "10.3.0", orin) == []
     with pytest.raises(UserError, match="TensorRT 10.3.0 for Orin.*TensorRT 10.3.1.*rebuild it on this device"):
-        trt_backend.check_engine_compatible(engine, "10.3.1", {"name": "Orin", "compute_capability": "8.7"})
+        trt_backend.check_engine_compatible(engine, "10.3.1", orin)
     with pytest.raises(UserError, match="specific to a GPU architecture; rebuild"):
-        trt_backend.check_engine_compatible(engine, "10.3.0", {"name": "NVIDIA RTX 4090", "compute_capability": "8.9"})
-    warnings = trt_backend.check_engine_compatible(engine, "10.3.0", {"name": "Other sm87", "compute_capability": "8.7"})
+        trt_backend.check_engine_compatible(engine, "10.3.0", {**orin, "name": "Thor", "compute_capability": "11.0"})
+    warnings = trt_backend.check_engine_compatible(engine, "10.3.0", {**orin, "name": "Other sm87"})
     assert len(warnings) == 1 and "same compute capability" in warnings[0]
-    portable = {**engine, "hardware_compatibility": "ampere_plus"}
-    assert trt_backend.check_engine_compatible(portable, "10.3.0", {"name": "A100", "compute_capability": "8.0"}) == []
+    # An x86 engine of the same compute capability is refused on a Jetson: platforms are not portable.
+    x86 = {**engine, "platform": {"machine": "x86_64", "integrated": False}}
+    with pytest.raises(UserError, match="not portable across platforms"):
+        trt_backend.check_engine_compatible(x86, "10.3.0", orin)
+    rtx = {"name": "RTX A6000", "compute_capability": "8.6", "machine": "x86_64", "integrated": False}
+    portable = {**x86, "gpu": rtx, "hardware_compatibility": "ampere_plus"}
+    assert trt_backend.check_engine_compatible(portable, "10.3.0", {**rtx, "name": "A100", "compute_capability": "8.0"}) == []
+    with pytest.raises(UserError, match="integrated GPUs"):  # an ampere_plus engine at load on a Jetson
+        trt_backend.check_engine_compatible({**portable, "platform": engine["platform"]}, "10.3.0", orin)
+    old = {k: v for k, v in engine.items() if k != "platform"}  # built before platforms were recorded
+    assert "does not record its platform" in trt_backend.check_engine_compatible(old, "10.3.0", orin)[0]
+
+
+def test_stream_profile_prefers_the_static_batch_1_profile():
+    assert trt_backend.stream_profile([((1,), (8,), (32,)), ((1,), (1,), (1,))]) == 1
+    assert trt_backend.stream_profile([((1,), (8,), (32,))]) == 0
+    assert trt_backend.stream_profile([((2,), (8,), (32,))]) is None
 
 
 def test_backend_without_engine_says_build_it(exported):
@@ -601,14 +622,136 @@ def test_backend_without_engine_says_build_it(exported):
         trt_backend.TensorRTBackend(folder)
 
 
-def test_cuda_runtime_search(monkeypatch, tmp_path):
-    monkeypatch.setenv(trt_backend.CUDART_ENV_VAR, str(tmp_path / "libcudart.so.99"))
-    candidates = trt_backend.cudart_candidates()
-    assert candidates[0] == str(tmp_path / "libcudart.so.99") and "libcudart.so.12" in candidates
+def test_no_gpu_is_one_user_error():
     try:
-        trt_backend.CudaRuntime()
-    except UserError as err:  # no library, or a library without a usable GPU: one clear line
-        assert "libcudart" in str(err) or "no usable CUDA GPU" in str(err)
+        trt_backend.current_gpu()
+    except UserError as err:  # no libcuda here, or no usable GPU: one clear line
+        assert "no CUDA GPU visible" in str(err) and "\n" not in str(err)
+
+
+# --- build-engine and the backend end to end on the doubles (one version's TensorRT names, libcuda on the CPU)
+
+
+def _perfect_engine(folder):
+    """The logits of an engine that reproduces the export's reference logits on its verification inputs."""
+    data = np.load(folder / "verification.npz")
+    inputs, logits = data["fbank"], data["logits_onnx"]
+
+    def fn(x):
+        out = np.zeros((len(x), logits.shape[1]), np.float32)
+        for i, row in enumerate(x):
+            match = np.flatnonzero((inputs == row).all(axis=(1, 2)))
+            out[i] = logits[match[0]] if len(match) else 0.0
+        return out
+
+    return fn
+
+
+@pytest.fixture
+def doubles(monkeypatch, exported, tmp_path):
+    """A copy of the export folder, a FakeCuda (an Orin: integrated), and build_engine wired to a TensorRT double."""
+    import shutil
+
+    folder = tmp_path / "kws"
+    shutil.copytree(exported[0], folder)
+    cuda = FakeCuda(name="Orin", cc=(8, 7), integrated=True)
+    driver = cd.Driver(lib=cuda)
+    monkeypatch.setattr(trt_backend, "shared_driver", lambda device=0: driver)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def use(version):
+        trt, calls = fake_tensorrt(version, cuda=cuda, logits_fn=_perfect_engine(folder))
+        monkeypatch.setattr(eng, "import_tensorrt", lambda: trt)
+        return trt, calls
+
+    return folder, cuda, driver, use
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
+def test_build_engine_records_platform_layers_and_profiles(doubles, version):
+    folder, cuda, driver, use = doubles
+    use(version)
+    summary = eng.build_engine(folder / "model.onnx", profiles.load_profile("jetson-orin-nano"), log=lambda m: None)
+    assert summary["typing"] == "strong" and summary["onnx"] == "model.fp16.onnx" and summary["verification"]["passed"]
+    engine = art.read_metadata(folder)["engine"]
+    assert engine["platform"]["integrated"] is True and engine["platform"]["machine"]
+    assert engine["gpu"]["uuid"].startswith("GPU-") and engine["profiles"] == [[1, 1, 2], [1, 1, 1]]
+    assert engine["layer_precisions"]["by_output_precision"] == {"fp32": 1} and engine["tf32"] is False
+    assert json.loads((folder / eng.LAYERS_FILE).read_text())["layers"][0]["type"] == "Myelin"
+    assert engine["timing_cache"].endswith(f"timing-{version}-orin-000102030405.cache")
+    assert cuda.live() == {}  # the verification runner released everything
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_backend_runs_audio_and_streams_on_the_device_doubles(version, doubles, rng, host_library):
+    """The runtime against each version's names: load, run, run_audio, a stream session, the GPU timer, close."""
+    folder, cuda, driver, use = doubles
+    use(version)
+    eng.build_engine(folder / "model.onnx", profiles.load_profile("jetson-orin-nano"), log=lambda m: None)
+    config = FbankConfig.from_dict(art.read_metadata(folder)["feature_config"])
+    model = C.HostFbank(config, library=host_library)
+    frames = C.HostFbank(config, model_input=False, normalize=True, library=host_library)
+    trt, calls = fake_tensorrt(version, cuda=cuda)
+    backend = trt_backend.TensorRTBackend(folder, trt=trt, driver=driver,
+                                          extractors={"model": HostKernel(cuda, model), "frames": HostKernel(cuda, frames)})
+    waves = [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(3)]
+    logits = backend.run_audio(waves)
+    engine = backend.runner.engine
+    assert [len(x) for x in engine._inputs] == [2, 1]  # the Nano profile's max batch is 2
+    assert np.array_equal(np.concatenate(engine._inputs), model(np.stack(waves)))
+    assert np.array_equal(logits, engine._logits(model(np.stack(waves))))
+    assert not cuda.labels("H2D") and not cuda.labels("D2H")  # an integrated GPU: mapped memory, no copies at all
+    session = backend.open_stream(Windowing.from_seconds(config, 1.0, 0.5))
+    assert ("create_execution_context", "ExecutionContextAllocationStrategy.USER_MANAGED") in calls
+    assert ("set_optimization_profile_async", 1, session.pipeline.stream) in calls  # the static batch-1 profile
+    stream = np.concatenate(waves)
+    for start in range(0, 32001, 8000):
+        out = session.classify(lambda a, b: stream[a:b], start, start + 16000)
+        assert np.array_equal(engine._inputs[-1][0], model(stream[start:start + 16000]))
+        assert np.array_equal(out, engine._logits(engine._inputs[-1])[0])
+    assert session.frames_computed == num_frames(32000 + 16000)  # every frame once
+    backend.time_gpu(True)
+    backend.run(model(np.stack(waves[:2])))
+    assert backend.gpu_timing and backend.take_gpu_ms() == pytest.approx(0.25)  # the double's elapsed time
+    backend.close()
+    assert cuda.live() == {}
+
+
+def test_backend_without_the_fbank_library_computes_features_on_the_host(doubles, rng, tmp_path):
+    folder, cuda, driver, use = doubles
+    trt, _ = use("10.8.0.43")
+    eng.build_engine(folder / "model.onnx", profiles.load_profile("jetson-orin-nano"), log=lambda m: None)
+    backend = trt_backend.TensorRTBackend(folder, trt=trt, driver=driver, fbank_library=tmp_path / "missing.so")
+    waves = [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(3)]
+    with pytest.warns(RuntimeWarning, match="CUDA fbank unavailable"):
+        logits = backend.run_audio(waves)
+    config = backend.feature_config
+    assert np.array_equal(logits, backend.run(np.stack([F_model_input(w, config) for w in waves])))
+    with pytest.warns(RuntimeWarning, match="CUDA fbank unavailable"):
+        assert backend.open_stream(Windowing.from_seconds(config, 1.0, 0.5)) is None  # the listener's host path
+    backend.close()
+    assert cuda.live() == {}
+
+
+def test_engine_runner_construction_failure_releases_everything(doubles):
+    folder, cuda, driver, use = doubles
+    trt, _ = use("10.3.0")
+    eng.build_engine(folder / "model.onnx", profiles.load_profile("jetson-orin-nano"), log=lambda m: None)
+    data = (folder / "model.plan").read_bytes()
+    runner = trt_backend.EngineRunner(data, trt, driver)
+    runner.run(np.zeros((1, 128, 128), np.float32))
+    cuda.fail["cuMemFree_v2"] = 1
+    with pytest.raises(cd.CudaError):
+        runner.close()
+    del cuda.fail["cuMemFree_v2"]
+    assert set(cuda.live()) == {"memory"} and not cuda.streams  # the stream went although a free failed
+    cuda.memory.clear()
+    cuda.fail["cuStreamCreate"] = 2  # the pipeline cannot start: nothing stays allocated
+    runner = trt_backend.EngineRunner(data, trt, driver)
+    with pytest.raises(cd.CudaError):
+        runner.run(np.zeros((1, 128, 128), np.float32))
+    runner.close()
+    assert cuda.live() == {}
 
 
 def test_comparison_figures_and_batches():
@@ -646,10 +789,26 @@ def test_real_engine_build_and_run(exported, tmp_path):
     assert figures["passed"] and figures["top1_agreement"] >= 0.875 and figures["max_abs_diff"] <= 5e-2
     meta = art.read_metadata(folder)
     assert meta["engine"]["tensorrt"] == summary["tensorrt"] and meta["files"]["engine"] == "model.plan"
+    assert meta["engine"]["platform"]["machine"] and meta["engine"]["layer_precisions"]["layers"] > 0
+    assert meta["engine"]["profiles"] == [[1, 2, 4], [1, 1, 1]] and (folder / eng.LAYERS_FILE).is_file()
     backend = trt_backend.TensorRTBackend(folder)
     data = np.load(folder / "verification.npz")
     logits = backend.run(data["fbank"][:3])
     assert logits.shape == (3, 10) and np.abs(logits - data["logits_onnx"][:3]).max() <= 5e-2
+    # The device path: audio in, features written by the CUDA fbank into the binding, graphs on repeats.
+    rng = np.random.default_rng(0)
+    config = backend.feature_config
+    waves = [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(4)]
+    host = backend.run(np.stack([C.HostFbank(config)(w) for w in waves]))
+    for _ in range(3):
+        assert np.abs(backend.run_audio(waves) - host).max() <= 5e-3  # FP16 engine: inputs differ by <= 1 ulp of logf
+    session = backend.open_stream(Windowing.from_seconds(config, 1.0, 0.5))
+    if session is not None:  # needs the CUDA fbank library
+        stream = np.concatenate(waves)
+        for start in range(0, 48001, 8000):
+            out = session.classify(lambda a, b: stream[a:b], start, start + 16000)
+            expected = backend.run(C.HostFbank(config)(stream[start:start + 16000])[None])[0]
+            assert np.abs(out - expected).max() <= 5e-3
     backend.close()
     with pytest.raises(UserError, match="already has an engine"):
         eng.build_engine(folder, small, log=lambda m: None)
