@@ -1,0 +1,134 @@
+"""Commands that make models: train, distill, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from astedge.cli.app import app, log_line, print_json
+from astedge.cli.common import parse_sets
+
+
+@app.command(epilog="Example: astedge train speech_commands/ -o runs/kws --preset speechcommands --model tiny "
+                    "--teacher timm:resnet18   (fine-tune: --init runs/other/best.safetensors; any field: --set lr=3e-4)")
+def train(
+    data: Path = typer.Argument(..., help="Dataset: class folders, a CSV manifest, ESC-50 or Speech Commands v2."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.safetensors, metrics.jsonl, curves.png)."),
+    preset: str = typer.Option("demo", "--preset", help="Recipe: demo, audioset, esc50, speechcommands."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model size: tiny, small, base."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (overrides the preset)."),
+    init: Optional[str] = typer.Option(None, "--init", help="random (a preset's from-scratch variant), "
+                                       "imagenet:DEIT_FILE, or an astedge checkpoint to fine-tune (its architecture, "
+                                       "a new head for new labels)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Distil a teacher through AST's distillation "
+                                          "token: timm:NAME (a timm CNN trained here first, e.g. timm:resnet18, "
+                                          "timm:mobilenetv3_small_100), or a checkpoint / export folder."),
+    patch: Optional[str] = typer.Option(None, "--patch", help="Patch shape FxT, e.g. 16x16, 128x2, 32x32 (paper Table 6)."),
+    stride: Optional[str] = typer.Option(None, "--stride", help="Patch strides F/T, e.g. 10/10, 16/16 (paper Table 5)."),
+    pos_embed: Optional[str] = typer.Option(None, "--pos-embed", help="Position adaptation: bilinear, nearest, reinit "
+                                            "(paper Table 4)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for a feature cache (raw log-mel per file)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file of recipe values."),
+    set_values: list[str] = typer.Option([], "--set", help="Override any recipe field: --set lr=1e-4 (repeatable)."),
+    fold: int = typer.Option(1, "--fold", help="ESC-50: the held-out fold (1-5)."),
+    label_file: Optional[Path] = typer.Option(None, "--labels", help="Manifests: label CSV (index,mid,display_name)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last epoch."),
+    force: bool = typer.Option(False, "--force", help="Start over in an OUTPUT that holds a run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+) -> None:
+    """Train an AST on your labelled audio (from scratch, from a checkpoint, or with a CNN teacher) into a
+    self-describing checkpoint; says when a run is not learning."""
+    from astedge.datasets import read_dataset
+    from astedge.recipes import load_recipe, parse_stride
+    from astedge.train import train as run_training
+
+    overrides = parse_sets(set_values)
+    overrides.update({k: v for k, v in dict(model=model, epochs=epochs, init=init, patch_size=patch,
+                                            pos_embed=pos_embed, teacher=teacher).items() if v is not None})
+    if stride is not None:
+        overrides["fstride"], overrides["tstride"] = parse_stride(stride)
+    recipe = load_recipe(preset, config, overrides)
+    dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=log_line)
+    if as_json:
+        print_json(result.summary())
+    else:
+        test = result.test.get("student", {}).get(result.metric)
+        typer.echo(f"{result.best}: val {result.metric} {result.best_value:.4f} (epoch {result.best_epoch})"
+                   + (f", test {test:.4f}" if test is not None else ""))
+
+
+@app.command(epilog="Example: astedge distill ast-audioset/ my_recordings/ -o runs/student --model tiny --depth 4 "
+                    "--stride 16/16 --eval labelled_clips/   (resume: --resume)")
+def distill(
+    teacher: Path = typer.Argument(..., help="The model to learn from: a checkpoint or an export folder (any model "
+                                   "astedge runs, e.g. an imported AudioSet AST)."),
+    audio: Path = typer.Argument(..., help="Unlabeled audio from your domain (a folder; long recordings are cut into "
+                                 "clips of the student's window)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.safetensors, distill.json, ...)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe (default: by the teacher's window: "
+                                         "speechcommands up to 2 s, esc50 up to 6 s, else audioset; from scratch)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Student size: tiny, small, base."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Student layers."),
+    patch: Optional[str] = typer.Option(None, "--patch", help="Student patch shape FxT, e.g. 16x16, 128x2."),
+    stride: Optional[str] = typer.Option(None, "--stride", help="Student strides F/T, e.g. 16/16."),
+    target_length: Optional[int] = typer.Option(None, "--target-length", min=16, help="Student input frames "
+                                                "(default: the teacher's)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs."),
+    labelled: Optional[Path] = typer.Option(None, "--labelled", help="A labelled dataset whose training clips "
+                                            "teach the class token the true labels."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", help="A labelled dataset to score teacher and student on."),
+    set_values: list[str] = typer.Option([], "--set", help="Override any recipe field: --set lr=5e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last epoch."),
+    force: bool = typer.Option(False, "--force", help="Start over in an OUTPUT that holds a run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Distil a teacher into a smaller AST on unlabeled audio (label-free), reporting agreement and accuracy."""
+    from astedge.backends import model_configs
+    from astedge.distill import distill as run_distill
+    from astedge.recipes import distill_recipe, parse_stride
+
+    overrides = parse_sets(set_values)
+    overrides.update({k: v for k, v in dict(model=model, depth=depth, patch_size=patch, target_length=target_length,
+                                            epochs=epochs).items() if v is not None})
+    if stride is not None:
+        overrides["fstride"], overrides["tstride"] = parse_stride(stride)
+    _, teacher_features = model_configs(teacher)
+    recipe = distill_recipe(teacher_features.window_seconds, preset, overrides)
+    report = run_distill(teacher, audio, output, recipe, labelled=labelled, eval_data=eval_data, resume=resume,
+                         force=force, log=log_line)
+    if as_json:
+        print_json(report)
+    else:
+        a = report["agreement"]
+        typer.echo(f"{report['student']}: agrees with the teacher on {a['held_out']:.1%} of {a['clips']} held-out clips "
+                   f"({a['metric']})")
+
+
+@app.command(epilog="Example: astedge demo --out demo")
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for the data, the run and the exported model."),
+    seed: int = typer.Option(0, "--seed", help="Data and training seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Synthesize data, train a tiny AST on the CPU, export it and classify a labelled stream."""
+    from astedge.demo import run_demo
+
+    summary = run_demo(out, seed=seed, log=log_line)
+    if as_json:
+        print_json(summary)
+        return
+    t = summary["timings"]
+    typer.echo(f"held-out accuracy      {summary['held_out_accuracy']:.1%} on {summary['held_out_clips']} clips")
+    typer.echo(f"stream windows correct {summary['stream_window_accuracy']:.1%} of {summary['stream_windows']} "
+               f"({summary['window_seconds']:.2f} s windows, hop {summary['hop_seconds']:.2f} s, against stream.csv)")
+    typer.echo(f"window latency         p50 {summary['latency_ms_p50']:.1f} ms, p99 {summary['latency_ms_p99']:.1f} ms "
+               f"(features + {summary['backend']})")
+    events = summary["events"]
+    typer.echo(f"stream events          F1 {events['event_f1']:.3f} (DCASE collars; {events['detected_events']} found for "
+               f"{events['true_events']} true, thresholds calibrated on the held-out clips)")
+    typer.echo(f"time                   {t['total_s']:.0f} s (train {t['train_s']:.0f} s); model {summary['checkpoint']}")
+
+
