@@ -113,3 +113,13 @@ def test_backends_package_imports_are_resolved():
 @pytest.mark.parametrize("name", sorted(set(modules()) - {"astedge.__main__"}))  # __main__ runs the CLI
 def test_every_module_imports(name):
     importlib.import_module(name)
+
+
+def test_every_package_is_installed_by_pyproject():
+    """pyproject lists packages explicitly (export/ maps to astedge.device_profiles): a new folder must be listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"not installed by pyproject.toml: {sorted(found - listed)}"
+    assert "astedge.device_profiles" in listed
