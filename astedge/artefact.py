@@ -38,11 +38,14 @@ INPUT_NAME = "fbank"
 OUTPUT_NAME = "logits"
 ONNX_FILE = "model.onnx"
 ONNX_FP16_FILE = "model.fp16.onnx"
+#: Explicit INT8 (Q/DQ) graphs: float parts in FP32, and in FP16 for strongly typed TensorRT builds.
+ONNX_INT8_FILE = "model.int8.onnx"
+ONNX_INT8_FP16_FILE = "model.int8.fp16.onnx"
 ENGINE_FILE = "model.plan"
 VERIFICATION_FILE = "verification.npz"
 LABELS_FILE = "labels.txt"
 #: The precisions an artefact's models and engines come in.
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class VerificationError(UserError):
@@ -219,6 +222,21 @@ def fp16_gate(figures: dict) -> str | None:
     limit = FP16_RELATIVE_LIMIT * max(1.0, figures["reference_max_abs"])
     if figures["max_abs_diff"] > limit:
         return f"max abs logit difference {figures['max_abs_diff']:.3g} exceeds {limit:.3g}"
+    return None
+
+
+#: An INT8 engine is checked against the INT8 ONNX on ONNX Runtime (the same Q/DQ scales): TensorRT's INT8 kernels
+#: round and fuse differently and run the float parts in FP16, so the limit is twice the FP16 one.
+INT8_RELATIVE_LIMIT = 0.10
+
+
+def int8_engine_gate(figures: dict) -> str | None:
+    """Why an INT8 engine's comparison with the INT8 ONNX fails (None when it passes)."""
+    if not figures["finite"]:
+        return "non-finite logits"
+    limit = INT8_RELATIVE_LIMIT * max(1.0, figures["reference_max_abs"])
+    if figures["max_abs_diff"] > limit:
+        return f"max abs logit difference {figures['max_abs_diff']:.3g} from the INT8 ONNX exceeds {limit:.3g}"
     return None
 
 

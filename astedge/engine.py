@@ -60,7 +60,7 @@ class BuildPlan:
 
     tensorrt: str
     typing: str  # "weak" or "strong"
-    precision: str  # "fp16" or "fp32"
+    precision: str  # "fp32", "fp16" or "int8"
     onnx_file: str  # the artefact file parsed
     network_flags: tuple[str, ...] = ()  # NetworkDefinitionCreationFlag names
     builder_flags: tuple[str, ...] = ()  # BuilderFlag names set
@@ -104,11 +104,13 @@ def plan_build(tensorrt_version: str, profile: DeviceProfile | str, files: dict,
                         "11.x; JetPack 5 (TensorRT 8.x) is not supported")
     if typing not in TYPINGS:
         raise UserError(f"typing must be one of {', '.join(TYPINGS)}, got {typing!r}")
-    if precision not in ("fp16", "fp32"):
-        raise UserError(f"precision must be fp16 or fp32, got {precision!r}")
+    if precision not in art.PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(art.PRECISIONS)}, got {precision!r}")
     if integrated and profile.hardware_compatibility != "none":
         raise UserError(f"hardware_compatibility {profile.hardware_compatibility!r} is not supported on integrated GPUs "
                         "(Jetson): build the engine on the device with hardware_compatibility = \"none\"")
+    if precision == "int8":
+        return _plan_int8(tensorrt_version, profile, files, typing)
     has_fp16_onnx = bool(files.get("onnx_fp16"))
     notes = []
     if typing == "auto":
@@ -141,6 +143,39 @@ def plan_build(tensorrt_version: str, profile: DeviceProfile | str, files: dict,
                          builder_flags=("FP16", "OBEY_PRECISION_CONSTRAINTS") if pins else ("FP16",),
                          fp32_layer_types=("NORMALIZATION",) if pins else (), notes=tuple(notes), **common)
     return BuildPlan(tensorrt_version, typing, precision, files["onnx"], network_flags, notes=tuple(notes), **common)
+
+
+def _plan_int8(tensorrt_version: str, profile: DeviceProfile, files: dict, typing: str) -> BuildPlan:
+    """INT8 by explicit quantization: the Q/DQ nodes of ``model.int8.onnx`` say where; nothing is calibrated on the device.
+
+    - Strong typing (always on 11.x, where BuilderFlag.INT8/FP16 are gone; on 10.x with STRONGLY_TYPED): no
+      builder flags, each tensor keeps its ONNX type, so it parses ``model.int8.fp16.onnx`` (float parts FP16,
+      LayerNorm FP32) when the export has it. ``auto`` picks it on 11.x, and on 10.x when that file exists
+      (TensorRT's advice for Q/DQ networks; weak typing is deprecated from 10.12).
+    - Weak typing (10.x only): ``model.int8.onnx`` with the INT8 flag (Q/DQ layers honoured) and FP16 for the
+      float parts; the profile's ``pin_layernorm`` pins every LayerNorm to FP32 as for FP16 builds.
+    """
+    version = tensorrt_version_tuple(tensorrt_version)
+    if not files.get("onnx_int8"):
+        raise UserError("the export folder has no INT8 model: export with --int8 --calibration AUDIO_DIR")
+    typed = files.get("onnx_int8_fp16")
+    if typing == "auto":
+        typing = "strong" if version[0] >= 11 or typed else "weak"
+    if typing == "weak" and version[0] >= 11:
+        raise UserError(f"TensorRT {tensorrt_version} has no weak typing (no INT8/FP16 builder flags): build INT8 "
+                        "with --typing auto/strong")
+    profiles = batch_profiles(profile)
+    if typing == "weak":
+        notes = (f"weak typing is deprecated in TensorRT {version[0]}.{version[1]}; strong typing is preferred",) \
+            if version >= WEAK_FP16_DEPRECATED else ()
+        pins = profile.pin_layernorm
+        return BuildPlan(tensorrt_version, "weak", "int8", files["onnx_int8"],
+                         builder_flags=("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS") if pins else ("INT8", "FP16"),
+                         fp32_layer_types=("NORMALIZATION",) if pins else (), profiles=profiles, notes=notes)
+    notes = () if typed else (f"no {art.ONNX_INT8_FP16_FILE} in the export: the float parts run in FP32 under strong "
+                              "typing",)
+    return BuildPlan(tensorrt_version, "strong", "int8", typed or files["onnx_int8"],
+                     ("STRONGLY_TYPED",) if version[0] < 11 else (), profiles=profiles, notes=notes)
 
 
 def tensorrt_status() -> tuple[bool, str]:
@@ -304,12 +339,14 @@ def inspect_engine(trt, runner: EngineRunner) -> dict:
 
 
 def build_engine(path: str | Path, profile: DeviceProfile | str | None = None, *, force: bool = False,
-                 typing: str = "auto", timing_cache: str | Path | None = None, log=None) -> dict:
+                 typing: str = "auto", timing_cache: str | Path | None = None, precision: str | None = None,
+                 log=None) -> dict:
     """Build, verify and write ``model.plan`` into the export folder of `path`; updates ``astedge.json``.
 
-    `profile` defaults to the one recorded at export. The engine runs the stored verification inputs
+    `profile` defaults to the one recorded at export; `precision` replaces its precision. The engine runs the stored verification inputs
     on this GPU and is written only if its logits match the ONNX Runtime FP32 logits within the FP16
-    gate (:func:`astedge.artefact.fp16_gate`); the figures go into ``astedge.json``, with the layer
+    gate (:func:`astedge.artefact.fp16_gate`), or for INT8 the INT8 ONNX's within
+    :func:`astedge.artefact.int8_engine_gate`; the figures go into ``astedge.json``, with the layer
     precisions TensorRT reports and the platform it was built on.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
@@ -319,6 +356,8 @@ def build_engine(path: str | Path, profile: DeviceProfile | str | None = None, *
         profile = DeviceProfile.from_dict(meta["profile"]) if meta.get("profile") else load_profile(None)
     elif not isinstance(profile, DeviceProfile):
         profile = load_profile(profile)
+    if precision is not None and precision != profile.precision:
+        profile = DeviceProfile.from_dict({**profile.to_dict(), "precision": precision})
     engine_path = folder / art.ENGINE_FILE
     if engine_path.exists() and not force:
         built = meta.get("engine") or {}
@@ -341,6 +380,11 @@ def build_engine(path: str | Path, profile: DeviceProfile | str | None = None, *
                                   (model["target_length"], model["num_mel_bins"]), timing_cache, log)
 
     inputs, reference = verification["fbank"], verification["logits_onnx"]
+    int8 = plan.precision == "int8"
+    if int8:  # the Q/DQ graph is the reference; its distance to FP32 was gated at export
+        if "logits_onnx_int8" not in verification:
+            raise UserError("has no INT8 verification logits: re-export with --int8", folder / art.VERIFICATION_FILE)
+        reference = verification["logits_onnx_int8"]
     with EngineRunner(data, trt) as runner:
         chunks = (art.batch_chunks(len(inputs), runner.max_batch, runner.min_batch)
                   if len(inputs) >= runner.min_batch else [slice(0, len(inputs))])  # run() pads short batches
@@ -348,11 +392,15 @@ def build_engine(path: str | Path, profile: DeviceProfile | str | None = None, *
         for chunk in chunks:
             logits[chunk] = runner.run(inputs[chunk])
         layers = inspect_engine(trt, runner)
-    figures = {**art.compare(reference, logits), "reference": "model.onnx on ONNX Runtime (CPU, FP32; stored at export)",
+    figures = {**art.compare(reference, logits),
+               "reference": (f"{art.ONNX_INT8_FILE} on ONNX Runtime (CPU; stored at export)" if int8 else
+                             "model.onnx on ONNX Runtime (CPU, FP32; stored at export)"),
                "runtime": f"TensorRT {trt.__version__} on {gpu['name']}", "batches": [c.stop - c.start for c in chunks]}
-    failure = art.fp16_gate(figures)
+    if int8:
+        figures["vs_onnx_fp32"] = art.compare(verification["logits_onnx"], logits)
+    failure = art.int8_engine_gate(figures) if int8 else art.fp16_gate(figures)
     figures["passed"] = failure is None
-    log(f"engine vs ONNX FP32: max abs diff {figures['max_abs_diff']:.3g}, top-1 agreement "
+    log(f"engine vs ONNX {'INT8' if int8 else 'FP32'}: max abs diff {figures['max_abs_diff']:.3g}, top-1 agreement "
         f"{figures['top1_agreement']:.3f}, top-5 agreement {figures['top5_agreement']:.3f}; layers by output "
         f"precision {layers['summary']['by_output_precision']}")
     if failure:
@@ -376,7 +424,7 @@ def build_engine(path: str | Path, profile: DeviceProfile | str | None = None, *
     meta["profile"] = profile.to_dict()  # the folder now targets the device the engine was built for
     meta["files"]["engine"] = art.ENGINE_FILE
     meta["precisions"][art.ENGINE_FILE] = plan.precision
-    meta.setdefault("verification", {})["engine_vs_onnx_fp32"] = figures
+    meta.setdefault("verification", {})["engine_vs_onnx_int8" if int8 else "engine_vs_onnx_fp32"] = figures
     art.write_metadata(folder, meta)
     return {"engine": str(engine_path), "tensorrt": trt.__version__, "gpu": gpu, "typing": plan.typing,
             "precision": plan.precision, "tf32": plan.tf32, "onnx": plan.onnx_file, "build_seconds": info["build_seconds"],

@@ -10,6 +10,8 @@ One function per target, each checked before anything is kept:
   batches of 1 and 3: the export fails above :data:`FP32_TOLERANCE` max abs logit difference;
 - :func:`astedge.onnx_fp16.convert_fp16`: FP16 compute, FP32 I/O and LayerNorm, against the FP32
   ONNX on ONNX Runtime (CPU; see :data:`FP16_CPU_NOTE` for what that run does and does not show);
+- :func:`astedge.quantize.write_int8` for ``--int8``: Q/DQ INT8 calibrated on the user's audio, refused
+  below a top-1 agreement with the FP32 ONNX on held-out clips of that audio;
 - :func:`astedge.engine.build_engine` where TensorRT and a GPU are present (verified on the GPU);
 - :func:`astedge.triton.write_model` for ``--triton-repo``.
 
@@ -183,13 +185,16 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
            fp16: bool | None = None, engine: bool | None = None, triton_repo: str | Path | None = None,
            triton_name: str | None = None, force: bool = False, verify_count: int = VERIFY_COUNT,
            typing: str = "auto", timing_cache: str | Path | None = None, classes: str | Path | None = None,
-           thresholds: str | Path | None = None, log=None) -> dict:
+           thresholds: str | Path | None = None, int8: bool = False, calibration: str | Path | None = None,
+           int8_min_agreement: float | None = None, log=None) -> dict:
     """Export a checkpoint into the artefact folder `out_dir` (see :mod:`astedge.artefact`); returns a summary.
 
     `fp16` defaults to the profile's precision; `engine` None builds one when TensorRT and a GPU are
     usable here, True requires it, False skips it. `classes` (a file of names or indices) keeps only those
     outputs of the head, verified against the full model; `thresholds` (``astedge calibrate``'s file) go
-    into ``astedge.json`` for the event decision layer. Raises :class:`UserError` for bad inputs (before
+    into ``astedge.json`` for the event decision layer. `int8` (or a profile of precision int8) also writes
+    ``model.int8.onnx`` and ``model.int8.fp16.onnx`` calibrated on the audio folder `calibration` and
+    refused below `int8_min_agreement` top-1 agreement with FP32 on held-out clips. Raises :class:`UserError` for bad inputs (before
     any work) and :class:`astedge.artefact.VerificationError` when a check fails (nothing written).
     """
     from astedge import engine as engine_mod
@@ -197,8 +202,12 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
     from astedge.checkpoint import load_checkpoint
 
     log = log or (lambda message: print(message, file=sys.stderr))
-    profile = _profile_for(profile, fp16)
+    profile = _profile_for(profile, fp16, int8)
     out_dir = art.check_destination(out_dir, force)
+    if profile.precision == "int8":
+        _check_int8_request(calibration, int8_min_agreement)
+    elif calibration is not None or int8_min_agreement is not None:
+        raise UserError("--calibration and --int8-min-agreement are for INT8 exports: add --int8")
     if triton_repo is not None:
         name = triton.model_name(triton_name or out_dir.resolve().name)
         triton.check_destination(triton_repo, name, force)
@@ -234,8 +243,12 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
         if per_class is not None:
             meta["thresholds"] = per_class
         model, arrays = _write_fp32(net, inputs, tmp, meta, log)
-        if profile.precision == "fp16":
+        if profile.precision in ("fp16", "int8"):
             arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
+        if profile.precision == "int8":
+            _write_int8(tmp, checkpoint.feature_config, profile, calibration, int8_min_agreement, meta, log)
+            arrays["logits_onnx_int8"] = run_onnxruntime(tmp / art.ONNX_INT8_FILE, inputs,
+                                                         art.batch_chunks(len(inputs), max_batch=3))
         _write_extras(tmp, meta, arrays, checkpoint.labels, warnings_)
         engine_summary = None
         if engine:
@@ -253,10 +266,12 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _profile_for(profile: DeviceProfile | str | None, fp16: bool | None) -> DeviceProfile:
-    """The device profile, with its precision replaced by `fp16` when that is given."""
+def _profile_for(profile: DeviceProfile | str | None, fp16: bool | None, int8: bool = False) -> DeviceProfile:
+    """The device profile, with its precision replaced by `int8`, else by `fp16` when that is given."""
     profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    precision = profile.precision if fp16 is None else ("fp16" if fp16 else "fp32")
+    if int8 and fp16 is False:
+        raise UserError("--int8 writes the FP16 INT8 graph too: drop --no-fp16")
+    precision = "int8" if int8 else profile.precision if fp16 is None else ("fp16" if fp16 else "fp32")
     if profile.precision != precision:
         profile = DeviceProfile.from_dict({**profile.to_dict(), "precision": precision})
     return profile
@@ -359,6 +374,35 @@ def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DevicePr
         raise art.VerificationError(f"the FP16 ONNX fails verification: {failure}; nothing was written "
                                     "(export with --no-fp16, or keep more ops in FP32 in the profile)")
     return onnx16
+
+
+def _check_int8_request(calibration, min_agreement) -> None:
+    """Fail before any work: INT8 needs a readable folder of audio and a sensible agreement threshold."""
+    from astedge.quantize import audio_files
+
+    if calibration is None:
+        raise UserError("INT8 export needs calibration audio: --calibration AUDIO_DIR (clips from the model's domain)")
+    audio_files(calibration)
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise UserError(f"--int8-min-agreement must be a fraction in [0, 1], got {min_agreement}")
+
+
+def _write_int8(tmp: Path, feature_config, profile: DeviceProfile, calibration, min_agreement, meta: dict,
+                log) -> None:
+    """model.int8.onnx and model.int8.fp16.onnx, each refused below the agreement gate against model.onnx."""
+    from astedge.quantize import DEFAULT_MIN_AGREEMENT, write_int8
+
+    result = write_int8(tmp / art.ONNX_FILE, tmp / art.ONNX_INT8_FILE, calibration, feature_config,
+                        fp16_path=tmp / art.ONNX_INT8_FP16_FILE, fp32_ops=profile.fp32_ops,
+                        min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement, log=log)
+    meta["files"]["onnx_int8"] = art.ONNX_INT8_FILE
+    meta["files"]["onnx_int8_fp16"] = art.ONNX_INT8_FP16_FILE
+    meta["precisions"][art.ONNX_INT8_FILE] = "int8 (Q/DQ GEMMs; float parts FP32)"
+    meta["precisions"][art.ONNX_INT8_FP16_FILE] = ("int8 (Q/DQ GEMMs; float parts FP16, FP32 I/O and "
+                                                   + ", ".join(profile.fp32_ops) + ")")
+    meta["onnx"]["int8"] = result["quantization"]
+    meta["verification"]["onnx_int8_vs_onnx_fp32"] = result["verification"]
+    meta["verification"]["onnx_int8_fp16_vs_onnx_fp32"] = result["verification_fp16"]
 
 
 def _write_extras(tmp: Path, meta: dict, arrays: dict, labels, warnings_: list[str]) -> None:

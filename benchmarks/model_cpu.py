@@ -48,6 +48,10 @@ SAMPLES = int(WINDOW_S * 16000)
 DEMO_CHECKPOINTS = (ROOT / "demo" / "run" / "best.safetensors", Path("/tmp/demo1/run/best.safetensors"))
 HF_EAGER, HF_SDPA = "HF transformers eager FP32", "HF transformers sdpa FP32"
 ASTEDGE_TORCH, ASTEDGE_ORT, ASTEDGE_INT8 = "astedge torch FP32", "astedge ONNX Runtime FP32", "astedge ONNX Runtime INT8"
+ASTEDGE_QDQ = "astedge ONNX Runtime INT8 static Q/DQ (export --int8)"
+ASTEDGE_QDQ_ATTN = "astedge ONNX Runtime INT8 static Q/DQ, attention too"
+#: Calibration clips for the static INT8 contenders (random weights: latency only, the ranges do not matter).
+STATIC_CALIBRATION_CLIPS = 4
 
 
 def quantize(onnx_path: Path, out: Path) -> Path:
@@ -106,12 +110,21 @@ def contenders_for(size: str, threads: int) -> tuple[dict, dict, dict]:
 
     from astedge.export import random_export
     from astedge.model_config import model_config
+    from astedge.quantize import quantize_int8
 
     with random_export(model_config(size), name=size) as export_dir:  # loaded into memory before it is removed
-        int8 = quantize(export_dir / "model.onnx", export_dir / "model.int8.onnx")
+        int8 = quantize(export_dir / "model.onnx", export_dir / "model.dynamic.onnx")
+        calibration = np.stack([F.model_input((0.1 * np.random.default_rng(i).standard_normal(SAMPLES))
+                                              .astype(np.float32)) for i in range(STATIC_CALIBRATION_CLIPS)])
+        static = {ASTEDGE_QDQ: ("patch_embed", "attention"), ASTEDGE_QDQ_ATTN: ("patch_embed",)}
+        for index, (name, keep_float) in enumerate(static.items()):
+            quantize_int8(export_dir / "model.onnx", export_dir / f"model.int8-{index}.onnx", calibration,
+                          exclude=keep_float, tokens=0, log=lambda m: None)  # tokens=0: quantize attention if asked
         backends = {ASTEDGE_TORCH: TorchBackend(export_dir, device="cpu"),
                     ASTEDGE_ORT: OnnxRuntimeBackend(export_dir, provider="cpu", threads=threads),
                     ASTEDGE_INT8: OnnxRuntimeBackend(int8, provider="cpu", threads=threads)}
+        backends.update({name: OnnxRuntimeBackend(export_dir / f"model.int8-{index}.onnx", provider="cpu",
+                                                  threads=threads) for index, name in enumerate(static)})
         sizes = {"onnx_bytes": (export_dir / "model.onnx").stat().st_size, "int8_onnx_bytes": int8.stat().st_size}
     calls = {HF_EAGER: hf_calls(hf_model(size, "eager")), HF_SDPA: hf_calls(hf_model(size, "sdpa"))}
     calls.update({name: ours(backend) for name, backend in backends.items()})

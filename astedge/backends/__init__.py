@@ -32,7 +32,7 @@ class Backend(Protocol):
     """What the runtime needs from an inference backend."""
 
     name: str  # registry name, e.g. "onnxruntime-cpu"
-    precision: str  # "fp32" or "fp16"
+    precision: str  # "fp32", "fp16" or "int8"
     labels: tuple[str, ...]
     task: str  # "multilabel" (sigmoid) or "multiclass" (softmax)
     feature_config: FbankConfig

@@ -4,7 +4,8 @@ Needs only ``onnxruntime`` (``onnxruntime-gpu`` for CUDA/TensorRT) and numpy; no
 
 - an ``.onnx`` path runs that file;
 - ``precision="fp32"`` runs ``model.onnx``; ``"fp16"`` runs ``model.fp16.onnx`` (the TensorRT provider
-  instead builds FP16 from ``model.onnx`` with ``trt_fp16_enable``);
+  instead builds FP16 from ``model.onnx`` with ``trt_fp16_enable``); ``"int8"`` runs ``model.int8.onnx``
+  (``export --int8``);
 - ``"auto"`` runs FP16 on a GPU provider when the export has it, FP32 on the CPU (ONNX Runtime's CPU
   provider has no FP16 kernels for this graph; it would run FP32 behind casts, only slower).
 
@@ -95,10 +96,14 @@ class OnnxRuntimeBackend:
         fp16_file = files.get("onnx_fp16")
         if named is not None:
             recorded = str(self.meta.get("precisions", {}).get(named.name, "fp32"))
-            named_precision = "fp16" if recorded.startswith("fp16") else "fp32"
+            named_precision = recorded.split(" ")[0] if recorded.split(" ")[0] in art.PRECISIONS else "fp32"
             if precision not in ("auto", named_precision):
                 raise UserError(f"is the {named_precision} model but precision {precision} was asked for", named)
             return named, named_precision
+        if precision == "int8":  # the Q/DQ graph; ONNX Runtime's CPU provider fuses it into integer kernels
+            if not files.get("onnx_int8"):
+                raise UserError("has no INT8 model (export it with --int8 --calibration AUDIO_DIR)", self.folder)
+            return self.folder / files["onnx_int8"], "int8"
         if provider == "tensorrt":  # TensorRT builds its own FP16 from the FP32 graph
             return self.folder / files.get("onnx", art.ONNX_FILE), "fp16" if precision == "fp16" else "fp32"
         if precision == "auto":

@@ -49,6 +49,8 @@ class TorchBackend:
 
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if precision == "int8":
+            raise UserError("the torch backend has no INT8: export with --int8 and run the ONNX Runtime or TensorRT backend")
         if precision == "fp16" and self.device != "cuda":
             raise UserError("the torch backend runs FP16 only on a CUDA GPU")
         self.precision = "fp16" if precision == "fp16" else "fp32"

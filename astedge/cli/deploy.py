@@ -28,14 +28,25 @@ def export_(
                                            "indices, one per line or comma-separated (e.g. 8 of AudioSet's 527)."),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="Per-class event thresholds (astedge "
                                               "calibrate) to carry in astedge.json; listen and classify use them."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (explicit Q/DQ INT8 for TensorRT and "
+                              "ONNX Runtime) calibrated on --calibration; the engine is then INT8."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of audio from the model's domain "
+                                               "for --int8 (any format; some clips are held out for the check)."),
+    int8_min_agreement: Optional[float] = typer.Option(None, "--int8-min-agreement", help="Refuse an INT8 model whose "
+                                                       "top-1 agreement with FP32 on held-out clips is below this "
+                                                       "(default 0.99)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder (and Triton entry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (files, verification figures) as JSON."),
 ) -> None:
-    """Export a checkpoint to verified ONNX (FP32 + FP16), a TensorRT engine where possible, and Triton."""
+    """Export a checkpoint to verified ONNX (FP32 + FP16, INT8 with --int8), a TensorRT engine where possible, and Triton.
+
+    INT8: astedge export MODEL -o DIR --int8 --calibration AUDIO_DIR
+    """
     from astedge.export import export as run_export
 
     summary = run_export(model, output, profile=profile, fp16=fp16, engine=engine, triton_repo=triton_repo,
-                         force=force, classes=classes, thresholds=thresholds)
+                         force=force, classes=classes, thresholds=thresholds, int8=int8, calibration=calibration,
+                         int8_min_agreement=int8_min_agreement)
     if as_json:
         print_json(summary)
         return
@@ -44,7 +55,10 @@ def export_(
     checks = summary["verification"]
     print_figures("ONNX FP32 vs PyTorch", checks.get("onnx_fp32_vs_torch"))
     print_figures("ONNX FP16 vs ONNX FP32 (ONNX Runtime CPU)", checks.get("onnx_fp16_vs_onnx_fp32"))
+    print_figures("ONNX INT8 vs ONNX FP32 (held-out calibration clips)", checks.get("onnx_int8_vs_onnx_fp32"))
+    print_figures("ONNX INT8 (FP16 float parts) vs ONNX FP32", checks.get("onnx_int8_fp16_vs_onnx_fp32"))
     print_figures("TensorRT engine vs ONNX FP32", checks.get("engine_vs_onnx_fp32"))
+    print_figures("TensorRT INT8 engine vs ONNX INT8", checks.get("engine_vs_onnx_int8"))
     if summary["engine"] is None:
         typer.echo(f"  no engine: copy {summary['output']}/ to the device and run "
                    f"astedge build-engine {summary['output']}/model.onnx --profile <device>")
@@ -66,6 +80,8 @@ def build_engine(
                                                 "(default: ~/.cache/astedge/tensorrt/timing-<TensorRT>-<GPU name>-"
                                                 "<UUID>.cache: one per device, not per compute capability)."),
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton entry DIR/<folder name>/."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the profile's; "
+                                            "int8 needs an export made with --int8)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing engine (and Triton entry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -77,7 +93,7 @@ def build_engine(
     name = triton.model_name(folder.resolve().name)
     if triton_repo is not None:
         triton.check_destination(triton_repo, name, force)
-    summary = run_build(folder, profile, force=force, typing=typing, timing_cache=timing_cache)
+    summary = run_build(folder, profile, force=force, typing=typing, timing_cache=timing_cache, precision=precision)
     if triton_repo is not None:
         summary["triton"] = str(triton.write_model(triton_repo, name, folder, force=force))
     if as_json:
@@ -87,7 +103,7 @@ def build_engine(
     typer.echo(f"{summary['engine']}: TensorRT {summary['tensorrt']} {summary['precision']} ({summary['typing']} typing "
                f"from {summary['onnx']}) for {gpu['name']} (sm {gpu['compute_capability']}), "
                f"built in {summary['build_seconds']:.0f} s")
-    print_figures("engine vs ONNX FP32", summary["verification"])
+    print_figures(f"engine vs ONNX {'INT8' if summary['precision'] == 'int8' else 'FP32'}", summary["verification"])
     if summary.get("triton"):
         typer.echo(f"  Triton model: {summary['triton']}")
 
