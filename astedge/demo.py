@@ -31,7 +31,8 @@ def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = Tr
     out.mkdir(parents=True, exist_ok=True)
     timings, started = {}, time.perf_counter()
 
-    log(f"1/4 synthesizing {DATA['classes']} classes x {DATA['per_class']} clips into {out / 'data'}")
+    extra = f" + a {synth.BACKGROUND} class" if DATA.get("background") else ""
+    log(f"1/4 synthesizing {DATA['classes']} classes{extra} x {DATA['per_class']} clips into {out / 'data'}")
     summary = synth.write_dataset(out / "data", seed=seed, **DATA)
     timings["synthesize_s"] = time.perf_counter() - started
 

@@ -99,10 +99,11 @@ def evaluate_events(backend, audio: list[Path], truth: dict[str, list[em.Event]]
 
     estimated, durations, latencies_ms = {}, {}, []
     for path in audio:
-        detector = EventDetector(backend.labels, backend.task, config, mask, file=str(path))
+        smoother = smoother_factory() if smoother_factory else None
+        lag = smoother.lag_windows * windowing.seconds[1] if smoother is not None else 0.0
+        detector = EventDetector(backend.labels, backend.task, config, mask, file=str(path), lag=lag)
         result = classify_file(backend, path, windowing, max_seconds=max_seconds, k=1, mask=mask,
-                               batch_size=batch_size, smoother=smoother_factory() if smoother_factory else None,
-                               detector=detector)
+                               batch_size=batch_size, smoother=smoother, detector=detector)
         estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in detector.events]
         durations[str(path)] = result.seconds
         latencies_ms += [w.latency_ms for w in result.windows]

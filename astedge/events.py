@@ -10,7 +10,12 @@ One bark heard in ten overlapping 10 s windows is one event here. Per class, win
 
 A window's scores describe its audio ``[start, end)``; an event's onset and offset are the centres of its
 first and last windows above the threshold (for a sound that fills half a window, that is where it
-starts). ``first_detected_at`` is when the event was confirmed: the end of the confirming window in
+starts), moved back by the smoothing's lag (a median or EMA over N windows answers (N - 1) / 2 windows
+late). An event already on in the stream's first window starts where the audio starts, and one still on
+in its last window ends where the audio ends: no window is centred earlier or later than that. A window
+classifier fires before a sound fills half of it, so its on-windows' centres reach beyond the sound;
+``trim`` (seconds, chosen on a labelled stream with ``astedge evaluate``) moves onsets later and
+offsets earlier by that much. ``first_detected_at`` is when the event was confirmed: the end of the confirming window in
 audio time (what decision latency is measured from) and the wall clock. Multi-label models may have
 overlapping events of different classes; single-label (softmax) models one at a time: only the top class
 can be on. Torch-free and shared by ``listen``, ``classify`` and ``evaluate``.
@@ -43,6 +48,7 @@ class EventConfig:
     confirm_window: int = 1  # ... the last M windows must be on to start an event
     min_duration: float = 0.0  # seconds: shorter detections are not reported
     merge_gap: float = 0.0  # seconds: a class off for less than this continues its event
+    trim: float = 0.0  # seconds: onsets later and offsets earlier by this (a window fires before the sound fills half)
 
     def __post_init__(self):
         problems = []
@@ -52,8 +58,8 @@ class EventConfig:
             problems.append(f"the off-threshold ratio must be in (0, 1], got {self.off_ratio}")
         if not 1 <= self.confirm <= self.confirm_window:
             problems.append(f"--confirm N/M needs 1 <= N <= M, got {self.confirm}/{self.confirm_window}")
-        if self.min_duration < 0 or self.merge_gap < 0:
-            problems.append("--min-duration and --merge-gap must be >= 0")
+        if self.min_duration < 0 or self.merge_gap < 0 or not self.trim >= 0:
+            problems.append("--min-duration, --merge-gap and --trim must be >= 0")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -113,8 +119,15 @@ class EventDetector:
     """Feed it each window's (smoothed) scores in order; it returns the event records that window completes."""
 
     def __init__(self, labels, task: str, config: EventConfig | None = None, mask: np.ndarray | None = None,
-                 file: str | None = None):
+                 file: str | None = None, lag: float = 0.0):
+        """`lag`: seconds by which the scores fed in answer late (:attr:`astedge.scores.Smoother.lag_windows` x
+        the hop); timestamps are moved back by it."""
         self.labels, self.task = list(labels), task
+        self.lag = float(lag)
+        self._first_start: float | None = None  # the stream's first window start
+        self._last: tuple[float, float] | None = None  # (centre, end) of the latest window
+        self._final_end: float | None = None  # where the audio ended (set by finish)
+        self._at_first = False  # the window being processed is the stream's first
         self.config = config or EventConfig()
         self.on = self.config.on_thresholds(self.labels)
         self.off = self.on * self.config.off_ratio
@@ -126,7 +139,11 @@ class EventDetector:
     def update(self, start: float, end: float, scores: np.ndarray) -> list[dict]:
         """The start and end records this window [start, end) (seconds of audio) causes."""
         scores = np.asarray(scores, dtype=np.float64)
-        centre = 0.5 * (start + end)
+        self._at_first = self._first_start is None
+        if self._at_first:
+            self._first_start = start
+        centre = max(self._first_start, 0.5 * (start + end) - self.lag)
+        self._last = (centre, end)
         above_on = (scores >= self.on) & self.mask
         above_off = (scores >= self.off) & self.mask
         if self.task == "multiclass":  # one event at a time: only the top class can be on
@@ -160,7 +177,7 @@ class EventDetector:
         track.recent = (track.recent + [on])[-cfg.confirm_window:]
         if on:
             if track.run_start is None:
-                track.run_start = centre
+                track.run_start = start if self._at_first else centre  # on from the first window: with the audio
                 track.candidate_peak = 0.0
             track.candidate_peak = max(track.candidate_peak, score)
             track.last_on = centre
@@ -168,7 +185,8 @@ class EventDetector:
             track.run_start, track.recent = None, []  # idle again
         if track.run_start is not None and sum(track.recent) >= cfg.confirm and \
                 track.last_on - track.run_start >= cfg.min_duration:
-            track.event = Event(self.labels[index], index, track.run_start, end, _wall_now(), track.candidate_peak,
+            onset = track.run_start if track.run_start == self._first_start else track.run_start + cfg.trim
+            track.event = Event(self.labels[index], index, onset, end, _wall_now(), track.candidate_peak,
                                 file=self.file)
             self.events.append(track.event)
             out.append(track.event.record("start"))
@@ -176,13 +194,22 @@ class EventDetector:
 
     def _close(self, index: int, track: _Track) -> dict:
         event = track.event
-        event.offset = max(track.last_on, event.onset)
+        offset = track.last_on if track.last_on == self._final_end else track.last_on - self.config.trim
+        event.offset = max(offset, event.onset)
         track.event, track.run_start, track.recent = None, None, []
         return event.record("end")
 
     def finish(self, end: float | None = None) -> list[dict]:
-        """End every open event (the audio ended); returns their end records."""
-        return [self._close(i, t) for i, t in enumerate(self.tracks) if t.event is not None]
+        """End every open event (the audio ended at `end`, default the last window's end); returns their end records.
+        An event still on in the last window ends with the audio."""
+        out = []
+        for index, track in enumerate(self.tracks):
+            if track.event is None:
+                continue
+            if self._last is not None and track.last_on == self._last[0]:
+                track.last_on = self._final_end = self._last[1] if end is None else end
+            out.append(self._close(index, track))
+        return out
 
 
 def _wall_now() -> str:

@@ -111,6 +111,12 @@ class Smoother:
         self._recent: np.ndarray | None = None  # the last `windows` score vectors, a ring (no allocation per window)
         self._count = 0
 
+    @property
+    def lag_windows(self) -> float:
+        """How many windows late the smoothed scores answer: (N - 1) / 2 for a median or max over N windows and for
+        an EMA of span N (its centre of mass), 0 without smoothing."""
+        return 0.0 if self.method == "none" else (self.windows - 1) / 2
+
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
         if self.method == "ema":

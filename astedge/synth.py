@@ -260,12 +260,27 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
                         stream, truth)
 
 
+#: Longest single sound in a long event: the clips' length. A class's sound is defined at this scale (a
+#: chirp sweeps within about a second); a 5 s event of it is several, back to back.
+EVENT_UNIT_SECONDS = 1.0
+
+
+def _long_event(label: str, n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of `label`: one sound when it fits in :data:`EVENT_UNIT_SECONDS`, else equal parts of at most that."""
+    parts = max(1, int(np.ceil(n / (EVENT_UNIT_SECONDS * rate))))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    return np.concatenate([CLASSES[label](rng, int(b - a), rate) for a, b in zip(bounds[:-1], bounds[1:])]).astype(
+        np.float64)
+
+
 def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 48000, seed: int = 0,
                        classes: list[str] | None = None, durations: tuple[float, float] = (0.3, 5.0),
                        gaps: tuple[float, float] = (0.5, 3.0)) -> tuple[Path, Path]:
     """A long recording for event detection: events of the classes (0.3-5 s, log-uniform) at SNR 5-30 dB over a
     continuous noise bed, separated by 0.5-3 s gaps of which half hold a distractor; made at `rate` (44.1 or
-    48 kHz, as a recorder would). Writes `out.wav` (PCM16) and `out.csv` (onset,offset,label). Returns both paths."""
+    48 kHz, as a recorder would). An event longer than a clip is a run of the class's clip-scale sounds
+    (:func:`_long_event`), as a long bark is barks. Writes `out.wav` (PCM16) and `out.csv` (onset,offset,label).
+    Returns both paths."""
     import soundfile as sf
 
     from astedge.files import atomic_write
@@ -282,7 +297,7 @@ def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 4800
             break
         start, n = int(t * rate), int(length * rate)
         label = names[int(rng.integers(len(names)))]
-        event = CLASSES[label](rng, n, rate).astype(np.float64)
+        event = _long_event(label, n, rate, rng)
         fade = min(int(0.01 * rate), n // 4)
         ramp = np.linspace(0, 1, fade)
         event[:fade] *= ramp

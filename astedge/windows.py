@@ -199,7 +199,7 @@ def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int
             all_scores.append(score)
     events = [record for r in results for record in r.events]
     if detector is not None:
-        events += detector.finish()
+        events += detector.finish(len(wave) / rate)
     stacked = np.stack(all_scores)
     total = sum(r.latency_ms for r in results)
     seconds = len(wave) / rate

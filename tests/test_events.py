@@ -49,6 +49,28 @@ def test_one_event_per_sound_with_hysteresis_and_centre_times():
     assert start["first_detected_wall"].endswith("+00:00") and "." in start["first_detected_wall"]
 
 
+def test_stream_edges_smoothing_lag_and_trim():
+    """On in the first window: the event starts with the audio; on in the last: it ends with the audio. A smoother's
+    lag moves every other timestamp back; trim moves onsets later and offsets earlier (not at the edges)."""
+    edges = run(EventDetector(LABELS, "multilabel"), [[0.9, 0, 0]] * 3 + [[0, 0.9, 0]] * 3)
+    assert [(r["event"], r["label"], r["onset"], r.get("offset")) for r in edges] == [
+        ("start", "dog", 0.0, None), ("end", "dog", 0.0, 1.5), ("start", "siren", 2.0, None),
+        ("end", "siren", 2.0, 3.5)]  # windows end at 3.5: the last one's end, the audio's end
+    assert run(EventDetector(LABELS, "multilabel"), [[0.9, 0, 0]] * 3)[-1]["offset"] == 2.0
+    detector = EventDetector(LABELS, "multilabel", lag=0.25)
+    records = [r for k, row in enumerate([[0, 0, 0]] + [[0.9, 0, 0]] * 4 + [[0, 0, 0]] * 2)
+               for r in detector.update(k * 0.5, k * 0.5 + 1.0, np.asarray(row, float))]
+    assert [(r["onset"], r.get("offset")) for r in records] == [(0.75, None), (0.75, 2.25)]  # centres 1.0 .. 2.5
+    assert detector.finish(10.0) == []
+    trimmed = run(EventDetector(LABELS, "multilabel", EventConfig(trim=0.3)),
+                  [[0, 0, 0]] + [[0.9, 0, 0]] * 4 + [[0, 0, 0]] * 2)
+    assert [(r["onset"], r.get("offset")) for r in trimmed] == [(1.3, None), (1.3, 2.2)]
+    short = run(EventDetector(LABELS, "multilabel", EventConfig(trim=0.4)), [[0, 0, 0], [0.9, 0, 0], [0, 0, 0]])
+    assert [(r["onset"], r.get("offset")) for r in short] == [(1.4, None), (1.4, 1.4)]  # never ends before it starts
+    with pytest.raises(UserError, match="--trim"):
+        EventConfig(trim=-0.1)
+
+
 def test_confirmation_min_duration_and_merging():
     rows = [[s, 0, 0] for s in (0.9, 0.1, 0.1, 0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1)]
     plain = run(EventDetector(LABELS, "multilabel"), rows)
@@ -62,7 +84,7 @@ def test_confirmation_min_duration_and_merging():
     assert long_only[0]["first_detected_at"] == 5.0  # reported once it has lasted 0.9 s (window 8)
     merged = run(EventDetector(LABELS, "multilabel", EventConfig(merge_gap=0.6)), rows)
     assert [(r["event"], r["onset"], r.get("offset")) for r in merged] == [
-        ("start", 0.5, None), ("end", 0.5, 0.5), ("start", 2.0, None), ("end", 2.0, 4.5)]  # a 1 s gap joins the two
+        ("start", 0.0, None), ("end", 0.0, 0.5), ("start", 2.0, None), ("end", 2.0, 4.5)]  # a 1 s gap joins the two
 
 
 def test_multilabel_overlaps_and_single_label_one_at_a_time():

@@ -60,7 +60,8 @@ def window_line(result) -> str:
 MODEL_HELP = "Export folder, its astedge.json or model.onnx, or a .safetensors checkpoint (default: $ASTEDGE_MODEL)."
 BACKEND_HELP = ("auto (tensorrt > onnxruntime-cuda > onnxruntime-cpu > torch), tensorrt, onnxruntime, onnxruntime-cpu, "
                  "onnxruntime-cuda, onnxruntime-tensorrt, torch.")
-PRECISION_HELP = "auto, fp32 or fp16 (ONNX Runtime: which ONNX file; TensorRT: must match the engine)."
+PRECISION_HELP = ("auto, fp32, fp16 or int8 (ONNX Runtime: which ONNX file, int8 = model.int8.onnx from export --int8; "
+                  "TensorRT: must match the engine).")
 
 
 # The decision layer's options, shared by listen, classify and evaluate (one definition each).
@@ -76,12 +77,14 @@ CONFIRM = typer.Option(None, "--confirm", help="N/M: an event starts when its cl
                         "windows (default 1/1).")
 MIN_DURATION = typer.Option(0.0, "--min-duration", help="Seconds an event must last before it is reported.")
 MERGE_GAP = typer.Option(0.0, "--merge-gap", help="Seconds of silence that still continue an event.")
+TRIM = typer.Option(0.0, "--trim", help="Seconds to move each onset later and offset earlier: a window fires before "
+                    "its sound fills half of it (choose it on a labelled stream with astedge evaluate).")
 SMOOTHING = typer.Option("none", "--smoothing", help="Across windows: none, ema, median or max.")
 SMOOTHING_WINDOWS = typer.Option(3, "--smoothing-windows", min=1,
                                   help="ema: alpha = 2/(N+1); median, max: over the last N windows.")
 
 
-def event_config(model: Path, labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap):
+def event_config(model: Path, labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap, trim=0.0):
     """The decision layer's settings: thresholds from --thresholds, else the export's calibrated ones."""
     from astedge.backends import export_thresholds
     from astedge.events import EventConfig, parse_confirm, read_thresholds
@@ -90,7 +93,7 @@ def event_config(model: Path, labels, threshold, thresholds, off_ratio, confirm,
     n, m = parse_confirm(confirm)
     return EventConfig(threshold=0.5 if threshold is None else threshold, off_ratio=off_ratio,
                        thresholds=per_class or {}, confirm=n, confirm_window=m, min_duration=min_duration,
-                       merge_gap=merge_gap)
+                       merge_gap=merge_gap, trim=trim)
 
 
 class EventOutput:

@@ -186,3 +186,26 @@ def data_synth(
                    f"with ground truth {summary.stream_truth.name}")
 
 
+
+
+@data_app.command("events", epilog="Example: astedge data events long-stream --seconds 300 --rate 44100 --seed 1   "
+                                   "(then: astedge evaluate MODEL long-stream.wav --truth long-stream.csv --hop 0.1)")
+def data_events(
+    out: Path = typer.Argument(..., help="Path stem: writes OUT.wav and OUT.csv (onset,offset,label)."),
+    seconds: float = typer.Option(300.0, "--seconds", help="Length of the recording."),
+    rate: int = typer.Option(48000, "--rate", help="Sample rate it is made at (as a recorder would: 44100, 48000)."),
+    seed: int = typer.Option(0, "--seed", help="Everything derives from this seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Write a long labelled recording for event detection: the demo classes' events (0.3-5 s) between gaps and
+    distractors, over a noise bed; its truth is what `astedge evaluate --truth` reads."""
+    from astedge import synth
+
+    if not seconds >= 10 or rate < 8000:
+        raise UserError(f"--seconds must be >= 10 and --rate >= 8000, got {seconds} and {rate}")
+    wav, truth = synth.write_event_stream(out, seconds=seconds, rate=rate, seed=seed)
+    events = sum(1 for _ in truth.open()) - 1
+    if as_json:
+        print_json({"audio": str(wav), "truth": str(truth), "events": events, "seconds": seconds, "rate": rate})
+    else:
+        typer.echo(f"{wav}: {seconds:g} s at {rate} Hz with {events} events; truth {truth}")

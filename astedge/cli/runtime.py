@@ -14,7 +14,7 @@ from rich.table import Table
 
 from astedge.errors import UserError
 from astedge.cli.app import app, err_console, log_line, print_json
-from astedge.cli.common import BACKEND_HELP, CONFIRM, EVENTS, EVENTS_CSV, EventOutput, MERGE_GAP, MIN_DURATION, MODEL_HELP, OFF_RATIO, ON_EVENT, PRECISION_HELP, SMOOTHING, SMOOTHING_WINDOWS, THRESHOLDS, event_config, load_backend, model_path, window_line
+from astedge.cli.common import BACKEND_HELP, CONFIRM, EVENTS, EVENTS_CSV, EventOutput, MERGE_GAP, MIN_DURATION, TRIM, MODEL_HELP, OFF_RATIO, ON_EVENT, PRECISION_HELP, SMOOTHING, SMOOTHING_WINDOWS, THRESHOLDS, event_config, load_backend, model_path, window_line
 
 
 @app.command(epilog="Example: astedge listen --model ast-audioset/ --hop 1 --smoothing ema   "
@@ -43,6 +43,7 @@ def listen(
     confirm: Optional[str] = CONFIRM,
     min_duration: float = MIN_DURATION,
     merge_gap: float = MERGE_GAP,
+    trim: float = TRIM,
     partial: str = typer.Option("wait", "--partial", help="Before the first full window: wait, or pad (classify the "
                                 "growing window every hop)."),
     source: Optional[str] = typer.Option(None, "--source", help="Read an audio file instead of the microphone, "
@@ -91,8 +92,9 @@ def listen(
     if events or events_csv is not None or on_event:
         from astedge.events import EventDetector
 
-        config = event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap)
-        detector = EventDetector(net.labels, net.task, config, mask)
+        config = event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap,
+                              trim)
+        detector = EventDetector(net.labels, net.task, config, mask, lag=smoother.lag_windows * windowing.seconds[1])
     output = EventOutput(detector, events, events_csv, on_event)
     if source == "-":
         src = capture.PcmSource(rate=rate or 16000, channels=channels or 1, fmt=pcm_format or "s16le", live=realtime)
@@ -166,6 +168,7 @@ def classify(
     confirm: Optional[str] = CONFIRM,
     min_duration: float = MIN_DURATION,
     merge_gap: float = MERGE_GAP,
+    trim: float = TRIM,
     max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
     backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
@@ -191,15 +194,16 @@ def classify(
         extractor = extractor_for(net.device, net.feature_config, model_input=False)
         detect = events or events_csv is not None or on_event
         config = event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration,
-                               merge_gap) if detect else None
+                               merge_gap, trim) if detect else None
         output = EventOutput(None, events, events_csv, on_event)
         console = Console()
         for path in audio:
-            detector = EventDetector(net.labels, net.task, config, mask, file=str(path)) if detect else None
+            smoother = Smoother(smoothing, smoothing_windows)
+            detector = EventDetector(net.labels, net.task, config, mask, file=str(path),
+                                     lag=smoother.lag_windows * windowing.seconds[1]) if detect else None
             result = classify_file(net, path, windowing, max_seconds=max_seconds, k=top_k,
                                    threshold=None if events else threshold, mask=mask, batch_size=batch_size,
-                                   extractor=extractor, smoother=Smoother(smoothing, smoothing_windows),
-                                   detector=detector)
+                                   extractor=extractor, smoother=smoother, detector=detector)
             if detector is not None:
                 output.detectors.append(detector)
             if as_json or events:
@@ -282,6 +286,7 @@ def evaluate(
     confirm: Optional[str] = CONFIRM,
     min_duration: float = MIN_DURATION,
     merge_gap: float = MERGE_GAP,
+    trim: float = TRIM,
     allow: list[str] = typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated)."),
     deny: list[str] = typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated)."),
     collar: float = typer.Option(0.2, "--collar", help="Event-based F1: onset collar in seconds (DCASE: 0.2)."),
@@ -308,7 +313,8 @@ def evaluate(
     try:
         windowing = Windowing.from_seconds(net.feature_config, window, hop, default_hop=stream_hop(model))
         mask = label_mask(net.labels, allow, deny)
-        config = event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap)
+        config = event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap,
+                              trim)
         Smoother(smoothing, smoothing_windows)  # a bad option fails before any work
         report = evaluate_events(net, audio, table, windowing, config, mask=mask,
                                  smoother_factory=lambda: Smoother(smoothing, smoothing_windows), t_collar=collar,
