@@ -36,6 +36,31 @@ def tiny_data(tmp_path_factory) -> Path:
 
 # --- data ---------------------------------------------------------------------------------------
 
+def test_event_recording_long_events_are_runs_of_clip_scale_sounds(tmp_path):
+    """`astedge data events`: a labelled long recording at a recorder's rate; events within it, apart, of known
+    classes; a 3 s event is three 1 s sounds (each its own sweep), not one slow sweep. Bad options: one line, exit 2."""
+    import soundfile as sf
+
+    result = subprocess.run([sys.executable, "-m", "astedge", "data", "events", str(tmp_path / "rec"), "--seconds", "30",
+                             "--rate", "44100", "--seed", "2", "--json"], capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    info = sf.info(summary["audio"])
+    assert (info.samplerate, round(info.duration, 3)) == (44100, 30.0)
+    rows = synth.read_truth(summary["truth"])
+    assert len(rows) == summary["events"] >= 4 and all(label in synth.CLASSES for _, _, label in rows)
+    assert all(0 < a < b <= 30 and b - a >= 0.3 - 1e-3 for a, b, _ in rows)
+    assert all(b1 + 0.5 - 1e-3 <= a2 for (_, b1, _), (a2, _, _) in zip(rows, rows[1:]))  # gaps of >= 0.5 s
+    rng = np.random.default_rng(0)
+    long = synth._long_event("chirp_up", 3 * 16000, 16000, rng)
+    parts = [synth.CLASSES["chirp_up"](np.random.default_rng(0), 16000, 16000) for _ in range(1)]
+    assert long.shape == (48000,) and np.allclose(long[:16000], parts[0])  # the first second is a whole 1 s chirp
+    bad = subprocess.run([sys.executable, "-m", "astedge", "data", "events", str(tmp_path / "x"), "--seconds", "5"],
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--seconds" in bad.stderr
+
+
 def test_synth_is_deterministic_and_complete(tmp_path, tiny_data):
     synth.write_dataset(tmp_path, classes=3, per_class=10, seconds=0.5, seed=3, stream_segments=3, segment_seconds=1.0)
     for path in sorted(tiny_data.rglob("*.wav")):
