@@ -217,12 +217,7 @@ FP16_RELATIVE_LIMIT = 0.05
 
 def fp16_gate(figures: dict) -> str | None:
     """Why an FP16 comparison fails (None when it passes)."""
-    if not figures["finite"]:
-        return "non-finite logits (FP16 overflow?)"
-    limit = FP16_RELATIVE_LIMIT * max(1.0, figures["reference_max_abs"])
-    if figures["max_abs_diff"] > limit:
-        return f"max abs logit difference {figures['max_abs_diff']:.3g} exceeds {limit:.3g}"
-    return None
+    return _relative_gate(figures, FP16_RELATIVE_LIMIT, "non-finite logits (FP16 overflow?)", "")
 
 
 #: An INT8 engine is checked against the INT8 ONNX on ONNX Runtime (the same Q/DQ scales): TensorRT's INT8 kernels
@@ -232,11 +227,16 @@ INT8_RELATIVE_LIMIT = 0.10
 
 def int8_engine_gate(figures: dict) -> str | None:
     """Why an INT8 engine's comparison with the INT8 ONNX fails (None when it passes)."""
+    return _relative_gate(figures, INT8_RELATIVE_LIMIT, "non-finite logits", " from the INT8 ONNX")
+
+
+def _relative_gate(figures: dict, fraction: float, non_finite: str, against: str) -> str | None:
+    """Fails on non-finite logits or a max abs difference above `fraction` of the reference's largest |logit| (>= 1)."""
     if not figures["finite"]:
-        return "non-finite logits"
-    limit = INT8_RELATIVE_LIMIT * max(1.0, figures["reference_max_abs"])
+        return non_finite
+    limit = fraction * max(1.0, figures["reference_max_abs"])
     if figures["max_abs_diff"] > limit:
-        return f"max abs logit difference {figures['max_abs_diff']:.3g} from the INT8 ONNX exceeds {limit:.3g}"
+        return f"max abs logit difference {figures['max_abs_diff']:.3g}{against} exceeds {limit:.3g}"
     return None
 
 

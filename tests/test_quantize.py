@@ -398,3 +398,12 @@ def test_cli_export_int8_refusals_are_one_line_and_write_nothing(case, checkpoin
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and fragment in lines[-1] and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_int8_engine_gate_is_twice_the_fp16_gate():
+    from astedge.artefact import fp16_gate, int8_engine_gate
+
+    figures = {"finite": True, "reference_max_abs": 10.0, "max_abs_diff": 0.9}
+    assert int8_engine_gate(figures) is None and "exceeds 0.5" in fp16_gate(figures)
+    assert "from the INT8 ONNX exceeds 1" in int8_engine_gate({**figures, "max_abs_diff": 1.1})
+    assert int8_engine_gate({**figures, "finite": False}) == "non-finite logits"
