@@ -186,8 +186,8 @@ class EventDetector:
         if track.run_start is not None and sum(track.recent) >= cfg.confirm and \
                 track.last_on - track.run_start >= cfg.min_duration:
             onset = track.run_start if track.run_start == self._first_start else track.run_start + cfg.trim
-            track.event = Event(self.labels[index], index, onset, end, _wall_now(), track.candidate_peak,
-                                file=self.file)
+            track.event = Event(self.labels[index], index, round(onset, 3), end, _wall_now(), track.candidate_peak,
+                                file=self.file)  # milliseconds, as records and CSV files carry them
             self.events.append(track.event)
             out.append(track.event.record("start"))
         return out
@@ -195,7 +195,7 @@ class EventDetector:
     def _close(self, index: int, track: _Track) -> dict:
         event = track.event
         offset = track.last_on if track.last_on == self._final_end else track.last_on - self.config.trim
-        event.offset = max(offset, event.onset)
+        event.offset = max(round(offset, 3), event.onset)
         track.event, track.run_start, track.recent = None, None, []
         return event.record("end")
 

@@ -367,7 +367,7 @@ def test_profile_validation(tmp_path):
         profiles.DeviceProfile.from_dict({**mine.to_dict(), "colour": "red"})
     for body, fragment in [('[engine]\nmax_bacth = 2\n', "unknown profile key 'engine.max_bacth'"),
                            ('[engine]\nmax_batch = "2"\n', "wrong type"),
-                           ('[engine]\nprecision = "int8"\n', "precision must be"),
+                           ('[engine]\nprecision = "int4"\n', "precision must be"),
                            ('[engine]\nbuilder_optimization_level = 7\n', "0..5"),
                            ('precision = "fp16"\n', "unknown profile key 'precision'"),
                            ("[engine\n", "not valid TOML")]:

@@ -144,7 +144,9 @@ def test_bad_model_paths_and_options_are_user_errors(model, tmp_path, wav):
         with pytest.raises(UserError, match=message):
             choose_backend(path, name)
     with pytest.raises(UserError, match="precision must be one of"):
-        choose_backend(folder, precision="int8")
+        choose_backend(folder, precision="int4")
+    with pytest.raises(UserError, match="has no INT8 model"):
+        choose_backend(folder, "onnxruntime-cpu", precision="int8")
     with pytest.raises(UserError, match="is the fp32 model but precision fp16"):
         OnnxRuntimeBackend(folder / "model.onnx", precision="fp16")
     with pytest.raises(UserError, match=r"takes input \[batch, 128, 128\], got \[1, 64, 128\]"):
