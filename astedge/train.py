@@ -327,7 +327,8 @@ class LearningCheck:
             scratch_hint = ("the preset's from-scratch variant (drop the --set/--config values that override it)"
                             if recipe is not None and recipe.init == "random" and recipe.preset in SCRATCH and
                             recipe.variant != "scratch" else "")
-            tries = [t for t in (scratch_hint, "a lower --set lr=", "a CNN teacher (--teacher timm:resnet18)",
+            teacher_hint = "" if recipe is not None and recipe.teacher else "a CNN teacher (--teacher timm:resnet18)"
+            tries = [t for t in (scratch_hint, "a lower --set lr=", teacher_hint,
                                  "a pretrained checkpoint (--init CHECKPOINT)", "more data") if t]
             return (f"{head}, and the training loss {loss:.4f} is stuck at a constant guess's {self.chance_loss:.4f}: "
                     f"the model is not learning. Try {', '.join(tries[:-1])} or {tries[-1]}")
