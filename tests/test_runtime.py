@@ -256,6 +256,7 @@ def test_smoothing_against_hand_computed_values():
     median = scores.Smoother("median", windows=3)  # a one-window spike does not pass
     outputs = [median(np.array(x)) for x in ([0.1, 0.9], [0.9, 0.8], [0.2, 0.7], [0.3, 0.1])]
     np.testing.assert_allclose(outputs, [[0.1, 0.9], [0.5, 0.85], [0.2, 0.8], [0.3, 0.7]])
+    assert (median.lag_windows, ema.lag_windows, peak.lag_windows, scores.Smoother("none").lag_windows) == (1, 1, 0.5, 0)
     with pytest.raises(UserError, match="--smoothing must be one of"):
         scores.Smoother("mean")
 
