@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from astedge import artefact as art
+from astedge.backends.onnxruntime import onnx_logits
 from astedge.errors import UserError
 from astedge.files import sha256_file
 from astedge.profiles import DeviceProfile, load_profile
@@ -163,15 +164,6 @@ def verification_inputs(feature_config, count: int = VERIFY_COUNT, seed: int = 0
     return np.stack(rows).astype(np.float32), kinds
 
 
-def run_onnxruntime(path: str | Path, inputs: np.ndarray, chunks: list[slice]) -> np.ndarray:
-    """Logits of an ONNX file on ONNX Runtime's CPU provider, fed in the given batches."""
-    from astedge.backends.onnxruntime import ort_session
-
-    session = ort_session(path)
-    outputs = [session.run([art.OUTPUT_NAME], {art.INPUT_NAME: inputs[chunk]})[0] for chunk in chunks]
-    return np.concatenate(outputs)
-
-
 def _window_warning(profile: DeviceProfile, feature_config) -> list[str]:
     model_window = feature_config.target_length * feature_config.frame_shift_ms / 1000
     if profile.window_seconds is not None and \
@@ -247,7 +239,7 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
             arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
         if profile.precision == "int8":
             _write_int8(tmp, checkpoint.feature_config, profile, calibration, int8_min_agreement, meta, log)
-            arrays["logits_onnx_int8"] = run_onnxruntime(tmp / art.ONNX_INT8_FILE, inputs,
+            arrays["logits_onnx_int8"] = onnx_logits(tmp / art.ONNX_INT8_FILE, inputs,
                                                          art.batch_chunks(len(inputs), max_batch=3))
         _write_extras(tmp, meta, arrays, checkpoint.labels, warnings_)
         engine_summary = None
@@ -332,7 +324,7 @@ def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[ob
     with torch.no_grad():
         reference = net(torch.from_numpy(inputs)).numpy()
     chunks = art.batch_chunks(len(inputs), max_batch=3)
-    onnx32 = run_onnxruntime(tmp / art.ONNX_FILE, inputs, chunks)
+    onnx32 = onnx_logits(tmp / art.ONNX_FILE, inputs, chunks)
     fp32 = {**art.compare(reference, onnx32), "reference": f"torch {torch.__version__} (CPU, FP32)",
             "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
             "batches": [c.stop - c.start for c in chunks], "tolerance": FP32_TOLERANCE}
@@ -362,7 +354,7 @@ def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DevicePr
     meta["precisions"][art.ONNX_FP16_FILE] = "fp16 (FP32 I/O and " + ", ".join(profile.fp32_ops) + ")"
     meta["onnx"]["fp16"] = precision_report(model16, profile.fp32_ops)
     chunks = art.batch_chunks(len(inputs), max_batch=3)
-    onnx16 = run_onnxruntime(tmp / art.ONNX_FP16_FILE, inputs, chunks)
+    onnx16 = onnx_logits(tmp / art.ONNX_FP16_FILE, inputs, chunks)
     runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
     half = {**art.compare(onnx32, onnx16), "reference": "model.onnx on " + runtime, "runtime": runtime,
             "batches": [c.stop - c.start for c in chunks], "note": FP16_CPU_NOTE}

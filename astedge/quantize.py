@@ -414,13 +414,8 @@ def int8_fp16(model, fp32_ops=None):
 # --- the check ----------------------------------------------------------------------------------------------
 
 
-def run_logits(path: str | Path, inputs: np.ndarray, batch: int = 4, threads: int | None = None) -> np.ndarray:
-    """Logits of an ONNX file on ONNX Runtime's CPU provider, in batches."""
-    from astedge.backends.onnxruntime import ort_session
-
-    session = ort_session(path, threads=threads)
-    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
-    return np.concatenate([session.run([output], {name: inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)])
+def _batches(count: int, batch: int = 4) -> list[slice]:
+    return [slice(start, start + batch) for start in range(0, count, batch)]
 
 
 def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.ndarray,
@@ -432,7 +427,10 @@ def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.n
     """
     if not min_agreement >= 0:
         raise UserError(f"the minimum INT8 agreement must be a fraction >= 0, got {min_agreement}")
-    fp32, int8 = run_logits(fp32_path, held_out), run_logits(int8_path, held_out)
+    from astedge.backends.onnxruntime import onnx_logits
+
+    chunks = _batches(len(held_out))
+    fp32, int8 = onnx_logits(fp32_path, held_out, chunks), onnx_logits(int8_path, held_out, chunks)
     figures = {**art.compare(fp32, int8), "reference": "FP32 ONNX on ONNX Runtime (CPU)",
                "inputs": f"{len(held_out)} held-out calibration clips", "min_agreement": min_agreement}
     if labels is not None:

@@ -47,6 +47,13 @@ def ort_session(path: str | Path, providers=("CPUExecutionProvider",), threads: 
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
+def onnx_logits(path: str | Path, inputs: np.ndarray, chunks: list[slice], threads: int | None = None) -> np.ndarray:
+    """Logits of an ONNX file on ONNX Runtime's CPU provider, fed in the given batches (row slices of `inputs`)."""
+    session = ort_session(path, threads=threads)
+    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
+    return np.concatenate([session.run([output], {name: inputs[chunk]})[0] for chunk in chunks])
+
+
 class OnnxRuntimeBackend:
     """An exported model in an ONNX Runtime session on one execution provider."""
 
