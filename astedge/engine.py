@@ -91,6 +91,14 @@ def batch_profiles(profile: DeviceProfile) -> tuple[tuple[int, int, int], ...]:
     return (main,)
 
 
+#: precision -> (the export's file a weakly typed build parses, the typed file a strongly typed build prefers, the
+#: builder flags of a weak build). INT8 is explicit quantization: the Q/DQ nodes say where INT8 runs and nothing is
+#: calibrated on the device; strongly typed INT8 (the only kind on TensorRT 11, which has no INT8/FP16 builder flags)
+#: parses model.int8.fp16.onnx, whose float parts are FP16, or else model.int8.onnx with its float parts in FP32.
+PRECISION_SOURCES = {"fp32": ("onnx", None, ()), "fp16": ("onnx", "onnx_fp16", ("FP16",)),
+                     "int8": ("onnx_int8", "onnx_int8_fp16", ("INT8", "FP16"))}
+
+
 def plan_build(tensorrt_version: str, profile: DeviceProfile | str, files: dict, typing: str = "auto", *,
                integrated: bool = False) -> BuildPlan:
     """The build for this TensorRT version, device profile (or just a precision) and export; :class:`UserError`
@@ -109,73 +117,40 @@ def plan_build(tensorrt_version: str, profile: DeviceProfile | str, files: dict,
     if integrated and profile.hardware_compatibility != "none":
         raise UserError(f"hardware_compatibility {profile.hardware_compatibility!r} is not supported on integrated GPUs "
                         "(Jetson): build the engine on the device with hardware_compatibility = \"none\"")
-    if precision == "int8":
-        return _plan_int8(tensorrt_version, profile, files, typing)
-    has_fp16_onnx = bool(files.get("onnx_fp16"))
+    weak_key, typed_key, weak_flags = PRECISION_SOURCES[precision]
+    typed = files.get(typed_key) if typed_key else None
     notes = []
     if typing == "auto":
-        typing = "strong" if major >= 11 or precision == "fp32" or has_fp16_onnx else "weak"
-        if typing == "weak":
+        typing = "strong" if major >= 11 or precision == "fp32" or typed else "weak"
+        if typing == "weak" and precision == "fp16":
             notes.append("no FP16 ONNX in the export: weakly typed FP16 (re-export with --fp16 for strong typing)")
     if typing == "weak" and major >= 11:
-        raise UserError(f"TensorRT {tensorrt_version} has no weak typing (no FP16 builder flag, no per-layer "
-                        "precision): build with --typing auto/strong from the FP16 ONNX")
-    if typing == "weak" and precision == "fp16" and version >= WEAK_FP16_DEPRECATED:
-        notes.append(f"FP16 weak typing is deprecated in TensorRT {version[0]}.{version[1]}; strong typing is preferred")
+        raise UserError(f"TensorRT {tensorrt_version} has no weak typing (no FP16/INT8 builder flags, no per-layer "
+                        "precision): build with --typing auto/strong from the export's typed ONNX")
+    if typing == "weak" and weak_flags and version >= WEAK_FP16_DEPRECATED:
+        notes.append(f"{precision.upper()} weak typing is deprecated in TensorRT {version[0]}.{version[1]}; strong "
+                     "typing is preferred")
     # TensorRT 11 is always strongly typed; its STRONGLY_TYPED flag is kept but ignored.
     network_flags = ("STRONGLY_TYPED",) if typing == "strong" and major < 11 else ()
     tf32 = precision == "fp32" and profile.tf32
     cleared = ("TF32",) if precision == "fp32" and not profile.tf32 else ()
     common = dict(cleared_flags=cleared, profiles=batch_profiles(profile), tf32=tf32)
-    if precision == "fp16" and typing == "strong":
-        if not has_fp16_onnx:
-            raise UserError(f"TensorRT {tensorrt_version} with strong typing builds FP16 engines only from the FP16 "
-                            "ONNX, which this export lacks: re-export with --fp16")
+    if typing == "strong" and typed:  # the casts of the typed ONNX say what runs in FP16 and keep LayerNorm FP32
         if profile.pin_layernorm:
             notes.append("pin_layernorm ignored: a strongly typed network keeps LayerNorm FP32 through the ONNX's casts")
-        return BuildPlan(tensorrt_version, typing, precision, files["onnx_fp16"], network_flags, notes=tuple(notes),
-                         **common)
-    if not files.get("onnx"):
-        raise UserError("the export folder lists no model.onnx")
-    if precision == "fp16":  # weak typing, TensorRT 10
-        pins = profile.pin_layernorm
-        return BuildPlan(tensorrt_version, typing, precision, files["onnx"], network_flags,
-                         builder_flags=("FP16", "OBEY_PRECISION_CONSTRAINTS") if pins else ("FP16",),
-                         fp32_layer_types=("NORMALIZATION",) if pins else (), notes=tuple(notes), **common)
-    return BuildPlan(tensorrt_version, typing, precision, files["onnx"], network_flags, notes=tuple(notes), **common)
-
-
-def _plan_int8(tensorrt_version: str, profile: DeviceProfile, files: dict, typing: str) -> BuildPlan:
-    """INT8 by explicit quantization: the Q/DQ nodes of ``model.int8.onnx`` say where; nothing is calibrated on the device.
-
-    - Strong typing (always on 11.x, where BuilderFlag.INT8/FP16 are gone; on 10.x with STRONGLY_TYPED): no
-      builder flags, each tensor keeps its ONNX type, so it parses ``model.int8.fp16.onnx`` (float parts FP16,
-      LayerNorm FP32) when the export has it. ``auto`` picks it on 11.x, and on 10.x when that file exists
-      (TensorRT's advice for Q/DQ networks; weak typing is deprecated from 10.12).
-    - Weak typing (10.x only): ``model.int8.onnx`` with the INT8 flag (Q/DQ layers honoured) and FP16 for the
-      float parts; the profile's ``pin_layernorm`` pins every LayerNorm to FP32 as for FP16 builds.
-    """
-    version = tensorrt_version_tuple(tensorrt_version)
-    if not files.get("onnx_int8"):
-        raise UserError("the export folder has no INT8 model: export with --int8 --calibration AUDIO_DIR")
-    typed = files.get("onnx_int8_fp16")
-    if typing == "auto":
-        typing = "strong" if version[0] >= 11 or typed else "weak"
-    if typing == "weak" and version[0] >= 11:
-        raise UserError(f"TensorRT {tensorrt_version} has no weak typing (no INT8/FP16 builder flags): build INT8 "
-                        "with --typing auto/strong")
-    profiles = batch_profiles(profile)
-    if typing == "weak":
-        notes = (f"weak typing is deprecated in TensorRT {version[0]}.{version[1]}; strong typing is preferred",) \
-            if version >= WEAK_FP16_DEPRECATED else ()
-        pins = profile.pin_layernorm
-        return BuildPlan(tensorrt_version, "weak", "int8", files["onnx_int8"],
-                         builder_flags=("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS") if pins else ("INT8", "FP16"),
-                         fp32_layer_types=("NORMALIZATION",) if pins else (), profiles=profiles, notes=notes)
-    notes = () if typed else (f"no {art.ONNX_INT8_FP16_FILE} in the export: the float parts run in FP32 under strong "
-                              "typing",)
-    return BuildPlan(tensorrt_version, "strong", "int8", typed or files["onnx_int8"],
-                     ("STRONGLY_TYPED",) if version[0] < 11 else (), profiles=profiles, notes=notes)
+        return BuildPlan(tensorrt_version, typing, precision, typed, network_flags, notes=tuple(notes), **common)
+    if typing == "strong" and precision == "fp16":
+        raise UserError(f"TensorRT {tensorrt_version} with strong typing builds FP16 engines only from the FP16 "
+                        "ONNX, which this export lacks: re-export with --fp16")
+    if not files.get(weak_key):
+        raise UserError("the export folder has no INT8 model: export with --int8 --calibration AUDIO_DIR"
+                        if precision == "int8" else "the export folder lists no model.onnx")
+    if typing == "strong" and typed_key:  # INT8 without its FP16 graph
+        notes.append(f"no {art.ONNX_INT8_FP16_FILE} in the export: the float parts run in FP32 under strong typing")
+    pins = typing == "weak" and bool(weak_flags) and profile.pin_layernorm
+    flags = (weak_flags if typing == "weak" else ()) + (("OBEY_PRECISION_CONSTRAINTS",) if pins else ())
+    return BuildPlan(tensorrt_version, typing, precision, files[weak_key], network_flags, builder_flags=flags,
+                     fp32_layer_types=("NORMALIZATION",) if pins else (), notes=tuple(notes), **common)
 
 
 def tensorrt_status() -> tuple[bool, str]:
