@@ -126,8 +126,6 @@ class EventDetector:
         self.lag = float(lag)
         self._first_start: float | None = None  # the stream's first window start
         self._last: tuple[float, float] | None = None  # (centre, end) of the latest window
-        self._final_end: float | None = None  # where the audio ended (set by finish)
-        self._at_first = False  # the window being processed is the stream's first
         self.config = config or EventConfig()
         self.on = self.config.on_thresholds(self.labels)
         self.off = self.on * self.config.off_ratio
@@ -139,8 +137,8 @@ class EventDetector:
     def update(self, start: float, end: float, scores: np.ndarray) -> list[dict]:
         """The start and end records this window [start, end) (seconds of audio) causes."""
         scores = np.asarray(scores, dtype=np.float64)
-        self._at_first = self._first_start is None
-        if self._at_first:
+        first = self._first_start is None
+        if first:
             self._first_start = start
         centre = max(self._first_start, 0.5 * (start + end) - self.lag)
         self._last = (centre, end)
@@ -157,7 +155,7 @@ class EventDetector:
             if track.event is None and not above_on[index] and not track.recent and track.run_start is None:
                 continue  # idle class: nothing to do (the common case for 527 classes)
             out += self._step(index, track, start, end, centre, float(scores[index]), bool(above_on[index]),
-                              bool(above_off[index]))
+                              bool(above_off[index]), first)
         if self.task == "multiclass":  # a new event may only start once the previous one ended
             starts = [r for r in out if r["event"] == "start"]
             ends = [r for r in out if r["event"] == "end"]
@@ -165,7 +163,7 @@ class EventDetector:
         return out
 
     def _step(self, index: int, track: _Track, start: float, end: float, centre: float, score: float, on: bool,
-              still: bool) -> list[dict]:
+              still: bool, first: bool) -> list[dict]:
         cfg, out = self.config, []
         if track.event is not None:  # in an event: hysteresis, then the merge gap
             if still:
@@ -177,7 +175,7 @@ class EventDetector:
         track.recent = (track.recent + [on])[-cfg.confirm_window:]
         if on:
             if track.run_start is None:
-                track.run_start = start if self._at_first else centre  # on from the first window: with the audio
+                track.run_start = start if first else centre  # on from the first window: with the audio
                 track.candidate_peak = 0.0
             track.candidate_peak = max(track.candidate_peak, score)
             track.last_on = centre
@@ -192,9 +190,10 @@ class EventDetector:
             out.append(track.event.record("start"))
         return out
 
-    def _close(self, index: int, track: _Track) -> dict:
+    def _close(self, index: int, track: _Track, audio_end: float | None = None) -> dict:
+        """End the track's event at its last on-window (trimmed), or at `audio_end` when it lasted to the end."""
         event = track.event
-        offset = track.last_on if track.last_on == self._final_end else track.last_on - self.config.trim
+        offset = audio_end if audio_end is not None else track.last_on - self.config.trim
         event.offset = max(round(offset, 3), event.onset)
         track.event, track.run_start, track.recent = None, None, []
         return event.record("end")
@@ -206,9 +205,8 @@ class EventDetector:
         for index, track in enumerate(self.tracks):
             if track.event is None:
                 continue
-            if self._last is not None and track.last_on == self._last[0]:
-                track.last_on = self._final_end = self._last[1] if end is None else end
-            out.append(self._close(index, track))
+            lasted = self._last is not None and track.last_on == self._last[0]
+            out.append(self._close(index, track, (self._last[1] if end is None else end) if lasted else None))
         return out
 
 
