@@ -44,10 +44,14 @@ def cuda_event_times(torch, call, *, iters: int, warmup: int) -> tuple[list[floa
     return device, host
 
 
-def write_results(name: str, data: dict, markdown: str) -> Path:
-    """benchmarks/results/<name>-<date>.{json,md}; one file per machine and date."""
+def write_results(name: str, data: dict, markdown: str, echo: bool = True) -> Path:
+    """benchmarks/results/<name>-<date>.{json,md}; one file per machine and date. `echo` prints the markdown and
+    where it went."""
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"{name}-{data['machine']['date'][:10]}"
     stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown)
+    if echo:
+        print(markdown, end="")
+        print(f"written {stem}.json/.md")
     return stem

@@ -65,9 +65,7 @@ def main() -> None:
              "| classes | task | smoothing | p50 ms | p99 ms | mean ms | records |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['classes']} | {r['task']} | {r['smoothing'][0]} {r['smoothing'][1]} | {r['p50_ms']:.4f} | "
               f"{r['p99_ms']:.4f} | {r['mean_ms']:.4f} | {r['records']} |" for r in rows]
-    path = write_results("events-cpu", data, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written {path}.json/.md")
+    write_results("events-cpu", data, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -60,9 +60,7 @@ def main() -> None:
              f"{data['machine']['date'][:10]}", "", "| implementation | p50 ms | mean ms | slower than astedge |",
              "|---|---|---|---|"]
     lines += [f"| {name} | {s['p50_ms']:.2f} | {s['mean_ms']:.2f} | {s['vs_astedge']:.1f}x |" for name, s in results.items()]
-    path = write_results("fbank-cpu", data, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written {path}.json/.md")
+    write_results("fbank-cpu", data, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -247,9 +247,7 @@ def main() -> None:
     import common
 
     common.RESULTS = args.out
-    path = write_results(f"fbank-gpu-{slug}", data, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written {path}.json/.md")
+    write_results(f"fbank-gpu-{slug}", data, "\n".join(lines) + "\n")
     graphs.close()
     for pointer in (*x.values(), *y.values()):
         driver.free(pointer)

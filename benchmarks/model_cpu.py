@@ -337,9 +337,7 @@ def main() -> None:
         data["goal"] = goal_lines(base)
     data["int8_accuracy"] = {"skipped": "--no-int8-accuracy"} if args.no_int8_accuracy else int8_accuracy(args.threads, log)
     text = markdown(data)
-    path = write_results("model-cpu", data, text)
-    print(text)
-    print(f"written {path}.json/.md")
+    write_results("model-cpu", data, text)
 
 
 if __name__ == "__main__":

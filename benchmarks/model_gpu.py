@@ -201,9 +201,7 @@ def main() -> None:
     gpu = header["gpu"]["devices"][0]["name"] if header["gpu"]["devices"] else "gpu"
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
     text = markdown(data)
-    path = write_results(f"model-gpu-{slug}", data, text)
-    print(text)
-    print(f"written {path}.json/.md")
+    write_results(f"model-gpu-{slug}", data, text)
 
 
 if __name__ == "__main__":

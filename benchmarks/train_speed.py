@@ -71,9 +71,7 @@ def main() -> None:
              "", "| configuration | clips | batch | s / epoch | of which data | torch threads |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['config']} | {r['clips']} | {r['batch']} | {r['seconds_per_epoch']:.1f} | "
               f"{r['data_seconds_per_epoch']:.1f} | {r['torch_threads']} |" for r in rows]
-    path = write_results("train-speed-cpu", payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written {path}.json/.md")
+    write_results("train-speed-cpu", payload, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
