@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astedge import synth
+from astedge.data import synth
 
 #: The demo's data: 10 classes and the background x 750 one-second clips (80% train, 20% held out), a 48 s stream.
 DATA = dict(classes=10, per_class=750, seconds=1.0, stream_segments=24, segment_seconds=2.0, background=True)
@@ -23,9 +23,9 @@ EVENT_HOP, EVENT_SMOOTHING = 0.1, ("median", 3)
 
 def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = True) -> dict:
     """Run every stage into `out` and return the summary (accuracies, latency, seconds per stage)."""
-    from astedge.datasets import read_dataset
-    from astedge.recipes import load_recipe
-    from astedge.train import train
+    from astedge.data.datasets import read_dataset
+    from astedge.train.recipes import load_recipe
+    from astedge.train.loop import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = Tr
 
 def _export(checkpoint: Path, out: Path, log) -> dict:
     """Export the checkpoint (verified ONNX + FP16 ONNX; an engine too where TensorRT runs)."""
-    from astedge.export import export
+    from astedge.deploy.export import export
 
     summary = export(checkpoint, out / "export", profile="workstation", force=True, log=log)
     return {"folder": summary["output"], "files": summary["files"],
@@ -70,8 +70,8 @@ def _export(checkpoint: Path, out: Path, log) -> dict:
 
 def _score_stream(model: Path, stream_path: Path, truth_path: Path, log) -> dict:
     """Classify the stream with the runtime (fastest backend here, one window per call) and score each window."""
-    from astedge.backends import choose_backend
-    from astedge.windows import Windowing, classify_file
+    from astedge.runtime.backends import choose_backend
+    from astedge.runtime.windows import Windowing, classify_file
 
     backend = choose_backend(model).backend
     windowing = Windowing.from_seconds(backend.feature_config, hop=0.5)
@@ -95,11 +95,11 @@ def _score_stream(model: Path, stream_path: Path, truth_path: Path, log) -> dict
 def _score_events(model: Path, data, truth: Path, stream_path: Path, log) -> dict:
     """Calibrate per-class thresholds on the held-out clips (max F1), then find the stream's events and score them
     (DCASE event-based F1, duplicates, decision latency). The background class is never an event."""
-    from astedge.backends import choose_backend
-    from astedge.evaluation import calibrate_thresholds, evaluate_events, read_truth
-    from astedge.events import EventConfig
-    from astedge.scores import Smoother, label_mask
-    from astedge.windows import Windowing
+    from astedge.runtime.backends import choose_backend
+    from astedge.measure.evaluation import calibrate_thresholds, evaluate_events, read_truth
+    from astedge.runtime.events import EventConfig
+    from astedge.runtime.scores import Smoother, label_mask
+    from astedge.runtime.windows import Windowing
 
     backend = choose_backend(model).backend
     try:

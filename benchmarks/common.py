@@ -11,8 +11,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine_header(packages: tuple[str, ...] = ()) -> dict:
-    from astedge.machine import PACKAGES
-    from astedge.machine import machine_header as header
+    from astedge.measure.machine import PACKAGES
+    from astedge.measure.machine import machine_header as header
 
     return header(tuple(dict.fromkeys(PACKAGES + packages)))
 

@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, write_results  # noqa: E402
 
-from astedge.events import EventConfig, EventDetector  # noqa: E402
-from astedge.scores import Smoother  # noqa: E402
+from astedge.runtime.events import EventConfig, EventDetector  # noqa: E402
+from astedge.runtime.scores import Smoother  # noqa: E402
 
 
 def scores(classes: int, windows: int, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import machine_header, timeit, write_results  # noqa: E402
 
-from astedge import features as F  # noqa: E402
+from astedge.features import fbank as F  # noqa: E402
 
 
 def main() -> None:

@@ -7,13 +7,13 @@ CUDA is only needed for the torch-ops comparison (skipped, and said so, without 
                                                               # (default benchmarks/results)
 
 Measured, all producing the model input [B, 1024, 128] from float32 audio already on the device:
-- the astedge kernel through the CUDA driver API (astedge.cuda_driver), as the runtime runs it: per call, a
+- the astedge kernel through the CUDA driver API (astedge.features.cuda_driver), as the runtime runs it: per call, a
   blocking-sync event pair around one launch (device time) and host wall time including the launch and the
-  wait, at batch 1 and 64; also replayed from a CUDA graph (astedge.device_pipeline.Graphs);
+  wait, at batch 1 and 64; also replayed from a CUDA graph (astedge.features.device_pipeline.Graphs);
 - batch 64 throughput: back-to-back launches between two events (µs per clip);
 - torch ops: unfold, mean, pre-emphasis, window, torch.fft.rfft (cuFFT), abs().pow(2), dense mel matmul (FP32, TF32
   off), clamp/log, pad, normalize - the torchaudio recipe without its per-call CPU work (CUDA events);
-- the CPU numpy reference (astedge.features.model_input), one clip and 64 clips, for scale.
+- the CPU numpy reference (astedge.features.fbank.model_input), one clip and 64 clips, for scale.
 Parity against the CPU reference and the host build is recorded, and the targets (<= 25 µs per clip at batch 1
 on an H100/H200-class GPU, >= 10x torch ops) are checked in the report.
 
@@ -34,9 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_header, timeit, write_results  # noqa: E402
 
-from astedge import cuda_driver, cuda_fbank  # noqa: E402
-from astedge import features as F  # noqa: E402
-from astedge.device_pipeline import Graphs  # noqa: E402
+from astedge.features import cuda_driver  # noqa: E402
+from astedge.features import cuda_fbank
+from astedge.features import fbank as F  # noqa: E402
+from astedge.features.device_pipeline import Graphs  # noqa: E402
 
 SAMPLES = 160000  # 10 s at 16 kHz
 TARGET_US = 25.0
@@ -204,7 +205,7 @@ def main() -> None:
         parity["torch ops (rfft + matmul)"] = float(np.abs(ops[64]()[:4].cpu().numpy() - F.model_input(waves[64][:4])).max())
     cpu1 = timeit(lambda: F.model_input(waves[1][0]), repeats=20)
     cpu64 = timeit(lambda: F.model_input(waves[64]), warmup=1, repeats=3)
-    results["CPU numpy reference (astedge.features)"] = {
+    results["CPU numpy reference (astedge.features.fbank)"] = {
         "batch1": {"host_p50_ms": cpu1["p50_ms"], "iters": cpu1["repeats"], "batch": 1},
         "batch64_throughput": {"ms_per_batch": cpu64["p50_ms"], "us_per_clip": 1e3 * cpu64["p50_ms"] / 64,
                                "clips_per_s": 64e3 / cpu64["p50_ms"], "batch": 64}}

@@ -1,5 +1,5 @@
-"""INT8 for AST: ONNX Runtime ``quantize_static`` (astedge.quantize) vs NVIDIA ModelOpt ONNX PTQ vs dynamic INT8,
-on trained models, on the CPU; and ModelOpt AutoCast vs astedge's FP16 pass (astedge.onnx_fp16).
+"""INT8 for AST: ONNX Runtime ``quantize_static`` (astedge.deploy.quantize) vs NVIDIA ModelOpt ONNX PTQ vs dynamic INT8,
+on trained models, on the CPU; and ModelOpt AutoCast vs astedge's FP16 pass (astedge.deploy.onnx_fp16).
 
 Run (one model at a time is fine; each part is skipped with a note when its input is absent):
 
@@ -12,14 +12,14 @@ and onnxruntime-gpu 1.24, which would replace the product's onnx 1.23 and clash 
 script re-runs itself there as a worker (``--modelopt-worker``) that imports only modelopt and numpy.
 
 For each trained model (a run folder with best.safetensors):
-- export (astedge.export.export: model.onnx FP32, model.fp16.onnx);
-- calibration clips: --calib clips of the training split (seeded order), features by astedge.features.model_input;
+- export (astedge.deploy.export.export: model.onnx FP32, model.fp16.onnx);
+- calibration clips: --calib clips of the training split (seeded order), features by astedge.features.fbank.model_input;
   held out: the validation split (and `test` where the dataset has one), with labels;
 - variants: FP32; dynamic INT8 (quantize_dynamic, QInt8 MatMul/Gemm weights); quantize_static QDQ with
   astedge's placement (MinMax = the product's default; Percentile 99.999; Entropy as quantize_static runs it;
   with quant_pre_process; attention kept float; head kept float); ModelOpt int8 (entropy, its default, and max;
   its default FP16 output, and FP32 output for a like-for-like CPU run);
-- per variant: Q/DQ placement (astedge.quantize.qdq_report: counts, what reads DQ outputs, per-channel axes,
+- per variant: Q/DQ placement (astedge.deploy.quantize.qdq_report: counts, what reads DQ outputs, per-channel axes,
   TensorRT-form problems), accuracy and top-1 agreement with FP32, max/mean logit difference, file size, and
   ONNX Runtime CPU latency at batch 1, all variants round-robin in one process (astedge.timing.round_robin);
 - FP16: astedge convert_fp16 vs ModelOpt AutoCast (keep_io_types, LayerNormalization excluded, its reference
@@ -81,7 +81,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(HERE))
 from common import machine_header, write_results  # noqa: E402
 
-from astedge import quantize as Q  # noqa: E402
+from astedge.deploy import quantize as Q  # noqa: E402
 from astedge.timing import round_robin  # noqa: E402
 
 
@@ -96,8 +96,8 @@ def log(message: str) -> None:
 
 
 def features_of(items, feature_config, label_index) -> tuple[np.ndarray, np.ndarray]:
-    from astedge.audio import load_audio
-    from astedge.features import model_input
+    from astedge.audio.decode import load_audio
+    from astedge.features.fbank import model_input
 
     rows, labels = [], []
     for item in items:
@@ -107,8 +107,8 @@ def features_of(items, feature_config, label_index) -> tuple[np.ndarray, np.ndar
 
 
 def model_data(name: str, run: Path, data: Path, calib_count: int, seed: int = 0) -> dict:
-    from astedge.checkpoint import load_checkpoint
-    from astedge.datasets import read_dataset
+    from astedge.model.checkpoint import load_checkpoint
+    from astedge.data.datasets import read_dataset
 
     checkpoint = load_checkpoint(run / "best.safetensors")
     index = read_dataset(data, val_fraction=0.2, seed=0)
@@ -152,7 +152,7 @@ def run_modelopt(python: str, action: str, src: Path, out: Path, calib: Path, *e
 def make_variants(model: dict, work: Path, modelopt_python: str | None) -> dict[str, dict]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from astedge.export import export
+    from astedge.deploy.export import export
 
     folder = work / model["name"] / "export"
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def make_variants(model: dict, work: Path, modelopt_python: str | None) -> dict[
     for index, (label, options) in enumerate(static.items()):
         path = out / f"static{index}.onnx"
         report = Q.quantize_int8(fp32, path, model["calib"], log=log, **options)
-        variants[label] = {"path": path, "how": f"astedge.quantize {options}", "seconds": report["seconds"]}
+        variants[label] = {"path": path, "how": f"astedge.deploy.quantize {options}", "seconds": report["seconds"]}
     if modelopt_python:
         calib_npy = out / "calib.npy"
         np.save(calib_npy, model["calib"])
@@ -210,7 +210,7 @@ def graph_facts(path: Path) -> dict:
 
 def ort_logits(path, x):
     """Logits of an ONNX file on ONNX Runtime's CPU provider, 4 clips a call."""
-    from astedge.backends.onnxruntime import onnx_logits
+    from astedge.runtime.backends.onnxruntime import onnx_logits
 
     return onnx_logits(path, x, [slice(i, i + 4) for i in range(0, len(x), 4)])
 
@@ -235,7 +235,7 @@ def accuracy_figures(variants: dict, model: dict) -> None:
 
 def latency(paths: dict[str, Path], sample: np.ndarray, seconds: float, threads: int, min_rounds: int = 5) -> dict:
     """Per variant: min and median ms of one batch-1 call, round-robin; ratios to FP32 and to dynamic INT8."""
-    from astedge.backends.onnxruntime import ort_session
+    from astedge.runtime.backends.onnxruntime import ort_session
 
     calls = {}
     for label, path in paths.items():
@@ -257,7 +257,7 @@ def latency(paths: dict[str, Path], sample: np.ndarray, seconds: float, threads:
 def fp16_comparison(model: dict, work: Path, modelopt_python: str | None) -> dict:
     """astedge convert_fp16 (model.fp16.onnx of the export) vs ModelOpt AutoCast, on ONNX Runtime CPU."""
     from astedge import artefact as art
-    from astedge.onnx_fp16 import precision_report
+    from astedge.deploy.onnx_fp16 import precision_report
 
     import onnx
 
@@ -295,10 +295,10 @@ def base_latency(seconds: float, threads: int, modelopt_python: str | None, work
     """AST-base 10/10 x 1024, random weights: FP32 vs dynamic vs static INT8 on this CPU (latency only)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from astedge import features as F
-    from astedge.export import RANDOM_WEIGHTS, random_export, verification_inputs
-    from astedge.features import FbankConfig
-    from astedge.model_config import model_config
+    from astedge.features import fbank as F
+    from astedge.deploy.export import RANDOM_WEIGHTS, random_export, verification_inputs
+    from astedge.features.fbank import FbankConfig
+    from astedge.model.config import model_config
 
     config = model_config("base")
     feature_config = FbankConfig()

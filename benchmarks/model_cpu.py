@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, write_results  # noqa: E402
 
-from astedge import features as F  # noqa: E402
+from astedge.features import fbank as F  # noqa: E402
 from astedge.timing import DEFAULT_PAUSE_MS, round_robin, summarize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def quantize(onnx_path: Path, out: Path) -> Path:
 def hf_model(size: str, attention: str):
     from transformers import ASTConfig, ASTForAudioClassification
 
-    from astedge.model_config import SIZES
+    from astedge.model.config import SIZES
 
     dims = SIZES[size]
     config = ASTConfig(hidden_size=dims["embed_dim"], num_hidden_layers=dims["depth"],
@@ -89,8 +89,8 @@ def contenders_for(size: str, threads: int) -> tuple[dict, dict, dict]:
     import torch
     from transformers import ASTFeatureExtractor
 
-    from astedge.backends.onnxruntime import OnnxRuntimeBackend
-    from astedge.backends.torch import TorchBackend
+    from astedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from astedge.runtime.backends.torch import TorchBackend
 
     wave = (0.1 * np.random.default_rng(0).standard_normal(SAMPLES)).astype(np.float32)
     extractor = ASTFeatureExtractor()
@@ -111,9 +111,9 @@ def contenders_for(size: str, threads: int) -> tuple[dict, dict, dict]:
     def ours(backend):
         return (lambda: backend.run(ours_input)), (lambda: backend.run(F.model_input(wave)[None]))
 
-    from astedge.export import random_export
-    from astedge.model_config import model_config
-    from astedge.quantize import quantize_int8
+    from astedge.deploy.export import random_export
+    from astedge.model.config import model_config
+    from astedge.deploy.quantize import quantize_int8
 
     with random_export(model_config(size), name=size) as export_dir:  # loaded into memory before it is removed
         int8 = quantize(export_dir / "model.onnx", export_dir / "model.dynamic.onnx")
@@ -188,11 +188,11 @@ def int8_accuracy(threads: int, log) -> dict:
     data_dir = checkpoint.parent.parent / "data"
     if not data_dir.is_dir():
         return {"skipped": f"the demo's data is not at {data_dir}"}
-    from astedge import audio as audio_io
-    from astedge.backends.onnxruntime import OnnxRuntimeBackend
-    from astedge.checkpoint import load_checkpoint
-    from astedge.datasets import read_dataset
-    from astedge.export import export
+    from astedge.audio import decode as audio_io
+    from astedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from astedge.model.checkpoint import load_checkpoint
+    from astedge.data.datasets import read_dataset
+    from astedge.deploy.export import export
 
     described = load_checkpoint(checkpoint, weights=False)
     config = described.feature_config

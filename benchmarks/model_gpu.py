@@ -16,7 +16,7 @@ Two parts, random weights (latency only), AudioSet shape (1024 x 128 -> 527):
    eager FP16 (autocast), ``torch.compile`` FP16 (default mode) and ``torch.compile(mode="reduce-overhead")``
    FP16 (CUDA graphs), HF ``ASTForAudioClassification`` sdpa FP16 (``.half()``). End to end each also runs
    audio (host) -> H2D -> CUDA fbank kernel (``run_device`` on torch's stream) -> model -> logits (host).
-2. astedge's backends through ``astedge.bench.benchmark`` on an export of the same-size random model (FP16
+2. astedge's backends through ``astedge.measure.bench.benchmark`` on an export of the same-size random model (FP16
    ONNX; a TensorRT FP16 engine built here when TensorRT is installed): fbank / model / end-to-end, plus
    the engine's GPU compute time from CUDA events; calls back to back (``pause_ms=0``, as trtexec).
 
@@ -36,7 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cuda_event_times, machine_header, write_results  # noqa: E402
 
-from astedge import bench, bench_report, machine, timing  # noqa: E402
+from astedge import timing  # noqa: E402
+from astedge.measure import bench
+from astedge.measure import bench_report
+from astedge.measure import machine
 
 WINDOW_S = 10.0
 SAMPLES = int(WINDOW_S * 16000)
@@ -58,8 +61,8 @@ def host_times(fn, *, iters: int, warmup: int, batch: int) -> dict:
 
 def torch_variants(torch, size: str) -> tuple[dict, dict]:
     """name -> fn(x [B, 1024, 128] float32 on the GPU) -> logits; and name -> why it is missing."""
-    from astedge.model import ASTModel
-    from astedge.model_config import SIZES, model_config
+    from astedge.model.ast_model import ASTModel
+    from astedge.model.config import SIZES, model_config
 
     torch.manual_seed(0)
     net = ASTModel(model_config(size)).eval().cuda()
@@ -94,8 +97,8 @@ def torch_variants(torch, size: str) -> tuple[dict, dict]:
 
 
 def measure_torch(torch, size: str, batches: list[int], iters: int, warmup: int) -> dict:
-    from astedge.cuda_fbank import CudaFbank, CudaFbankUnavailable
-    from astedge.features import DEFAULT
+    from astedge.features.cuda_fbank import CudaFbank, CudaFbankUnavailable
+    from astedge.features.fbank import DEFAULT
 
     variants, missing = torch_variants(torch, size)
     try:
@@ -129,9 +132,9 @@ def measure_torch(torch, size: str, batches: list[int], iters: int, warmup: int)
 
 def measure_backends(size: str, batches: list[int], iters: int, warmup: int) -> dict:
     """astedge's backends on an export of a random model (engine built here when TensorRT is usable)."""
-    from astedge.engine import tensorrt_status
-    from astedge.export import random_export
-    from astedge.model_config import model_config
+    from astedge.deploy.engine import tensorrt_status
+    from astedge.deploy.export import random_export
+    from astedge.model.config import model_config
 
     engine, why_not = tensorrt_status()
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
@@ -197,7 +200,7 @@ def main() -> None:
     data["machine"] = header
     data["header_lines"] = bench_report.machine_lines(header) + [
         f"timing: PyTorch variants {args.warmup} warm-up + {args.iters} calls each, CUDA events per call (synchronized); "
-        f"backends via astedge.bench, calls back to back; TF32 matmuls off"]
+        f"backends via astedge.measure.bench, calls back to back; TF32 matmuls off"]
     gpu = header["gpu"]["devices"][0]["name"] if header["gpu"]["devices"] else "gpu"
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
     text = markdown(data)

@@ -4,7 +4,7 @@ What it is for: measuring whether a model trained from scratch generalises to vo
 heard.  Every clip is synthesised locally (no download) by one of four TTS engines, so the data
 set can be rebuilt anywhere the Debian packages below install, bit for bit from the same seed.
 
-Layout (what ``astedge.datasets.read_speech_commands`` and torchaudio's SPEECHCOMMANDS read)::
+Layout (what ``astedge.data.datasets.read_speech_commands`` and torchaudio's SPEECHCOMMANDS read)::
 
     OUT/<word>/<speaker>_nohash_<n>.wav   1 s, 16 kHz, mono, PCM16; n = 0 .. per_speaker-1
     OUT/validation_list.txt              lines "word/<speaker>_nohash_<n>.wav"

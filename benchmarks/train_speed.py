@@ -23,7 +23,7 @@ CONFIGS = ("AST's speechcommands values, tiny, 12 layers, 10/10", "from-scratch 
 
 
 def recipe_for(name: str):
-    from astedge.recipes import PRESETS, load_recipe
+    from astedge.train.recipes import PRESETS, load_recipe
 
     if name.startswith("AST's"):  # the published values as they are, on a tiny 12-layer model
         return PRESETS["speechcommands"].with_overrides({"model": "tiny", "preset": "speechcommands",
@@ -35,9 +35,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from astedge.datasets import read_dataset
-    from astedge.train import train
-    from astedge.training_data import ClipDataset, epoch_indices, prepare_data
+    from astedge.data.datasets import read_dataset
+    from astedge.train.loop import train
+    from astedge.train.clips import ClipDataset, epoch_indices, prepare_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")

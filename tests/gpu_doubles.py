@@ -2,7 +2,7 @@
 flow (which buffers, which stream, what order, what a graph holds, what is freed) runs and is checked here.
 
 `FakeCuda` has libcuda's function names and ctypes-style arguments (out-parameters are ``ctypes.byref``), so
-:class:`astedge.cuda_driver.Driver` runs against it unchanged. "Device" memory is host memory (ctypes buffers),
+:class:`astedge.features.cuda_driver.Driver` runs against it unchanged. "Device" memory is host memory (ctypes buffers),
 so copies really move bytes; work on a stream runs at once unless the stream is being captured, in which
 case it is recorded into the graph and runs when the graph is launched. Every piece of device work is logged
 in `work` as (label, stream, bytes or detail, "graph" when it ran from a graph replay). Calls are checked: a
@@ -292,7 +292,7 @@ def read_floats(address: int, count: int) -> np.ndarray:
 
 class NumpyEngine:
     """An engine context double: logits = a fixed linear map of the input window (so every input cell counts),
-    enqueued as stream work; records the input of every execution. Implements astedge.device_pipeline.Engine."""
+    enqueued as stream work; records the input of every execution. Implements astedge.features.device_pipeline.Engine."""
 
     def __init__(self, cuda: FakeCuda, frames: int, bins: int, classes: int = 5, min_batch: int = 1, max_batch: int = 4,
                  seed: int = 0):

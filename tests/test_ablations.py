@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from astedge import costs
-from astedge.convert import from_imagenet
+from astedge.measure import costs
+from astedge.model.convert import from_imagenet
 from astedge.errors import UserError
-from astedge.model import ASTModel
-from astedge.model_config import model_config
+from astedge.model.ast_model import ASTModel
+from astedge.model.config import model_config
 
 
 def test_patch_counts_of_the_papers_tables():
@@ -41,7 +41,7 @@ def test_activation_memory_grows_with_the_attention_matrix():
 def test_every_paper_configuration_exports_and_matches_pytorch(tmp_path, name):
     import onnxruntime as ort
 
-    from astedge.export import export_onnx
+    from astedge.deploy.export import export_onnx
 
     config = model_config("tiny", depth=1, num_classes=7, **costs.PAPER_CONFIGS[name])
     torch.manual_seed(0)
@@ -123,7 +123,7 @@ ABLATION_RUNS = {
 
 @pytest.fixture(scope="module")
 def ablation_data(tmp_path_factory):
-    from astedge import synth
+    from astedge.data import synth
 
     root = tmp_path_factory.mktemp("ablation")
     synth.write_dataset(root / "data", classes=2, per_class=6, seconds=0.5, seed=1, stream_segments=1)
@@ -140,10 +140,10 @@ def ablation_data(tmp_path_factory):
 @pytest.mark.parametrize("name", list(ABLATION_RUNS))
 def test_every_ablation_trains(tmp_path, ablation_data, name):
     """Tables 2, 4, 5 and 6 as recipes: each configuration trains (one tiny epoch) into a loadable checkpoint."""
-    from astedge.checkpoint import load_checkpoint
-    from astedge.datasets import read_dataset
-    from astedge.recipes import load_recipe
-    from astedge.train import train
+    from astedge.model.checkpoint import load_checkpoint
+    from astedge.data.datasets import read_dataset
+    from astedge.train.recipes import load_recipe
+    from astedge.train.loop import train
 
     values = dict(ABLATION_RUNS[name])
     if values.get("init") == "imagenet":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from astedge import audio
+from astedge.audio import decode as audio
 from astedge.errors import UserError
 from conftest import tone
 

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astedge import bench, bench_report, machine, timing
-from astedge import export as exp
+from astedge import timing
+from astedge.measure import bench
+from astedge.measure import bench_report
+from astedge.measure import machine
+from astedge.deploy import export as exp
 from astedge.errors import UserError
 
 STAGE_KEYS = {"count", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
@@ -63,7 +66,7 @@ def test_option_parsing():
     for bad in ("0", "1,,2", "a", "-1", ""):
         with pytest.raises(UserError):
             bench.parse_batches(bad)
-    from astedge.backends import BACKENDS
+    from astedge.runtime.backends import BACKENDS
 
     assert bench.parse_backends("all") == list(BACKENDS)
     assert bench.parse_backends("torch,onnxruntime-cpu,torch") == ["torch", "onnxruntime-cpu"]
@@ -200,8 +203,8 @@ def test_round_robin_calls_every_contender_each_round_and_pauses_between_turns(m
 
 
 def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
-    from astedge.features import FbankConfig
-    from astedge.windows import Windowing
+    from astedge.features.fbank import FbankConfig
+    from astedge.runtime.windows import Windowing
 
     class Slow:
         name, task, labels = "slow", "multilabel", ("a", "b")

@@ -15,13 +15,13 @@ import torch
 from safetensors.numpy import save_file
 
 from astedge import __version__
-from astedge.checkpoint import load_checkpoint, save_checkpoint
+from astedge.model.checkpoint import load_checkpoint, save_checkpoint
 from astedge.cli import main
 from astedge.errors import UserError
-from astedge.features import FbankConfig, model_input
-from astedge.model import ASTModel, ModelConfig
-from astedge.predict import predict_file
-from astedge.scores import activate
+from astedge.features.fbank import FbankConfig, model_input
+from astedge.model.ast_model import ASTModel, ModelConfig
+from astedge.runtime.predict import predict_file
+from astedge.runtime.scores import activate
 
 CFG = ModelConfig(num_classes=4, embed_dim=32, depth=2, num_heads=2, target_length=128, norm_eps=1e-12,
                   head_norm_eps=1e-12)
@@ -91,8 +91,8 @@ def test_reading_needs_no_torch(saved):
     and the scoring helpers import without torch too."""
     path, _ = saved
     code = ("import sys, json; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
-            "import astedge.cli, astedge.predict\n"
-            "from astedge.checkpoint import load_checkpoint\n"
+            "import astedge.cli, astedge.runtime.predict\n"
+            "from astedge.model.checkpoint import load_checkpoint\n"
             f"c = load_checkpoint({str(path)!r})\n"
             "print(json.dumps([list(c.labels), c.model_config.grid, c.feature_config.mean, "
             "str(c.state_dict['mlp_head.1.weight'].dtype), sys.modules['torch'] is not None]))")
@@ -173,7 +173,7 @@ def wav(tmp_path) -> Path:
 
 
 def test_predict_file_matches_model(model, saved, wav):
-    from astedge.audio import load_audio
+    from astedge.audio.decode import load_audio
 
     path, features = saved
     result = predict_file(wav, path, k=3)

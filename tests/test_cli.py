@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from astedge import features as F
-from astedge import audio as audio_io
+from astedge.features import fbank as F
+from astedge.audio import decode as audio_io
 from conftest import run_without_torch, tone
 from test_audio import BAD, _write_bad
 
@@ -144,9 +144,9 @@ def test_too_short_audio_and_missing_output_dir(tmp_path):
 def test_runtime_modules_import_without_torch():
     """The Jetson runtime has no PyTorch: these modules must not import it."""
     code = (
-        "import astedge.cli, astedge.audio, astedge.features, astedge.doctor, astedge.files, astedge.cuda_fbank\n"
+        "import astedge.cli, astedge.audio.decode, astedge.features.fbank, astedge.measure.doctor, astedge.files, astedge.features.cuda_fbank\n"
         "import numpy as np\n"
-        "assert astedge.features.model_input(np.zeros(16000, np.float32)).shape == (1024, 128)\n"
+        "assert astedge.features.fbank.model_input(np.zeros(16000, np.float32)).shape == (1024, 128)\n"
         "print('ok')\n"
     )
     result = run_without_torch(code)

@@ -17,13 +17,13 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from astedge.checkpoint import load_checkpoint, save_checkpoint
+from astedge.model.checkpoint import load_checkpoint, save_checkpoint
 from astedge.cli import main
-from astedge.convert import from_imagenet
+from astedge.model.convert import from_imagenet
 from astedge.errors import UserError
-from astedge.importer import import_source, read_state_dict
-from astedge.labels import audioset_labels, parse_label_csv, read_labels
-from astedge.model import build_model, imagenet_init, model_config
+from astedge.model.importer import import_source, read_state_dict
+from astedge.model.labels import audioset_labels, parse_label_csv, read_labels
+from astedge.model.ast_model import build_model, imagenet_init, model_config
 from hf_reference import hf_logits, official_state, random_hf_model, save_hf_folder
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_length=128,

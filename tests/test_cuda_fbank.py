@@ -1,4 +1,4 @@
-"""The CUDA fbank library (csrc/) and its binding (astedge.cuda_fbank).
+"""The CUDA fbank library (csrc/) and its binding (astedge.features.cuda_fbank).
 
 Without a GPU: the kernel's per-frame source compiled for the CPU (libastedge_fbank_host, built here
 with CMake into tests/.cache) against the numpy reference; the kernel's thread blocks emulated with CPU
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astedge import cuda_fbank as C
-from astedge import features as F
+from astedge.features import cuda_fbank as C
+from astedge.features import fbank as F
 from astedge.errors import UserError
 from conftest import signals
 from references import within_db
@@ -246,7 +246,7 @@ def test_emulated_thread_blocks_are_race_free_under_thread_sanitizer(tmp_path):
     script = tmp_path / "race.py"
     script.write_text(
         "import sys, numpy as np\n"
-        "from astedge import cuda_fbank as C, features as F\n"
+        "from astedge.features import cuda_fbank as C, fbank as F\n"
         "w = (0.1 * np.random.default_rng(0).standard_normal((3, 2000))).astype(np.float32)\n"
         "for config, model_input in ((F.DEFAULT, False), (F.FbankConfig(target_length=13), True)):\n"
         "    run = lambda **kw: C.HostFbank(config, model_input=model_input, library=sys.argv[1], **kw)(w)\n"

@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from astedge import export as exp
-from astedge.checkpoint import save_checkpoint
+from astedge.deploy import export as exp
+from astedge.model.checkpoint import save_checkpoint
 from astedge.errors import UserError
-from astedge.features import FbankConfig
-from astedge.model import ASTModel, model_config
+from astedge.features.fbank import FbankConfig
+from astedge.model.ast_model import ASTModel, model_config
 
 KWS = FbankConfig().with_dataset("speechcommands")
 LABELS = ["low", "high"]
@@ -40,7 +40,7 @@ def tones(folder, count: int, seed: int, seconds: float = 0.5, labelled: bool = 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A small AST that tells low from high tones (frame tokens learn it in 20 full-batch steps), exported."""
-    from astedge.features import model_input
+    from astedge.features.fbank import model_input
 
     root = tmp_path_factory.mktemp("teacher")
     torch.manual_seed(0)
@@ -64,10 +64,10 @@ def teacher(tmp_path_factory):
 
 
 def test_label_free_distillation_reports_agreement_it_can_reproduce(teacher, tmp_path):
-    from astedge.backends import choose_backend
-    from astedge.distill import unlabeled_clips
-    from astedge.windows import Windowing, clip_scores
-    from astedge.audio import load_audio
+    from astedge.runtime.backends import choose_backend
+    from astedge.train.distill import unlabeled_clips
+    from astedge.runtime.windows import Windowing, clip_scores
+    from astedge.audio.decode import load_audio
 
     tones(tmp_path / "audio", 40, seed=1)
     long = np.concatenate([0.3 * np.sin(2 * np.pi * 400 * np.arange(48000) / 16000)] * 2).astype(np.float32)
@@ -81,14 +81,14 @@ def test_label_free_distillation_reports_agreement_it_can_reproduce(teacher, tmp
     assert report["clips"] == 40 + 4 and len(list((tmp_path / "run" / "clips").rglob("*.wav"))) == 4
     assert json.loads((tmp_path / "run" / "distill.json").read_text()) == report
     # Agreement re-measured independently: the student's and the teacher's top-1 on the held-out clips.
-    from astedge.datasets import holdout, Item
+    from astedge.data.datasets import holdout, Item
 
     clips = unlabeled_clips(tmp_path / "audio", tmp_path / "run", 1.28, 16000, lambda m: None)
     _, held = holdout([Item(c, (0,)) for c in clips], 0.2, 0)
     student = choose_backend(report["student"], "torch").backend
     master = choose_backend(teacher / "export").backend
     waves = [load_audio(i.path) for i in held]
-    from astedge.features import model_input
+    from astedge.features.fbank import model_input
 
     said = student.run(np.stack([model_input(w, student.feature_config) for w in waves])).argmax(1)  # each clip whole
     taught = clip_scores(master, waves, Windowing.from_seconds(master.feature_config)).argmax(1)  # the teacher's label
@@ -117,7 +117,7 @@ def test_distill_errors_are_one_line(teacher, tmp_path):
 
 
 def test_pareto_and_estimates():
-    from astedge.frontier import estimate_ms, pareto
+    from astedge.measure.frontier import estimate_ms, pareto
 
     assert pareto([(0.9, 10.0), (0.95, 20.0), (0.85, 30.0), (0.9, 10.0)]) == [True, True, False, True]
     base = estimate_ms(261.0, 86.6e6, 163 * 2**20, 12, 1214, "fp16", "orin_agx")
@@ -129,9 +129,9 @@ def test_pareto_and_estimates():
 
 
 def test_frontier_scores_times_and_names_the_fastest(teacher, tmp_path):
-    from astedge.backends import choose_backend
-    from astedge.datasets import read_dataset
-    from astedge.evaluation import score_clips
+    from astedge.runtime.backends import choose_backend
+    from astedge.data.datasets import read_dataset
+    from astedge.measure.evaluation import score_clips
 
     tones(tmp_path / "eval", 20, seed=3, seconds=1.0, labelled=True)
     out = tmp_path / "frontier.json"

@@ -1,4 +1,4 @@
-"""astedge.event_metrics against sed_eval 0.2.1 (the DCASE reference), plus the reader and live-stream helpers.
+"""astedge.measure.event_metrics against sed_eval 0.2.1 (the DCASE reference), plus the reader and live-stream helpers.
 
 sed_eval needs dcase_util, which imports pkg_resources: setuptools<81. Without sed_eval the comparisons
 skip; the hand-made cases with known answers run everywhere.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from astedge.errors import UserError
-from astedge.event_metrics import (Event, decision_latency, detections_per_event, event_based,
+from astedge.measure.event_metrics import (Event, decision_latency, detections_per_event, event_based,
                                    read_events_csv, segment_based)
 from conftest import run_without_torch
 
@@ -250,7 +250,7 @@ def test_read_events_csv_errors(tmp_path, body, message):
 
 
 def test_imports_without_torch_or_reference_packages():
-    result = run_without_torch("import astedge.event_metrics",
+    result = run_without_torch("import astedge.measure.event_metrics",
                                blocked=("torch", "timm", "torchvision", "transformers", "pandas", "scipy",
                                         "dcase_util", "sed_eval"))
     assert result.returncode == 0, result.stderr

@@ -13,13 +13,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from astedge import event_metrics as em
-from astedge import export as exp
-from astedge.checkpoint import save_checkpoint
+from astedge.measure import event_metrics as em
+from astedge.deploy import export as exp
+from astedge.model.checkpoint import save_checkpoint
 from astedge.errors import UserError
-from astedge.events import EventConfig, EventDetector, EventHook, calibrate, parse_confirm, read_thresholds
-from astedge.features import FbankConfig
-from astedge.model import ASTModel, model_config
+from astedge.runtime.events import EventConfig, EventDetector, EventHook, calibrate, parse_confirm, read_thresholds
+from astedge.features.fbank import FbankConfig
+from astedge.model.ast_model import ASTModel, model_config
 
 LABELS = ["dog", "siren", "bird"]
 
@@ -199,7 +199,7 @@ def tone_model(tmp_path_factory):
     net = ASTModel(model_config("tiny", depth=1, num_classes=3, target_length=128, patch_size=(128, 2), fstride=128,
                                 tstride=2))
     rng = np.random.default_rng(0)
-    from astedge.features import model_input
+    from astedge.features.fbank import model_input
 
     def clip(kind):
         t = np.arange(16000) / 16000
@@ -235,7 +235,7 @@ def test_export_of_a_class_subset_is_verified_against_the_full_model(tone_model,
     summary = exp.export(tone_model / "tones.safetensors", tmp_path / "sub", engine=False, classes=tmp_path / "keep.txt",
                          log=lambda m: None)
     from astedge import artefact as art
-    from astedge.backends import choose_backend
+    from astedge.runtime.backends import choose_backend
 
     meta = art.read_metadata(tmp_path / "sub")
     assert meta["labels"] == ["high", "low"] and meta["classes"]["indices"] == [1, 0]
@@ -306,7 +306,7 @@ def test_calibrate_command_and_its_thresholds_in_an_export(tone_model, tmp_path)
     assert saved == pytest.approx(report["thresholds"]) and set(saved) <= set(CLASSES)
     exp.export(tone_model / "tones.safetensors", tmp_path / "calibrated", engine=False,
                thresholds=tmp_path / "t.json", log=lambda m: None)
-    from astedge.backends import export_thresholds
+    from astedge.runtime.backends import export_thresholds
 
     assert export_thresholds(tmp_path / "calibrated") == pytest.approx(saved)
     (tmp_path / "bad.json").write_text('{"thresholds": {"loud": 0.5}}')

@@ -7,6 +7,7 @@ real engines are built only by the `tensorrt`-marked test, on a machine with Ten
 from __future__ import annotations
 
 import ast
+import importlib
 import dataclasses
 import json
 import subprocess
@@ -21,19 +22,20 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from astedge import artefact as art
-from astedge import cuda_driver as cd
-from astedge import cuda_fbank as C
-from astedge import engine as eng
-from astedge import export as exp
-from astedge import profiles, triton
-from astedge.backends import tensorrt as trt_backend
-from astedge.checkpoint import load_checkpoint, save_checkpoint
+from astedge.features import cuda_driver as cd
+from astedge.features import cuda_fbank as C
+from astedge.deploy import engine as eng
+from astedge.deploy import export as exp
+from astedge.deploy import profiles
+from astedge.deploy import triton
+from astedge.runtime.backends import tensorrt as trt_backend
+from astedge.model.checkpoint import load_checkpoint, save_checkpoint
 from astedge.errors import UserError
-from astedge.features import FbankConfig, num_frames
-from astedge.features import model_input as F_model_input
-from astedge.model import ASTModel, model_config
-from astedge.onnx_fp16 import convert_fp16, float_types
-from astedge.windows import Windowing
+from astedge.features.fbank import FbankConfig, num_frames
+from astedge.features.fbank import model_input as F_model_input
+from astedge.model.ast_model import ASTModel, model_config
+from astedge.deploy.onnx_fp16 import convert_fp16, float_types
+from astedge.runtime.windows import Windowing
 from conftest import TORCH_STACK, run_without_torch
 from gpu_doubles import FakeCuda, HostKernel
 from test_cuda_fbank import host_library  # noqa: F401 - the session fixture that builds libastedge_fbank_host
@@ -308,12 +310,12 @@ def test_build_engine_needs_no_torch_nor_onnx(exported):
     """The Jetson has tensorrt + numpy only: build-engine's modules import without torch, ONNX or ORT."""
     folder, _ = exported
     code = (
-        "import astedge.cli, astedge.engine, astedge.backends.tensorrt, astedge.triton, astedge.profiles\n"
-        "import astedge.artefact, astedge.export, astedge.onnx_fp16\n"
+        "import astedge.cli, astedge.deploy.engine, astedge.runtime.backends.tensorrt, astedge.deploy.triton, astedge.deploy.profiles\n"
+        "import astedge.artefact, astedge.deploy.export, astedge.deploy.onnx_fp16\n"
         "from astedge.errors import UserError\n"
-        "assert astedge.profiles.load_profile('jetson-orin-nano').max_batch == 2\n"
+        "assert astedge.deploy.profiles.load_profile('jetson-orin-nano').max_batch == 2\n"
         "try:\n"
-        f"    astedge.engine.build_engine({str(folder / 'model.onnx')!r})\n"
+        f"    astedge.deploy.engine.build_engine({str(folder / 'model.onnx')!r})\n"
         "except UserError as err:\n"
         "    print(err)\n"
     )
@@ -550,8 +552,8 @@ def test_static_tensorrt_names_in_the_source_exist_in_every_version():
     """Every `trt.X` / `trt.X.Y` spelled out in the modules that take the tensorrt module exists in 10.3, 10.8, 10.16
     and 11.4 (names only some versions have go through plan_build's names, run per version above)."""
     used = set()
-    for module in ("engine.py", "backends/tensorrt.py", "device_pipeline.py"):
-        for node in ast.walk(ast.parse((Path(eng.__file__).parent / module).read_text())):
+    for module in ("astedge.deploy.engine", "astedge.runtime.backends.tensorrt", "astedge.features.device_pipeline"):
+        for node in ast.walk(ast.parse(Path(importlib.import_module(module).__file__).read_text())):
             if not isinstance(node, ast.Attribute):
                 continue
             if isinstance(node.value, ast.Name) and node.value.id == "trt":

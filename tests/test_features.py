@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pytest
 
-from astedge import features as F
+from astedge.features import fbank as F
 from astedge.errors import UserError
-from astedge.features import FbankConfig
+from astedge.features.fbank import FbankConfig
 from conftest import signals
 from references import hf_logmel, knf_logmel, torchaudio_fbank, within_db
 

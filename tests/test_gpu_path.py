@@ -17,10 +17,10 @@ import threading
 import numpy as np
 import pytest
 
-from astedge import cuda_driver as cd
-from astedge import cuda_fbank as C
-from astedge import device_pipeline as dp
-from astedge import features as F
+from astedge.features import cuda_driver as cd
+from astedge.features import cuda_fbank as C
+from astedge.features import device_pipeline as dp
+from astedge.features import fbank as F
 from gpu_doubles import FakeCuda, HostKernel, NumpyEngine
 from test_cuda_fbank import host_library  # noqa: F401 - the session fixture that builds libastedge_fbank_host
 
@@ -288,7 +288,7 @@ def test_close_releases_everything_even_when_a_free_fails(rng, host_library):
 
 
 def _windows(total, window, hop, drops=(), partial=False):
-    """(start, end) of stream windows like astedge.stream.Listener makes them (minus timing)."""
+    """(start, end) of stream windows like astedge.runtime.stream.Listener makes them (minus timing)."""
     ends, end = [], window
     if partial:
         end = hop
@@ -416,7 +416,7 @@ class _Context:
 def test_engine_event_timer_brackets_each_execute_with_timing_events():
     import types
 
-    from astedge.backends import tensorrt as trt_backend
+    from astedge.runtime.backends import tensorrt as trt_backend
 
     cuda = FakeCuda()
     driver = cd.Driver(lib=cuda)
@@ -450,7 +450,7 @@ def test_engine_event_timer_brackets_each_execute_with_timing_events():
 
 class _Backend:
     """A backend double: logits of a NumpyEngine; with `device`, also the device hooks (run_audio, open_stream) on a
-    FakeCuda, as astedge.backends.tensorrt offers them."""
+    FakeCuda, as astedge.runtime.backends.tensorrt offers them."""
 
     name, precision, device, task = "double", "fp32", "cuda", "multiclass"
 
@@ -480,7 +480,7 @@ class _Backend:
 
 
 def test_classify_prefers_the_device_path_and_gives_the_same_logits(rng, host_library):
-    from astedge.windows import Windowing, classify_waveform
+    from astedge.runtime.windows import Windowing, classify_waveform
 
     wave = (0.1 * rng.standard_normal(16000 * 4 + 3000)).astype(np.float32)
     windowing = Windowing.from_seconds(SMALL, 1.0, 0.25)
@@ -497,7 +497,7 @@ def test_classify_prefers_the_device_path_and_gives_the_same_logits(rng, host_li
 
 
 def test_classify_tail_shorter_than_a_frame_is_all_padding_on_both_paths(rng, host_library):
-    from astedge.windows import Windowing, classify_waveform
+    from astedge.runtime.windows import Windowing, classify_waveform
 
     wave = (0.1 * rng.standard_normal(16000 * 2 + 200)).astype(np.float32)  # hop = window: a 200-sample tail
     windowing = Windowing.from_seconds(SMALL, 1.0, 1.0)
@@ -513,9 +513,9 @@ def test_classify_tail_shorter_than_a_frame_is_all_padding_on_both_paths(rng, ho
 def test_listener_runs_windows_on_the_device_in_its_inference_thread(rng, host_library, tmp_path):
     import soundfile as sf
 
-    from astedge import capture
-    from astedge.stream import Listener
-    from astedge.windows import Windowing, classify_waveform
+    from astedge.audio import capture
+    from astedge.runtime.stream import Listener
+    from astedge.runtime.windows import Windowing, classify_waveform
 
     wave = (0.1 * rng.standard_normal(16000 * 3 + 2000)).astype(np.float32)
     path = tmp_path / "stream.wav"

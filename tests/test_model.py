@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from transformers import ASTConfig, ASTForAudioClassification
 
 from astedge.errors import UserError
-from astedge.pos_embed import resize_time_pos_embed
-from astedge.model import (
+from astedge.model.pos_embed import resize_time_pos_embed
+from astedge.model.ast_model import (
     SIZES,
     ASTModel,
     ModelConfig,

@@ -1,4 +1,4 @@
-"""Explicit INT8 (astedge.quantize): Q/DQ placement as TensorRT wants it, ONNX Runtime runs the result close to
+"""Explicit INT8 (astedge.deploy.quantize): Q/DQ placement as TensorRT wants it, ONNX Runtime runs the result close to
 FP32, the agreement gate, calibration-folder errors, and the TensorRT INT8 build plan against the real API names
 of TensorRT 10.3, 10.8, 10.16 and 11.4 (tests/data/tensorrt_api)."""
 
@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 from onnx import TensorProto, numpy_helper
 
-from astedge import quantize as q
+from astedge.deploy import quantize as q
 from astedge.artefact import VerificationError
 from astedge.errors import UserError
-from astedge.features import FbankConfig, model_input
+from astedge.features.fbank import FbankConfig, model_input
 from conftest import tone
 
 FEATURES = FbankConfig().with_dataset("speechcommands")  # 128 frames, 1 s
@@ -50,8 +50,8 @@ def fp32(tmp_path_factory) -> Path:
     """A tiny random AST (2 blocks, 128 frames: 146 tokens) exported to ONNX FP32 by astedge's exporter."""
     import torch
 
-    from astedge.export import export_onnx
-    from astedge.model import ASTModel, model_config
+    from astedge.deploy.export import export_onnx
+    from astedge.model.ast_model import ASTModel, model_config
 
     torch.manual_seed(0)
     net = ASTModel(model_config("tiny", depth=2, num_classes=10, target_length=128)).eval()
@@ -143,7 +143,7 @@ def test_onnxruntime_runs_int8_close_to_fp32(fp32, int8, clips):
 
 
 def test_int8_fp16_graph_for_strongly_typed_builds(fp32, int8, clips, tmp_path):
-    from astedge.onnx_fp16 import precision_report
+    from astedge.deploy.onnx_fp16 import precision_report
 
     model = q.int8_fp16(onnx.load(int8[0]))
     path = tmp_path / q.INT8_FP16_FILE
@@ -234,8 +234,8 @@ def _api(path: Path) -> set[str]:
 
 
 def _int8_plan(version, files, typing="auto", pin_layernorm=False):
-    from astedge.engine import plan_build
-    from astedge.profiles import DeviceProfile
+    from astedge.deploy.engine import plan_build
+    from astedge.deploy.profiles import DeviceProfile
 
     profile = DeviceProfile(name="t", precision="int8", pin_layernorm=pin_layernorm, stream_batch_1=False)
     return plan_build(version, profile, files, typing)
@@ -285,12 +285,12 @@ def test_int8_build_plan_refuses_old_tensorrt():
 
 @pytest.mark.parametrize("version", [p.stem for p in API_LISTS])
 def test_int8_plan_builds_through_the_engine_code_on_that_tensorrt(version, tmp_path):
-    """The plan, handed to astedge.engine's builder, uses only names that TensorRT version has (tests/trt_double.py
+    """The plan, handed to astedge.deploy.engine's builder, uses only names that TensorRT version has (tests/trt_double.py
     refuses any other); no engine is built: this is the static check for machines without TensorRT."""
     from trt_double import fake_tensorrt
 
-    from astedge import engine as eng
-    from astedge.profiles import load_profile
+    from astedge.deploy import engine as eng
+    from astedge.deploy.profiles import load_profile
 
     profile = load_profile("jetson-orin-agx")
     for files in ({"onnx_int8": q.INT8_FILE}, {"onnx_int8": q.INT8_FILE, "onnx_int8_fp16": q.INT8_FP16_FILE}):
@@ -327,8 +327,8 @@ def checkpoint_and_audio(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny random AST checkpoint and a folder of 48 one-second clips (WAV and FLAC, in sub-folders) to calibrate on."""
     import torch
 
-    from astedge.checkpoint import save_checkpoint
-    from astedge.model import ASTModel, model_config
+    from astedge.model.checkpoint import save_checkpoint
+    from astedge.model.ast_model import ASTModel, model_config
 
     root = tmp_path_factory.mktemp("int8-export")
     torch.manual_seed(1)
@@ -347,8 +347,8 @@ def checkpoint_and_audio(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_export_int8_writes_verified_models_that_onnxruntime_runs(checkpoint_and_audio, tmp_path):
     from astedge import artefact as art
-    from astedge.backends.onnxruntime import OnnxRuntimeBackend
-    from astedge.export import export
+    from astedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from astedge.deploy.export import export
 
     checkpoint, audio = checkpoint_and_audio
     # A random model's logits are nearly tied (measured agreement 14/21 here): the gate's wiring is checked, not INT8's

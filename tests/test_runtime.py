@@ -18,19 +18,22 @@ import pytest
 import soundfile as sf
 import torch
 
-from astedge import audio as audio_io
-from astedge import capture
-from astedge import export as exp
-from astedge import features as F
-from astedge import scores, stream, views, windows
-from astedge.backends import choose_backend, resolve_model
-from astedge.backends.onnxruntime import OnnxRuntimeBackend
-from astedge.backends.torch import TorchBackend
-from astedge.checkpoint import save_checkpoint
+from astedge.audio import decode as audio_io
+from astedge.audio import capture
+from astedge.deploy import export as exp
+from astedge.features import fbank as F
+from astedge.runtime import scores
+from astedge.runtime import stream
+from astedge.runtime import views
+from astedge.runtime import windows
+from astedge.runtime.backends import choose_backend, resolve_model
+from astedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from astedge.runtime.backends.torch import TorchBackend
+from astedge.model.checkpoint import save_checkpoint
 from astedge.errors import UserError
-from astedge.features import FbankConfig
-from astedge.model import ASTModel, model_config
-from astedge.scores import Score, activate
+from astedge.features.fbank import FbankConfig
+from astedge.model.ast_model import ASTModel, model_config
+from astedge.runtime.scores import Score, activate
 from conftest import run_without_torch
 
 CFG = model_config("tiny", depth=2, num_classes=10, target_length=128)
@@ -156,10 +159,10 @@ def test_bad_model_paths_and_options_are_user_errors(model, tmp_path, wav):
 def test_runtime_and_backends_run_without_torch(model, wav):
     """The Jetson path: backends, runtime and capture import and classify with torch blocked."""
     code = (
-        "import astedge.backends, astedge.backends.onnxruntime, astedge.backends.tensorrt, astedge.windows\n"
-        "import astedge.capture, astedge.cli, astedge.scores, astedge.stream, astedge.views\n"
-        "from astedge.backends import choose_backend\n"
-        "from astedge import windows\n"
+        "import astedge.runtime.backends, astedge.runtime.backends.onnxruntime, astedge.runtime.backends.tensorrt, astedge.runtime.windows\n"
+        "import astedge.audio.capture, astedge.cli, astedge.runtime.scores, astedge.runtime.stream, astedge.runtime.views\n"
+        "from astedge.runtime.backends import choose_backend\n"
+        "from astedge.runtime import windows\n"
         f"choice = choose_backend({str(model[1])!r})\n"
         "net = choice.backend\n"
         f"result = windows.classify_file(net, {str(wav)!r}, windows.Windowing.from_seconds(net.feature_config, hop=1.0))\n"

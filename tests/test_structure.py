@@ -1,4 +1,5 @@
-"""The package's shape: every module imports, and no two modules import each other, directly or through others.
+"""The package's shape: every module imports, no two modules import each other (directly or through others), every
+import points down the pipeline's stages, and the runtime side imports without torch.
 
 Imports inside functions count too (a cycle hidden in a function is still a cycle): the graph is read from
 each module's syntax tree, not from what happens to be imported at start-up.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +48,7 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
             targets.update(f"{module}.{alias.name}" for alias in node.names)  # `from astedge import features`
     out = set()
     for target in targets:
-        while target and target not in known:  # `astedge.backends.tensorrt.EngineRunner` -> its module
+        while target and target not in known:  # `astedge.runtime.backends.tensorrt.EngineRunner` -> its module
             target = target.rpartition(".")[0]
         if target and target != name and target != "astedge":
             out.add(target)
@@ -100,19 +103,84 @@ def test_the_cycle_finder_finds_cycles():
 def test_no_import_cycles():
     graph = import_graph()
     assert graph["astedge.cli"]  # the graph is really read
-    assert "astedge.features" in graph["astedge.windows"]
+    assert "astedge.features.fbank" in graph["astedge.runtime.windows"]
     assert cycles(graph) == []
 
 
 def test_backends_package_imports_are_resolved():
     graph = import_graph()
-    assert "astedge.backends" in graph["astedge.backends.onnxruntime"]
-    assert "astedge.backends.tensorrt" in graph["astedge.engine"]
+    assert "astedge.runtime.backends" in graph["astedge.runtime.backends.onnxruntime"]
+    assert "astedge.runtime.backends.tensorrt" in graph["astedge.deploy.engine"]
+
+
+#: The stages, top to bottom: a module may import its own stage and those below it, never one above.
+#: Modules directly in astedge/ (artefact, timing, files, errors, verify) are shared leaves at the bottom;
+#: demo is an orchestration like the CLI.
+STAGES = ("cli", "demo", "train", "measure", "deploy", "runtime", "model", "data", "features", "audio")
+#: Stages that must import without torch, timm or ONNX (a Jetson runtime has TensorRT and numpy).
+TORCH_FREE = ("audio", "features", "runtime")
+HEAVY = ("torch", "timm", "torchvision", "onnx", "onnxruntime", "onnxscript", "onnxslim", "transformers")
+
+
+def stage_rank(name: str) -> int:
+    """0 for the shared leaves, then 1 (audio) up to len(STAGES) (cli)."""
+    parts = name.split(".")
+    stage = parts[1] if len(parts) > 1 else ""
+    return len(STAGES) - STAGES.index(stage) if stage in STAGES else 0
+
+
+def backward_arrows(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((a, b) for a, targets in graph.items() for b in targets
+                  if a != "astedge.__main__" and stage_rank(b) > stage_rank(a))
+
+
+def test_the_stage_check_finds_backward_arrows():
+    assert backward_arrows({"astedge.runtime.windows": {"astedge.deploy.export"}}) == \
+        [("astedge.runtime.windows", "astedge.deploy.export")]
+    assert backward_arrows({"astedge.deploy.export": {"astedge.runtime.windows", "astedge.errors"}}) == []
+
+
+def test_every_import_points_down_the_stages():
+    graph = import_graph()
+    assert {name.split(".")[1] for name in graph if name.count(".")} >= set(STAGES) - {"demo"}  # stages exist
+    assert backward_arrows(graph) == []
+
+
+def test_runtime_stages_import_without_torch():
+    """audio, features, runtime (every backend module: each imports its runtime lazily) and the engine build import
+    with torch, timm and ONNX blocked, and none of those is imported along the way."""
+    script = f"""
+import importlib, pkgutil, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {HEAVY!r}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+names = ["astedge.deploy.engine"]
+for stage in {TORCH_FREE!r} + ("runtime.backends",):
+    package = importlib.import_module("astedge." + stage)
+    names += ["astedge." + stage + "." + m.name for m in pkgutil.iter_modules(package.__path__)]
+for name in names:
+    importlib.import_module(name)
+print(len(names), sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, heavy = done.stdout.split(" ", 1)
+    assert int(count) >= 15 and heavy.strip() == "[]"
+
+
+def test_every_module_has_a_docstring():
+    """Every module says why it exists (and parses)."""
+    missing = [name for name, path in modules().items()
+               if name != "astedge.__main__" and not ast.get_docstring(ast.parse(path.read_text()))]
+    assert missing == []
 
 
 @pytest.mark.parametrize("name", sorted(set(modules()) - {"astedge.__main__"}))  # __main__ runs the CLI
 def test_every_module_imports(name):
-    importlib.import_module(name)
+    module = importlib.import_module(name)
+    assert module.__name__ == name and module.__doc__
 
 
 def test_every_package_is_installed_by_pyproject():

@@ -15,13 +15,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from astedge import metrics, synth
-from astedge.datasets import Item, holdout, read_dataset
+from astedge.measure import metrics
+from astedge.data import synth
+from astedge.data.datasets import Item, holdout, read_dataset
 from astedge.errors import UserError
-from astedge.recipes import PRESETS, load_recipe
-from astedge.train import _lr_at, train
-from astedge.training_data import ClipDataset, balanced_weights, epoch_indices, spec_augment
-from astedge import features as F
+from astedge.train.recipes import PRESETS, load_recipe
+from astedge.train.loop import _lr_at, train
+from astedge.train.clips import ClipDataset, balanced_weights, epoch_indices, spec_augment
+from astedge.features import fbank as F
 
 TINY = dict(model="tiny", depth=1, epochs=2, batch_size=8, lr=5e-4, fstride=16, tstride=16, warmup_steps=0,
             freqm=4, timem=4, mixup=0.5, wa_start=0, wa_end=0)
@@ -219,8 +220,8 @@ def test_mixup_targets_and_determinism(tiny_data):
 # --- real runs -----------------------------------------------------------------------------------
 
 def test_tiny_run_writes_a_checkpoint_whose_metric_reproduces(tmp_path, tiny_data):
-    from astedge.checkpoint import load_checkpoint
-    from astedge.training_data import predict
+    from astedge.model.checkpoint import load_checkpoint
+    from astedge.train.clips import predict
 
     data = read_dataset(tiny_data, val_fraction=0.3)
     recipe = load_recipe("demo", overrides=TINY)
@@ -240,7 +241,7 @@ def test_tiny_run_writes_a_checkpoint_whose_metric_reproduces(tmp_path, tiny_dat
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
-    from astedge.checkpoint import load_checkpoint
+    from astedge.model.checkpoint import load_checkpoint
 
     data = read_dataset(tiny_data, val_fraction=0.3)
     quiet = dict(log=lambda *a: None, show_progress=False)
@@ -254,7 +255,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
 
 
 def test_feature_cache_is_keyed_by_content_and_settings(tmp_path, tiny_data):
-    from astedge.training_data import FeatureCache
+    from astedge.train.clips import FeatureCache
 
     data = read_dataset(tiny_data, val_fraction=0.3)
     recipe = load_recipe("demo", overrides={"mixup": 0.0})
@@ -278,8 +279,8 @@ def test_feature_cache_is_keyed_by_content_and_settings(tmp_path, tiny_data):
 
 
 def test_fine_tuning_from_a_checkpoint_keeps_the_backbone_and_replaces_the_head(tmp_path, tiny_data):
-    from astedge.checkpoint import load_checkpoint, save_checkpoint
-    from astedge.model import ASTModel, model_config
+    from astedge.model.checkpoint import load_checkpoint, save_checkpoint
+    from astedge.model.ast_model import ASTModel, model_config
 
     torch.manual_seed(3)
     source = ASTModel(model_config("tiny", depth=1, num_classes=5, target_length=48, fstride=16, tstride=16))
@@ -336,7 +337,7 @@ def test_cli_synth_and_train(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["metric"] == "accuracy"
-    from astedge.checkpoint import load_checkpoint
+    from astedge.model.checkpoint import load_checkpoint
 
     config = load_checkpoint(summary["best"], weights=False).model_config
     assert (config.patch_size, config.fstride, config.tstride) == ((32, 32), 32, 16)
@@ -352,7 +353,7 @@ def test_cli_synth_and_train(tmp_path):
 # --- learning on the user's data: from-scratch variants, teachers, the learning check ------------------
 
 def test_presets_switch_to_their_from_scratch_variant_when_init_is_random(tmp_path):
-    from astedge.recipes import SCRATCH, describe_variant
+    from astedge.train.recipes import SCRATCH, describe_variant
 
     scratch = load_recipe("speechcommands")
     assert (scratch.variant, scratch.preset) == ("scratch", "speechcommands")
@@ -370,7 +371,7 @@ def test_presets_switch_to_their_from_scratch_variant_when_init_is_random(tmp_pa
 
 
 def test_time_shift_and_several_masks():
-    from astedge.training_data import time_shift
+    from astedge.train.clips import time_shift
 
     x = np.arange(12, dtype=np.float32).reshape(6, 2) + 1
     np.testing.assert_array_equal(time_shift(x, 2), np.concatenate([np.zeros((2, 2)), x[:4]]))
@@ -389,8 +390,8 @@ def test_distillation_objective_is_deits_split():
     """Class token to the labels, distillation token to the teacher's decision, on the same (augmented) batch."""
     import torch.nn.functional as tf
 
-    from astedge.model import ASTModel, model_config
-    from astedge.train import distill_loss, label_loss, objective
+    from astedge.model.ast_model import ASTModel, model_config
+    from astedge.train.loop import distill_loss, label_loss, objective
 
     torch.manual_seed(0)
     net = ASTModel(model_config("tiny", depth=1, num_classes=4, target_length=32, fstride=16, tstride=16))
@@ -432,7 +433,7 @@ def test_chance_levels_and_the_constant_guess_loss():
 
 
 def test_learning_check_says_which_failure_once():
-    from astedge.train import LearningCheck
+    from astedge.train.loop import LearningCheck
 
     targets = np.eye(4)[np.arange(200) % 4]
     check = LearningCheck("multiclass", targets, targets, "ce", 0.0, recipe=load_recipe("speechcommands"))
@@ -470,7 +471,7 @@ def test_the_learning_check_fires_on_a_run_that_cannot_learn_and_not_on_one_that
 
 
 def test_a_timm_teacher_is_trained_once_cached_and_distilled(tmp_path, tiny_data):
-    from astedge.teacher import read_metadata
+    from astedge.train.teacher import read_metadata
 
     data = read_dataset(tiny_data, val_fraction=0.3)
     recipe = load_recipe("demo", overrides={**TINY, "epochs": 1, "mixup": 0.0, "teacher": "timm:resnet10t",
@@ -500,9 +501,9 @@ def test_an_ast_checkpoint_teacher_with_other_features_and_labels(tmp_path, tiny
     """A teacher trained at another window and normalization, with more labels, still labels the batch."""
     import torch.nn.functional as tf
 
-    from astedge.checkpoint import save_checkpoint
-    from astedge.model import ASTModel, model_config
-    from astedge.teacher import load_teacher
+    from astedge.model.checkpoint import save_checkpoint
+    from astedge.model.ast_model import ASTModel, model_config
+    from astedge.train.teacher import load_teacher
 
     torch.manual_seed(1)
     labels = ["tone", "extra", "chirp_down", "chirp_up"]

@@ -44,7 +44,7 @@ def model_path(model: Optional[Path]) -> Path:
 
 def load_backend(model: Path, backend: str, precision: str):
     """The backend for a model path; says on stderr which one runs and why."""
-    from astedge.backends import choose_backend
+    from astedge.runtime.backends import choose_backend
 
     choice = choose_backend(model, backend, precision)
     log_line(f"{model}: {choice.describe()}", style="dim")
@@ -86,8 +86,8 @@ SMOOTHING_WINDOWS = typer.Option(3, "--smoothing-windows", min=1,
 
 def event_config(model: Path, labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap, trim=0.0):
     """The decision layer's settings: thresholds from --thresholds, else the export's calibrated ones."""
-    from astedge.backends import export_thresholds
-    from astedge.events import EventConfig, parse_confirm, read_thresholds
+    from astedge.runtime.backends import export_thresholds
+    from astedge.runtime.events import EventConfig, parse_confirm, read_thresholds
 
     per_class = read_thresholds(thresholds, labels) if thresholds is not None else export_thresholds(model)
     n, m = parse_confirm(confirm)
@@ -100,7 +100,7 @@ class EventOutput:
     """Where event records go: JSON lines on stdout, the --on-event command, the --events-csv file."""
 
     def __init__(self, detector, print_lines: bool, csv_path: Optional[Path], command: Optional[str]):
-        from astedge.events import EventHook
+        from astedge.runtime.events import EventHook
 
         self.detectors = [detector] if detector is not None else []
         self.print_lines, self.csv_path = print_lines, csv_path
@@ -116,7 +116,7 @@ class EventOutput:
                 self.hook.submit(record)
 
     def close(self) -> dict:
-        from astedge.events import write_events_csv
+        from astedge.runtime.events import write_events_csv
 
         if self.csv_path is not None:
             write_events_csv(self.csv_path, [e for d in self.detectors for e in d.events])

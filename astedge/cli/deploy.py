@@ -42,7 +42,7 @@ def export_(
 
     INT8: astedge export MODEL -o DIR --int8 --calibration AUDIO_DIR
     """
-    from astedge.export import export as run_export
+    from astedge.deploy.export import export as run_export
 
     summary = run_export(model, output, profile=profile, fp16=fp16, engine=engine, triton_repo=triton_repo,
                          force=force, classes=classes, thresholds=thresholds, int8=int8, calibration=calibration,
@@ -86,8 +86,9 @@ def build_engine(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build and verify the TensorRT engine on this device (needs only tensorrt and numpy, no torch)."""
-    from astedge import artefact, triton
-    from astedge.engine import build_engine as run_build
+    from astedge import artefact
+    from astedge.deploy import triton
+    from astedge.deploy.engine import build_engine as run_build
 
     folder = artefact.artefact_dir(onnx_model)
     name = triton.model_name(folder.resolve().name)

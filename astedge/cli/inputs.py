@@ -17,7 +17,7 @@ from astedge.cli.app import app, err_console, print_json
 @app.command(epilog="Example: astedge doctor --json > machine.json")
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Report versions, GPUs, the CUDA fbank library, microphones and usable backends."""
-    from astedge.doctor import report
+    from astedge.measure.doctor import report
 
     data = report()
     if as_json:
@@ -69,8 +69,8 @@ def features(
 
     import numpy as np
 
-    from astedge import audio as audio_io
-    from astedge import features as feats
+    from astedge.audio import decode as audio_io
+    from astedge.features import fbank as feats
     from astedge.files import atomic_write
 
     config = feats.DEFAULT.with_dataset(dataset)
@@ -112,9 +112,9 @@ def import_(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
     """Convert a published AST checkpoint into one self-describing astedge .safetensors file."""
-    from astedge.checkpoint import save_checkpoint
-    from astedge.importer import import_source
-    from astedge.labels import read_labels
+    from astedge.model.checkpoint import save_checkpoint
+    from astedge.model.importer import import_source
+    from astedge.model.labels import read_labels
 
     names = read_labels(labels) if labels is not None else None
     result = import_source(source, labels=names, fstride=fstride, tstride=tstride, target_length=target_length,
@@ -142,7 +142,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Tag one audio file with a model in PyTorch (the first target-length window, as AST's inference.py)."""
-    from astedge.predict import predict_file
+    from astedge.runtime.predict import predict_file
 
     result = predict_file(audio, model, k=top_k, max_seconds=max_seconds)
     if as_json:
@@ -170,7 +170,7 @@ def data_synth(
     """Write a deterministic procedural dataset of distinct sound classes, plus a labelled stream."""
     from rich.progress import Progress
 
-    from astedge import synth
+    from astedge.data import synth
 
     synth.check_classes(classes)
     with Progress(transient=True, console=err_console) as bar:
@@ -199,7 +199,7 @@ def data_events(
 ) -> None:
     """Write a long labelled recording for event detection: the demo classes' events (0.3-5 s) between gaps and
     distractors, over a noise bed; its truth is what `astedge evaluate --truth` reads."""
-    from astedge import synth
+    from astedge.data import synth
 
     if not seconds >= 10 or rate < 8000:
         raise UserError(f"--seconds must be >= 10 and --rate >= 8000, got {seconds} and {rate}")

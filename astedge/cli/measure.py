@@ -30,14 +30,14 @@ def models(
 
     from rich.progress import Progress
 
-    from astedge import costs
+    from astedge.measure import costs
     from astedge.files import atomic_write
 
     configs = costs.configs_from_toml(config, size) if config is not None else costs.paper_configs(size)
     with Progress(transient=True, console=err_console) as bar:
         job = bar.add_task("counting, then timing" if latency else "counting", total=len(configs))
         results = costs.costs(configs, latency=latency, threads=threads, progress=lambda: bar.update(job, advance=1))
-    from astedge.machine import machine_header
+    from astedge.measure.machine import machine_header
 
     header = machine_header()
     title = (f"AST configurations at {size} size, batch 1 — CPU latency: ONNX Runtime FP32 on {header['cpu']}, "
@@ -78,8 +78,8 @@ def frontier(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Accuracy on your data against measured CPU latency (and estimated Jetson latency) for each candidate."""
-    from astedge import frontier as fr
-    from astedge.bench_report import require_matplotlib
+    from astedge.measure import frontier as fr
+    from astedge.measure.bench_report import require_matplotlib
     from astedge.files import atomic_write
 
     for target in output:
@@ -142,8 +142,8 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
     """Time audio -> fbank, fbank -> logits and the whole window on each backend, with what makes it reproducible."""
-    from astedge import bench as benchmarks
-    from astedge import bench_report
+    from astedge.measure import bench as benchmarks
+    from astedge.measure import bench_report
     from astedge.files import atomic_write
 
     if model is not None and (size is not None or frames is not None):

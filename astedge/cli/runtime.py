@@ -65,11 +65,11 @@ def listen(
 ) -> None:
     """Classify live audio in sliding windows: microphone, a file replayed in real time, or raw PCM on stdin;
     with --events, report sound events (start and end) instead of windows."""
-    from astedge import capture
-    from astedge.scores import Smoother, label_mask
-    from astedge.stream import Listener
-    from astedge.views import render
-    from astedge.windows import Windowing
+    from astedge.audio import capture
+    from astedge.runtime.scores import Smoother, label_mask
+    from astedge.runtime.stream import Listener
+    from astedge.runtime.views import render
+    from astedge.runtime.windows import Windowing
 
     if source is None and (realtime or speed is not None):
         raise UserError("--realtime and --speed apply to --source (a microphone is always real time)")
@@ -81,7 +81,7 @@ def listen(
         raise UserError("--speed paces a --realtime replay; add --realtime")
     if duration is not None and duration <= 0:
         raise UserError("--duration must be > 0")
-    from astedge.backends import stream_hop
+    from astedge.runtime.backends import stream_hop
 
     model = model_path(model)
     net = load_backend(model, backend, precision)
@@ -90,7 +90,7 @@ def listen(
     smoother = Smoother(smoothing, smoothing_windows)
     detector = None
     if events or events_csv is not None or on_event:
-        from astedge.events import EventDetector
+        from astedge.runtime.events import EventDetector
 
         config = event_config(model, net.labels, threshold, thresholds, off_ratio, confirm, min_duration, merge_gap,
                               trim)
@@ -177,11 +177,11 @@ def classify(
 ) -> None:
     """Classify audio files: short ones padded, long ones in sliding windows, plus the clip's mean and max;
     with --events, the sound events in each file (start and end lines)."""
-    from astedge.audio import audio_info
-    from astedge.cuda_fbank import extractor_for
-    from astedge.events import EventDetector
-    from astedge.scores import Smoother, label_mask
-    from astedge.windows import Windowing, classify_file
+    from astedge.audio.decode import audio_info
+    from astedge.features.cuda_fbank import extractor_for
+    from astedge.runtime.events import EventDetector
+    from astedge.runtime.scores import Smoother, label_mask
+    from astedge.runtime.windows import Windowing, classify_file
 
     for path in audio:  # every file's problem before any work
         audio_info(path)
@@ -244,9 +244,9 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print the thresholds and per-class figures as JSON."),
 ) -> None:
     """Pick per-class event thresholds on labelled clips (max F1, or a target precision) for --events."""
-    from astedge.datasets import read_dataset
-    from astedge.evaluation import calibrate_thresholds
-    from astedge.events import write_thresholds
+    from astedge.data.datasets import read_dataset
+    from astedge.measure.evaluation import calibrate_thresholds
+    from astedge.runtime.events import write_thresholds
 
     if not output.parent.is_dir():
         raise UserError("its folder does not exist", output)
@@ -299,12 +299,12 @@ def evaluate(
 ) -> None:
     """Score the event decision layer against true events: event-based F1 (DCASE collars), segment F1,
     duplicates per true event and decision latency."""
-    from astedge.audio import audio_info
-    from astedge.backends import stream_hop
-    from astedge.evaluation import evaluate_events, read_truth
-    from astedge.events import write_events_csv
-    from astedge.scores import Smoother, label_mask
-    from astedge.windows import Windowing
+    from astedge.audio.decode import audio_info
+    from astedge.runtime.backends import stream_hop
+    from astedge.measure.evaluation import evaluate_events, read_truth
+    from astedge.runtime.events import write_events_csv
+    from astedge.runtime.scores import Smoother, label_mask
+    from astedge.runtime.windows import Windowing
 
     for path in audio:
         audio_info(path)
@@ -326,7 +326,7 @@ def evaluate(
                           "off_ratio": off_ratio, "confirm": [config.confirm, config.confirm_window],
                           "min_duration": min_duration, "merge_gap": merge_gap}
     if estimated_csv is not None:
-        from astedge.events import Event
+        from astedge.runtime.events import Event
 
         write_events_csv(estimated_csv, [Event(label, 0, onset, onset, "", 0.0, offset=offset, file=name)
                                          for name, rows in report["estimated"].items() for onset, offset, label in rows])

@@ -40,9 +40,9 @@ def train(
 ) -> None:
     """Train an AST on your labelled audio (from scratch, from a checkpoint, or with a CNN teacher) into a
     self-describing checkpoint; says when a run is not learning."""
-    from astedge.datasets import read_dataset
-    from astedge.recipes import load_recipe, parse_stride
-    from astedge.train import train as run_training
+    from astedge.data.datasets import read_dataset
+    from astedge.train.recipes import load_recipe, parse_stride
+    from astedge.train.loop import train as run_training
 
     overrides = parse_sets(set_values)
     overrides.update({k: v for k, v in dict(model=model, epochs=epochs, init=init, patch_size=patch,
@@ -86,9 +86,9 @@ def distill(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Distil a teacher into a smaller AST on unlabeled audio (label-free), reporting agreement and accuracy."""
-    from astedge.backends import model_configs
-    from astedge.distill import distill as run_distill
-    from astedge.recipes import distill_recipe, parse_stride
+    from astedge.runtime.backends import model_configs
+    from astedge.train.distill import distill as run_distill
+    from astedge.train.recipes import distill_recipe, parse_stride
 
     overrides = parse_sets(set_values)
     overrides.update({k: v for k, v in dict(model=model, depth=depth, patch_size=patch, target_length=target_length,

@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import RESULTS, machine_header  # noqa: E402
 
-from astedge import cuda_driver, cuda_fbank, device_pipeline as dp  # noqa: E402
-from astedge.features import FbankConfig  # noqa: E402
+from astedge.features import cuda_driver  # noqa: E402
+from astedge.features import cuda_fbank
+from astedge.features import device_pipeline as dp
+from astedge.features.fbank import FbankConfig  # noqa: E402
 
 HOP = 16000
 WINDOW = 160000
@@ -58,8 +60,8 @@ class TorchEngine:
     torch's allocator does not allow a foreign capture)."""
 
     def __init__(self, torch, size: str, config: FbankConfig, classes: int = 527):
-        from astedge.model import ASTModel
-        from astedge.model_config import model_config
+        from astedge.model.ast_model import ASTModel
+        from astedge.model.config import model_config
 
         torch.manual_seed(0)
         self.torch = torch
@@ -155,16 +157,16 @@ stream_batch_1 = false
 def tensorrt_engines(size: str, stack, log) -> tuple:
     """(factory of batch-1 ContextEngines, feature config) of an engine built here from a random-weight AST export,
     or (None, why) when TensorRT or a GPU is missing. Everything it opens is closed by `stack`."""
-    from astedge.engine import tensorrt_status
+    from astedge.deploy.engine import tensorrt_status
 
     ok, why = tensorrt_status()
     if not ok:
         return None, why
     import tempfile
 
-    from astedge.backends.tensorrt import ContextEngine, TensorRTBackend
-    from astedge.export import random_export
-    from astedge.model_config import model_config
+    from astedge.runtime.backends.tensorrt import ContextEngine, TensorRTBackend
+    from astedge.deploy.export import random_export
+    from astedge.model.config import model_config
 
     profile = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "e2e.toml"
     profile.write_text(E2E_PROFILE)

@@ -32,7 +32,7 @@ export PYTHONDONTWRITEBYTECODE=1 PIP_NO_INDEX=1 HF_HUB_OFFLINE=1
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-[ -n "$gpu" ] || gpu=$("$PYTHON" -c "from astedge.cuda_driver import shared_driver; print(shared_driver().name)" 2>/dev/null)
+[ -n "$gpu" ] || gpu=$("$PYTHON" -c "from astedge.features.cuda_driver import shared_driver; print(shared_driver().name)" 2>/dev/null)
 [ -n "$gpu" ] || gpu=unknown-gpu
 slug=$(printf '%s' "$gpu" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-+|-+$//g')
 OUT=$ROOT/benchmarks/results/device-$slug-$(date -u +%Y-%m-%d)
@@ -78,8 +78,8 @@ skip() {  # skip NAME REASON
   cmake --version 2>/dev/null | head -1
   timeout 60 "$PYTHON" - <<'PY'
 import json, platform
-from astedge import machine
-from astedge.cuda_driver import shared_driver
+from astedge.measure import machine
+from astedge.features.cuda_driver import shared_driver
 info = {"python": platform.python_version(), "driver_api": shared_driver().describe(),
         "packages": machine.package_versions(("numpy", "torch", "tensorrt", "tensorrt-cu12", "tensorrt-cu13",
                                               "onnxruntime", "onnxruntime-gpu", "astedge"))}

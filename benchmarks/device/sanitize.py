@@ -16,8 +16,10 @@ import sys
 
 import numpy as np
 
-from astedge import cuda_driver, cuda_fbank as C, features as F
-from astedge.device_pipeline import Graphs
+from astedge.features import cuda_driver
+from astedge.features import cuda_fbank as C
+from astedge.features import fbank as F
+from astedge.features.device_pipeline import Graphs
 
 CASES = [  # (config, model_input, normalize, samples, batch)
     (F.FbankConfig(target_length=100), True, True, 16000, 3),  # 98 frames + 2 pad rows: the last block straddles

@@ -1,0 +1,343 @@
+"""A deterministic procedural dataset of distinct sound classes, for the demo and the tests.
+
+Each clip holds one event of its class (random frequency, gain, onset, duration and shape) over
+background noise at a random SNR, so a model has to learn the class's time-frequency pattern, not
+a fixed template. A long "stream" mixes classes at known times, with its ground truth, for the
+runtime demo. Everything derives from one seed: the same arguments give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from astedge.errors import UserError
+
+RATE = 16000
+#: Rates a clip is "recorded" at before it is resampled to 16 kHz with astedge's resampler, as a file or a
+#: microphone would be: real 16 kHz audio never carries full-band content up to 8 kHz.
+CAPTURE_RATES = (16000, 22050, 44100, 48000)
+
+
+def _time(n: int, rate: int) -> np.ndarray:
+    return np.arange(n) / rate
+
+
+def _tone(rng, n, rate):
+    f = rng.uniform(300, 3000)
+    return np.sin(2 * np.pi * f * _time(n, rate) + rng.uniform(0, 2 * np.pi))
+
+
+def _sweep(rng, n, rate, up: bool):
+    lo, hi = rng.uniform(200, 600), rng.uniform(2500, 6000)
+    f0, f1 = (lo, hi) if up else (hi, lo)
+    t = _time(n, rate)
+    duration = max(t[-1], 1e-3)
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * duration))  # linear sweep f0 -> f1
+    return np.sin(phase)
+
+
+def _noise_burst(rng, n, rate):
+    burst = rng.standard_normal(n)
+    spectrum = np.fft.rfft(burst)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    centre, width = rng.uniform(800, 5000), rng.uniform(300, 1500)
+    spectrum *= np.exp(-0.5 * ((freqs - centre) / width) ** 2)  # band-limited
+    out = np.fft.irfft(spectrum, n)
+    return out / (np.abs(out).max() + 1e-9)
+
+
+def _clicks(rng, n, rate):
+    out = np.zeros(n)
+    period = int(rate / rng.uniform(6, 20))
+    start = rng.integers(0, period)
+    length = int(0.004 * rate)
+    decay = np.exp(-np.arange(length) / (rng.uniform(4, 12) * rate / 16000))
+    for i in range(start, n - length, period):
+        out[i:i + length] += decay * rng.choice([-1.0, 1.0])
+    return out
+
+
+def _am_tone(rng, n, rate):
+    t = _time(n, rate)
+    return 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(4, 9) * t)) * _tone(rng, n, rate)  # 100% modulation depth
+
+
+def _fm_tone(rng, n, rate):
+    t = _time(n, rate)
+    fc, rate, depth = rng.uniform(500, 2500), rng.uniform(4, 9), rng.uniform(0.08, 0.2)
+    return np.sin(2 * np.pi * fc * t + depth * fc / rate * np.sin(2 * np.pi * rate * t))
+
+
+def _harmonic_stack(rng, n, rate):
+    t = _time(n, rate)
+    f0 = rng.uniform(110, 400)
+    harmonics = [k for k in range(1, rng.integers(5, 11)) if k * f0 < 7500]
+    out = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k for k in harmonics)
+    return out / np.abs(out).max()
+
+
+def _beeps(rng, n, rate):
+    period = int(rate * rng.uniform(0.12, 0.25))
+    on = int(period * rng.uniform(0.35, 0.6))
+    gate = (np.arange(n) % period) < on
+    return _tone(rng, n, rate) * gate
+
+
+def _hum(rng, n, rate):
+    t = _time(n, rate)
+    f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.98, 1.02)
+    return sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k**0.5 for k in (1, 2, 3, 4, 5)) / 3
+
+
+#: The classes, in label order. Each draws one event of `n` samples at `rate` Hz from its generator.
+CLASSES = {
+    "tone": _tone,
+    "chirp_up": lambda rng, n, rate: _sweep(rng, n, rate, up=True),
+    "chirp_down": lambda rng, n, rate: _sweep(rng, n, rate, up=False),
+    "noise_burst": _noise_burst,
+    "clicks": _clicks,
+    "am_tone": _am_tone,
+    "fm_tone": _fm_tone,
+    "harmonic_stack": _harmonic_stack,
+    "beeps": _beeps,
+    "hum": _hum,
+}
+
+
+#: The label of clips that hold no event: a noise bed, sometimes with a distractor (a sound of none of the classes).
+BACKGROUND = "background"
+
+
+def _colored_noise(rng, n):
+    """White, pink or brown noise (1/f^0, 1/f, 1/f^2 power), unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+    spectrum /= freqs ** (rng.choice([0.0, 0.5, 1.0]))
+    out = np.fft.irfft(spectrum, n)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def _distractor(rng, n, rate):
+    """A sound that belongs to no class: low thumps, a rumble swell, or gusts of wind."""
+    kind = rng.choice(["thumps", "rumble", "wind"])
+    t = _time(n, rate)
+    if kind == "thumps":
+        out = np.zeros(n)
+        length = int(rng.uniform(0.03, 0.08) * rate)
+        pulse = np.sin(2 * np.pi * rng.uniform(40, 90) * _time(length, rate)) * np.exp(-np.arange(length) / (0.2 * length))
+        for start in rng.integers(0, max(1, n - length), size=rng.integers(1, 4)):
+            out[start:start + length] += pulse
+        return out
+    noise = _colored_noise(rng, n)
+    if kind == "rumble":
+        spectrum = np.fft.rfft(noise)
+        spectrum[np.fft.rfftfreq(n, 1 / rate) > 150] = 0
+        return np.fft.irfft(spectrum, n) * np.sin(np.pi * t / max(t[-1], 1e-3))
+    return noise * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t + rng.uniform(0, 6.3))) ** 2
+
+
+def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """One 16 kHz clip without an event: colored noise at -60..-25 dBFS, half the time with a distractor."""
+    from astedge.audio.decode import resample
+
+    rate = int(rng.choice(CAPTURE_RATES))
+    n = int(round(seconds * rate))
+    clip = _colored_noise(rng, n) * 10 ** (rng.uniform(-60, -25) / 20)
+    if rng.random() < 0.5:
+        distractor = _distractor(rng, n, rate)
+        clip += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (rng.uniform(-35, -10) / 20)
+    clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
+    return np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
+
+
+def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
+    """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise,
+    made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings."""
+    from astedge.audio.decode import resample
+
+    rate = int(rng.choice(CAPTURE_RATES))
+    n = int(round(seconds * rate))
+    length = int(n * rng.uniform(*fill))
+    event = CLASSES[label](rng, length, rate).astype(np.float64)
+    fade = min(int(0.01 * rate), length // 4)
+    ramp = np.linspace(0, 1, fade)
+    event[:fade] *= ramp
+    event[length - fade:] *= ramp[::-1]
+    event *= 10 ** (rng.uniform(-20, -3) / 20) / (np.abs(event).max() + 1e-9)
+    onset = rng.integers(0, n - length + 1)
+    clip = np.zeros(n)
+    clip[onset:onset + length] = event
+    noise = rng.standard_normal(n)
+    signal_rms = np.sqrt(np.mean(event**2)) * np.sqrt(length / n)
+    clip += noise * signal_rms / 10 ** (rng.uniform(5, 30) / 20)  # SNR 5..30 dB
+    clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
+    return np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    root: Path
+    classes: list[str]
+    clips: int
+    stream: Path
+    stream_truth: Path
+
+
+def check_classes(count: int) -> list[str]:
+    if not 2 <= count <= len(CLASSES):
+        raise UserError(f"--classes must be between 2 and {len(CLASSES)}, got {count}")
+    return list(CLASSES)[:count]
+
+
+def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, seconds: float = 1.0, seed: int = 0,
+                  stream_segments: int = 24, segment_seconds: float = 2.0, progress=None,
+                  background: bool = False) -> SynthSummary:
+    """Write `out/<class>/<class>_<i>.wav` (16 kHz PCM16) plus `out/stream.wav` and `out/stream.csv`.
+
+    With `background`, a `background` class of clips without an event (see :func:`background_clip`) too: what a
+    model needs to say "nothing" between events (its random draws come after the classes', which stay the same).
+
+    The stream is `stream_segments` back-to-back segments of `segment_seconds`, each made of events of
+    one class drawn like the clips (`seconds` long, filling 80-100% of it), so a window inside a segment
+    hears that class as the model learned it; stream.csv lists `onset,offset,label` in seconds (one row a
+    segment) and stream-events.csv the same with touching segments of one class joined: one row a sound
+    event, the truth ``astedge evaluate`` takes.
+    """
+    import soundfile as sf
+
+    from astedge.files import atomic_write
+
+    names = check_classes(classes)
+    if per_class < 1 or seconds < 0.1:
+        raise UserError("--per-class must be >= 1 and --seconds >= 0.1")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    total = classes * per_class
+    for index in range(per_class):
+        for label in names:
+            folder = root / label
+            folder.mkdir(exist_ok=True)
+            with atomic_write(folder / f"{label}_{index:04d}.wav") as handle:
+                sf.write(handle, event_clip(label, seconds, rng), RATE, format="WAV", subtype="PCM_16")
+            if progress:
+                progress(1, total)
+    if background:
+        folder = root / BACKGROUND
+        folder.mkdir(exist_ok=True)
+        extra = np.random.default_rng((seed, 1))
+        for index in range(per_class):
+            with atomic_write(folder / f"{BACKGROUND}_{index:04d}.wav") as handle:
+                sf.write(handle, background_clip(seconds, extra), RATE, format="WAV", subtype="PCM_16")
+            if progress:
+                progress(1, total)
+    segments, rows = [], []
+    for k in range(stream_segments):
+        label = names[int(rng.integers(0, classes))]
+        parts = max(1, int(round(segment_seconds / seconds)))
+        clip = np.concatenate([event_clip(label, segment_seconds / parts, rng, fill=(0.8, 1.0)) for _ in range(parts)])
+        rows.append((k * segment_seconds, (k + 1) * segment_seconds, label))
+        segments.append(clip)
+    stream, truth = root / "stream.wav", root / "stream.csv"
+    with atomic_write(stream) as handle:
+        sf.write(handle, np.concatenate(segments), RATE, format="WAV", subtype="PCM_16")
+    events = []
+    for a, b, label in rows:
+        if events and events[-1][2] == label and events[-1][1] == a:
+            events[-1] = (events[-1][0], b, label)
+        else:
+            events.append((a, b, label))
+    for path, table in ((truth, rows), (root / "stream-events.csv", events)):
+        with atomic_write(path, "w") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["onset", "offset", "label"])
+            writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in table)
+    return SynthSummary(root, names + ([BACKGROUND] if background else []), total + (per_class if background else 0),
+                        stream, truth)
+
+
+#: Longest single sound in a long event: the clips' length. A class's sound is defined at this scale (a
+#: chirp sweeps within about a second); a 5 s event of it is several, back to back.
+EVENT_UNIT_SECONDS = 1.0
+
+
+def _long_event(label: str, n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of `label`: one sound when it fits in :data:`EVENT_UNIT_SECONDS`, else equal parts of at most that."""
+    parts = max(1, int(np.ceil(n / (EVENT_UNIT_SECONDS * rate))))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    return np.concatenate([CLASSES[label](rng, int(b - a), rate) for a, b in zip(bounds[:-1], bounds[1:])]).astype(
+        np.float64)
+
+
+def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 48000, seed: int = 0,
+                       classes: list[str] | None = None, durations: tuple[float, float] = (0.3, 5.0),
+                       gaps: tuple[float, float] = (0.5, 3.0)) -> tuple[Path, Path]:
+    """A long recording for event detection: events of the classes (0.3-5 s, log-uniform) at SNR 5-30 dB over a
+    continuous noise bed, separated by 0.5-3 s gaps of which half hold a distractor; made at `rate` (44.1 or
+    48 kHz, as a recorder would). An event longer than a clip is a run of the class's clip-scale sounds
+    (:func:`_long_event`), as a long bark is barks. Writes `out.wav` (PCM16) and `out.csv` (onset,offset,label).
+    Returns both paths."""
+    import soundfile as sf
+
+    from astedge.files import atomic_write
+
+    names = classes or list(CLASSES)
+    rng = np.random.default_rng((seed, 2))
+    total = int(seconds * rate)
+    wave = _colored_noise(rng, total) * 10 ** (-50 / 20)
+    bed_rms = 10 ** (-50 / 20)
+    rows, t = [], rng.uniform(*gaps)
+    while True:
+        length = float(np.exp(rng.uniform(np.log(durations[0]), np.log(durations[1]))))
+        if t + length + gaps[0] > seconds:
+            break
+        start, n = int(t * rate), int(length * rate)
+        label = names[int(rng.integers(len(names)))]
+        event = _long_event(label, n, rate, rng)
+        fade = min(int(0.01 * rate), n // 4)
+        ramp = np.linspace(0, 1, fade)
+        event[:fade] *= ramp
+        event[n - fade:] *= ramp[::-1]
+        event *= bed_rms * 10 ** (rng.uniform(5, 30) / 20) / (np.sqrt(np.mean(event**2)) + 1e-12)
+        wave[start:start + n] += event
+        rows.append((start / rate, (start + n) / rate, label))
+        gap = rng.uniform(*gaps)
+        if rng.random() < 0.5 and gap > 0.4:  # a distractor inside the gap, away from the events
+            d_len = int((gap - 0.2) * rate)
+            d_start = start + n + int(0.1 * rate)
+            distractor = _distractor(rng, d_len, rate)
+            wave[d_start:d_start + d_len] += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (
+                rng.uniform(-35, -15) / 20)
+        t += length + gap
+    out = Path(out)
+    wav, csv_path = out.with_suffix(".wav"), out.with_suffix(".csv")
+    with atomic_write(wav) as handle:
+        sf.write(handle, np.clip(wave, -1, 1).astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    with atomic_write(csv_path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["onset", "offset", "label"])
+        writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in rows)
+    return wav, csv_path
+
+
+def read_truth(path: str | Path) -> list[tuple[float, float, str]]:
+    """stream.csv as (onset, offset, label) rows (files written before onset/offset say start/end)."""
+    with open(path, newline="") as handle:
+        return [(float(r.get("onset", r.get("start"))), float(r.get("offset", r.get("end"))), r["label"])
+                for r in csv.DictReader(handle)]
+
+
+def window_label(truth: list[tuple[float, float, str]], start: float, end: float) -> tuple[str | None, bool]:
+    """The label covering more than half of [start, end) (else None) and whether it covers all of it."""
+    best, overlap = None, 0.0
+    for a, b, label in truth:
+        covered = max(0.0, min(b, end) - max(a, start))
+        if covered > overlap:
+            best, overlap = label, covered
+    if overlap <= 0.5 * (end - start) + 1e-9:
+        return None, False
+    return best, overlap >= (end - start) - 1e-9

@@ -1,0 +1,494 @@
+"""Explicit INT8: FP32 ``model.onnx`` -> ``model.int8.onnx`` with QuantizeLinear/DequantizeLinear (Q/DQ) nodes.
+
+One file for two runtimes: TensorRT 10 and 11 build INT8 engines from it by *explicit quantization* (:func:`astedge.deploy.engine.plan_build`)
+(the Q/DQ nodes say where INT8 is used; TensorRT 11 has no other INT8 path), and ONNX Runtime's CPU
+provider runs it (it fuses DQ -> MatMul into integer kernels). Only onnx, onnxruntime and numpy: no torch.
+
+Quantizer: ONNX Runtime's ``quantize_static`` (QDQ format), not NVIDIA ModelOpt's ONNX PTQ, which
+TensorRT recommends. Measured on two trained ASTs (``benchmarks/int8_compare.py``,
+``benchmarks/results/int8-cpu-*.md``): ModelOpt 0.47 needs torch, onnx 1.21 (a downgrade from the
+1.23 astedge exports with) and onnxruntime-gpu beside onnxruntime (two wheels owning one module), so it
+cannot be a dependency of the export without breaking the ones it has; its graph is FP16 with INT8
+GEMMs, which ONNX Runtime's CPU provider runs slower than FP32. ``quantize_static`` is the same
+calibrator ModelOpt itself wraps (ModelOpt patches ORT's ``quantize_static``); what ModelOpt adds is
+the placement, which is written down here with TensorRT's rules instead.
+
+Placement, and why:
+
+- Q/DQ on the inputs of MatMul and Gemm only (QKV, projection, MLP and head GEMMs: nearly all FLOPs).
+  Weights are INT8 initializers with a per-output-channel DequantizeLinear (MatMul ``[K, N]``: axis 1;
+  Gemm with ``transB``: axis 0); TensorRT takes pre-quantized weights behind a DQ, and the file is
+  about 4x smaller. Activations per tensor. Everything symmetric (zero point 0, INT8, never UINT8):
+  the only form TensorRT's ONNX parser accepts.
+- No Q/DQ reaches LayerNormalization or Softmax: residual Adds are not quantized, so the residual
+  stream (where transformers keep their outlier channels) and LayerNorm's input stay float. Outputs
+  of the GEMMs are not quantized either (``OpTypesToExcludeOutputQuantization``): bias Add, GELU and
+  the residual Add stay float, as TensorRT fuses them into the INT8 GEMM's epilogue.
+- The patch embedding (the one Conv) stays float: it reads the raw fbank, its error reaches every
+  token, and it is about 1 % of the FLOPs.
+- The attention MatMuls (Q.K^T and softmax.V) get Q/DQ only when the sequence is at most
+  :data:`INT8_MHA_TOKENS` tokens: TensorRT's fused INT8 attention needs S <= 512, and above that INT8
+  attention runs as three unfused kernels, slower than FP16 (NVIDIA/TensorRT #3714). AST at 10/10 x
+  1024 has 1214 tokens: its attention stays float there.
+
+Calibration: activation ranges from real audio (a folder; :func:`calibration_inputs`), MinMax by
+default (measured best here, see the results file); the INT8 model is then checked against FP32 on
+held-out clips of the same folder and refused below a top-1 agreement threshold
+(:func:`check_agreement`, default 99 %). Outputs are written to a temp file and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from astedge import artefact as art
+from astedge.errors import UserError
+
+INT8_FILE = art.ONNX_INT8_FILE
+#: The same INT8 graph with its float parts in FP16 (LayerNorm FP32): for strongly typed TensorRT builds.
+INT8_FP16_FILE = art.ONNX_INT8_FP16_FILE
+#: QuantizeLinear/DequantizeLinear take FP16 tensors and scales from opset 19.
+FP16_QDQ_OPSET = 19
+#: The INT8 model is refused below this top-1 agreement with FP32 on held-out calibration clips.
+DEFAULT_MIN_AGREEMENT = 0.99
+#: TensorRT's fused INT8 multi-head attention needs sequences of at most this many tokens.
+INT8_MHA_TOKENS = 512
+#: Op types that get Q/DQ on their inputs.
+LINEAR_OPS = ("MatMul", "Gemm")
+#: Op types that must never read a dequantized tensor (checked on every result).
+FLOAT_OPS = ("LayerNormalization", "Softmax", "Conv")
+#: Node groups that can be kept float: the patch embedding, the attention MatMuls, the classifier head.
+GROUPS = ("patch_embed", "attention", "head")
+#: Kept float by default. The attention MatMuls too, at any length: on the trained keyword model (66 tokens)
+#: INT8 attention cost 0.7 % held-out and 3.8 % cross-engine top-1 agreement for no CPU speed
+#: (benchmarks/results/int8-cpu-*.md); drop "attention" to quantize it where TensorRT's fused INT8
+#: attention applies (<= INT8_MHA_TOKENS), and the agreement gate still judges the result.
+DEFAULT_EXCLUDE = ("patch_embed", "attention")
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+DEFAULT_METHOD = "minmax"
+DEFAULT_CALIBRATION_CLIPS = 256
+DEFAULT_HELD_OUT_CLIPS = 200
+#: Fewer readable clips than this (calibration + held out) is refused.
+MIN_CLIPS = 20
+#: Calibration clips per ONNX Runtime call, at most; and the attention-score bytes a call may hold.
+CALIBRATION_BATCH = 8
+CALIBRATION_SCORE_BYTES = 256 << 20
+MIN_OPSET = 13
+
+
+def _log(log):
+    return log or (lambda message: print(message, file=sys.stderr))
+
+
+# --- calibration audio ------------------------------------------------------------------------------------
+
+
+def audio_files(folder: str | Path) -> list[Path]:
+    """Audio files (any suffix astedge reads) under `folder`, recursively, sorted; UserErrors name the folder."""
+    from astedge.data.datasets import AUDIO_SUFFIXES
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError("calibration folder does not exist", folder)
+    if not folder.is_dir():
+        raise UserError("is not a folder: --calibration takes a folder of audio files", folder)
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    except OSError as err:
+        raise UserError(f"calibration folder cannot be read ({err.strerror or err})", folder) from None
+    if not files:
+        raise UserError(f"calibration folder has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it or its "
+                        "sub-folders", folder)
+    return files
+
+
+def calibration_inputs(audio_dir: str | Path, feature_config, count: int = DEFAULT_CALIBRATION_CLIPS,
+                       held_out: int = DEFAULT_HELD_OUT_CLIPS, seed: int = 0, log=None) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs ``[n, frames, mel]`` from a folder of audio: (calibration, held out), disjoint.
+
+    Files are taken in a seeded random order until ``count + held_out`` are read; each gives its first
+    model window (:func:`astedge.features.fbank.model_input`: cut or padded to the model's frames). With fewer
+    files both parts shrink in proportion. Unreadable files are skipped and summarized in one log line;
+    a missing or empty folder, one with no readable audio, or fewer than :data:`MIN_CLIPS` readable clips
+    is a :class:`UserError` naming the folder.
+    """
+    from astedge.audio.decode import load_audio
+    from astedge.data.datasets import report_problems
+    from astedge.features.fbank import model_input
+
+    if count < 1 or held_out < 1:
+        raise UserError("calibration and held-out clip counts must be >= 1")
+    folder = Path(audio_dir)
+    files = audio_files(folder)
+    wanted = count + held_out
+    rows, problems = [], []
+    for index in np.random.default_rng(seed).permutation(len(files)):
+        if len(rows) >= wanted:
+            break
+        try:
+            wave = load_audio(files[index], feature_config.sample_rate)
+            rows.append(model_input(wave, feature_config))
+        except UserError as err:
+            problems.append(str(err))
+    if problems:
+        _log(log)(f"calibration: {report_problems(problems, 'unreadable files')}")
+    if not rows:
+        raise UserError(f"none of the {len(files)} audio files in the calibration folder could be read "
+                        f"({problems[0]})", folder)
+    if len(rows) < MIN_CLIPS:
+        raise UserError(f"the calibration folder has {len(rows)} readable audio clip(s) (of {len(files)} files); "
+                        f"INT8 calibration and its check need at least {MIN_CLIPS}", folder)
+    n_held = held_out if len(rows) >= wanted else max(1, round(len(rows) * held_out / wanted))
+    data = np.stack(rows).astype(np.float32)
+    return data[n_held:n_held + count], data[:n_held]
+
+
+# --- the graph ----------------------------------------------------------------------------------------------
+
+
+def _constant_names(graph) -> set[str]:
+    return {init.name for init in graph.initializer} | {
+        out for node in graph.node if node.op_type == "Constant" for out in node.output}
+
+
+def node_groups(model) -> dict[str, list[str]]:
+    """Names of the nodes of each group: patch_embed (Conv), attention (MatMul of two activations), head
+    (the Gemm/MatMul that makes a graph output, through at most an Add), weights (the other GEMMs)."""
+    graph = model.graph
+    constants = _constant_names(graph)
+    outputs = {o.name for o in graph.output}
+    feeds_output = set(outputs)
+    for node in graph.node:  # a MatMul + bias Add head
+        if node.op_type == "Add" and set(node.output) & outputs:
+            feeds_output.update(node.input)
+    groups: dict[str, list[str]] = {"patch_embed": [], "attention": [], "head": [], "weights": []}
+    for node in graph.node:
+        if node.op_type == "Conv":
+            groups["patch_embed"].append(node.name)
+        elif node.op_type in LINEAR_OPS:
+            if not any(name in constants for name in node.input[:2]):
+                groups["attention"].append(node.name)
+            elif set(node.output) & feeds_output:
+                groups["head"].append(node.name)
+            else:
+                groups["weights"].append(node.name)
+    return groups
+
+
+def attention_shape(model) -> tuple[int | None, int]:
+    """(tokens, attention-score elements per clip summed over every Softmax) from shape inference; (None, 0) if unknown."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # data_prop: Shape -> Concat -> Reshape
+    shapes = {vi.name: [d.dim_value or None for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
+    tokens, elements = None, 0
+    for node in inferred.graph.node:
+        dims = shapes.get(node.input[0]) if node.op_type == "Softmax" else None
+        if dims and all(dims[1:]):
+            tokens = tokens or dims[-1]
+            elements += int(np.prod(dims[1:]))
+    return tokens, elements
+
+
+def calibration_batch(score_elements: int) -> int:
+    """Clips per calibration call: up to :data:`CALIBRATION_BATCH`, fewer when the attention scores are large. The
+    calibration session keeps every activation (AST-base at 1214 tokens: 7 GB peak at batch 1 and 2, killed for
+    memory at batch 8 on a 23 GB machine)."""
+    if score_elements <= 0:
+        return 1
+    return int(max(1, min(CALIBRATION_BATCH, CALIBRATION_SCORE_BYTES // (4 * score_elements))))
+
+
+def qdq_report(model) -> dict:
+    """What a Q/DQ graph quantizes, and every way it departs from what TensorRT's explicit quantization takes.
+
+    Counts of Q and DQ nodes, the op types reading DQ outputs, per-channel weight DQs by consumer and
+    axis. ``problems`` lists (one line each) what TensorRT's parser refuses or misreads: a non-INT8 or
+    non-zero zero point, a non-positive or non-constant scale, a per-channel activation, a weight DQ on
+    another axis than the output channels, an opset below 13. ``float_op_inputs`` lists DQs feeding one
+    of :data:`FLOAT_OPS` (legal, but not astedge's placement). Weights may be INT8 initializers behind a DQ
+    or float initializers behind a Q/DQ pair. :func:`quantize_int8` requires both lists empty.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def weight_of(name: str):
+        """The initializer a DQ input holds: INT8 weights (DQ only) or float weights behind a Q (Q/DQ pair)."""
+        if name in inits:
+            return inits[name]
+        source = producer.get(name)
+        if source is not None and source.op_type == "QuantizeLinear" and source.input[0] in inits:
+            return inits[source.input[0]]
+        return None
+
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    problems = [] if opset >= MIN_OPSET else [f"opset {opset} < {MIN_OPSET}"]
+    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
+    float_inputs: list[str] = []
+    fed: dict[str, int] = {}
+    weights: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in counts:
+            continue
+        counts[node.op_type] += 1
+        scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        zero = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zero is None or zero.data_type != TensorProto.INT8 or np.any(numpy_helper.to_array(zero) != 0):
+            problems.append(f"{node.name}: zero point is not an INT8 zero")
+        if scale is None or not np.all(scale > 0):
+            problems.append(f"{node.name}: scale is not a positive constant")
+        if node.op_type != "DequantizeLinear":
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        for user in consumers.get(node.output[0], []):
+            fed[user.op_type] = fed.get(user.op_type, 0) + 1
+            if user.op_type in FLOAT_OPS:
+                float_inputs.append(f"{node.name}: a dequantized tensor feeds {user.op_type} {user.name}")
+        weight = weight_of(node.input[0])
+        if scale is not None and scale.size > 1 and weight is None:
+            problems.append(f"{node.name}: per-channel scale on an activation")
+        if scale is not None and scale.size > 1 and weight is not None:
+            rank = len(weight.dims)
+            for user in consumers.get(node.output[0], []):
+                trans_b = next((a.i for a in user.attribute if a.name == "transB"), 0)
+                want = {"Conv": 0, "MatMul": rank - 1, "Gemm": 0 if trans_b else 1}.get(user.op_type)
+                if want is not None and axis % rank != want:
+                    problems.append(f"{node.name}: per-channel axis {axis} is not {user.op_type}'s output channels")
+                key = f"{user.op_type} axis {axis % rank}"
+                weights[key] = weights.get(key, 0) + 1
+    return {"opset": opset, **counts, "dq_consumers": dict(sorted(fed.items())),
+            "per_channel_weights": dict(sorted(weights.items())), "problems": problems, "float_op_inputs": float_inputs}
+
+
+class _Batches:
+    """ONNX Runtime's CalibrationDataReader protocol over an array, in batches."""
+
+    def __init__(self, name: str, data: np.ndarray, batch: int):
+        self.name, self.data, self.batch, self.start = name, data, batch, 0
+
+    def get_next(self):
+        if self.start >= len(self.data):
+            return None
+        chunk = self.data[self.start:self.start + self.batch]
+        self.start += self.batch
+        return {self.name: np.ascontiguousarray(chunk)}
+
+    def __iter__(self):
+        while (item := self.get_next()) is not None:
+            yield item
+
+
+def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib_inputs: np.ndarray, *, tokens: int | None = None,
+                  exclude=DEFAULT_EXCLUDE, method: str = DEFAULT_METHOD, preprocess: bool = False,
+                  batch: int | None = None, log=None) -> dict:
+    """Calibrate `onnx_in` on `calib_inputs` and write the Q/DQ model to `onnx_out` (atomically); returns a report.
+
+    `exclude` names groups kept float (:data:`GROUPS`); "attention" is added when `tokens` (default: read
+    from the graph) exceeds :data:`INT8_MHA_TOKENS`. `method`: minmax, entropy or percentile (99.999).
+    `preprocess` runs ONNX Runtime's ``quant_pre_process`` first; `batch` (default :func:`calibration_batch`)
+    is clips per calibration call. The result must pass ``onnx.checker`` and :func:`qdq_report` with no
+    problems, else nothing is written.
+    """
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    log = _log(log)
+    if method not in CALIBRATION_METHODS:
+        raise UserError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    unknown = set(exclude) - set(GROUPS)
+    if unknown:
+        raise UserError(f"unknown groups to keep float: {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
+    calib_inputs = np.asarray(calib_inputs, np.float32)
+    if calib_inputs.ndim != 3 or not len(calib_inputs):
+        raise UserError(f"calibration inputs must be [clips, frames, mel], got shape {calib_inputs.shape}")
+    started = time.perf_counter()
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = onnx.load(str(onnx_in))
+    found, score_elements = attention_shape(model)
+    tokens = tokens if tokens is not None else found
+    batch = batch or calibration_batch(score_elements)
+    if (tokens is None or tokens > INT8_MHA_TOKENS) and "attention" not in exclude:
+        exclude = tuple(exclude) + ("attention",)
+    with tempfile.TemporaryDirectory(prefix="astedge-int8-") as tmp:
+        source = onnx_in
+        if preprocess:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            source = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(onnx_in), str(source))
+            model = onnx.load(str(source))
+        groups = node_groups(model)
+        excluded = sorted({name for group in exclude for name in groups.get(group, [])})
+        quantized = sorted(name for group in GROUPS + ("weights",) if group not in exclude for name in groups[group]
+                           if group != "patch_embed")
+        name = model.graph.input[0].name
+        out = Path(tmp) / "int8.onnx"
+        # Not CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator drops each full chunk unmerged
+        # (the last chunk alone sets the ranges, or "No data is collected"); MinMax keeps only per-batch
+        # ReduceMin/ReduceMax scalars anyway.
+        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                   "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS)}
+        if method != "minmax":
+            options["CalibTensorRangeSymmetric"] = True
+        with contextlib.redirect_stdout(sys.stderr), _quiet_logging():
+            quantize_static(str(source), str(out), _Batches(name, calib_inputs, batch), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(LINEAR_OPS), per_channel=True, reduce_range=False,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
+                            nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod,
+                                                                                CALIBRATION_METHODS[method]),
+                            extra_options=options)
+        result = onnx.load(str(out))
+        onnx.checker.check_model(result, full_check=True)
+        report = qdq_report(result)
+        problems = report["problems"] + report["float_op_inputs"]
+        if problems:  # a bug in this module or a changed quantizer, never the user's input
+            raise RuntimeError(f"the INT8 graph is not what TensorRT's explicit quantization takes: {problems[0]} "
+                               f"(and {len(problems) - 1} more); nothing was written")
+        from astedge.files import atomic_write
+
+        with atomic_write(onnx_out) as handle:
+            handle.write(out.read_bytes())
+    seconds = time.perf_counter() - started
+    log(f"INT8: Q/DQ on {len(quantized)} GEMMs ({report['per_channel_weights']}), kept float: "
+        f"{', '.join(g for g in exclude) or 'nothing'}; calibrated on {len(calib_inputs)} clips ({method}) in "
+        f"{seconds:.0f} s")
+    return {
+        "file": onnx_out.name, "bytes": onnx_out.stat().st_size,
+        "quantizer": f"onnxruntime {onnxruntime.__version__} quantize_static (QDQ)", "onnx": onnx.__version__,
+        "calibration": {"method": method, "clips": int(len(calib_inputs)), "batch": batch, "preprocess": preprocess},
+        "weights": "int8, per output channel, symmetric", "activations": "int8, per tensor, symmetric (zero point 0)",
+        "tokens": tokens, "kept_float": {group: groups.get(group, []) for group in exclude},
+        "quantized_nodes": len(quantized), "graph": report, "seconds": round(seconds, 1),
+    }
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """quantize_static logs a pre-processing hint at WARNING on every call; keep it off the user's screen."""
+    import logging
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def int8_fp16(model, fp32_ops=None):
+    """The Q/DQ `model` (a ModelProto) with its float parts in FP16, FP32 inputs/outputs and LayerNorm in FP32.
+
+    Why: a strongly typed TensorRT network (the only kind on TensorRT 11) runs every float tensor in the type
+    the ONNX gives it, so from ``model.int8.onnx`` the parts left float (attention over 512 tokens, Softmax,
+    GELU, residual Adds) would run in FP32. This is ModelOpt's default output form: FP16 Q/DQ scales at
+    opset 19 (the version converter lifts 18 -> 19: no op of this graph changes meaning). The pass is
+    :func:`astedge.deploy.onnx_fp16.convert_fp16`, the same that makes ``model.fp16.onnx``.
+    """
+    import onnx
+    import onnx.version_converter
+
+    from astedge.deploy.onnx_fp16 import DEFAULT_FP32_OPS, convert_fp16
+
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < FP16_QDQ_OPSET:
+        model = onnx.version_converter.convert_version(model, FP16_QDQ_OPSET)
+    return convert_fp16(model, DEFAULT_FP32_OPS if fp32_ops is None else fp32_ops)
+
+
+# --- the check ----------------------------------------------------------------------------------------------
+
+
+def _batches(count: int, batch: int = 4) -> list[slice]:
+    return [slice(start, start + batch) for start in range(0, count, batch)]
+
+
+def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.ndarray,
+                    min_agreement: float = DEFAULT_MIN_AGREEMENT, *, labels=None, what: str = "INT8 model") -> dict:
+    """Top-1 agreement (and logit differences, accuracy when `labels` are given) of INT8 vs FP32 on `held_out`.
+
+    Raises :class:`astedge.artefact.VerificationError` (one line, with the measured agreement) when the
+    agreement is below `min_agreement`; a value above 1 always refuses.
+    """
+    if not min_agreement >= 0:
+        raise UserError(f"the minimum INT8 agreement must be a fraction >= 0, got {min_agreement}")
+    from astedge.runtime.backends.onnxruntime import onnx_logits
+
+    chunks = _batches(len(held_out))
+    fp32, int8 = onnx_logits(fp32_path, held_out, chunks), onnx_logits(int8_path, held_out, chunks)
+    figures = {**art.compare(fp32, int8), "reference": "FP32 ONNX on ONNX Runtime (CPU)",
+               "inputs": f"{len(held_out)} held-out calibration clips", "min_agreement": min_agreement}
+    if labels is not None:
+        labels = np.asarray(labels)
+        figures["accuracy_fp32"] = float(np.mean(fp32.argmax(-1) == labels))
+        figures["accuracy_int8"] = float(np.mean(int8.argmax(-1) == labels))
+    figures["passed"] = bool(figures["finite"] and figures["top1_agreement"] >= min_agreement)
+    if not figures["passed"]:
+        measured = "non-finite logits" if not figures["finite"] else f"{figures['top1_agreement']:.2%}"
+        raise art.VerificationError(f"the {what}'s top-1 agreement with FP32 on {len(held_out)} held-out calibration "
+                                    f"clips is {measured}, below the required {min_agreement:.2%}; nothing was written "
+                                    "(add calibration audio, or lower --int8-min-agreement)")
+    return figures
+
+
+def write_int8(fp32_path: str | Path, out_path: str | Path, audio_dir: str | Path, feature_config, *,
+               fp16_path: str | Path | None = None, fp32_ops=None, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+               count: int = DEFAULT_CALIBRATION_CLIPS, held_out: int = DEFAULT_HELD_OUT_CLIPS,
+               method: str = DEFAULT_METHOD, exclude=DEFAULT_EXCLUDE, seed: int = 0, log=None) -> dict:
+    """Calibrate, quantize and check: `out_path` (and `fp16_path`, the :func:`int8_fp16` graph, when given) appear
+    only when every model written passed the agreement gate against FP32 on the held-out clips.
+
+    Returns ``{"quantization": quantize_int8's report, "verification": check_agreement's figures}`` plus
+    ``"verification_fp16"`` for the FP16 INT8 graph.
+    """
+    import onnx
+
+    log = _log(log)
+    out_path = Path(out_path)
+    targets = [out_path] + ([Path(fp16_path)] if fp16_path is not None else [])
+    for target in targets:
+        if not target.parent.is_dir():
+            raise UserError("output directory does not exist", target.parent)
+    calib, held = calibration_inputs(audio_dir, feature_config, count, held_out, seed, log)
+    log(f"INT8 calibration: {len(calib)} clips, {len(held)} held out, from {audio_dir}")
+    temps = []
+    try:
+        for target in targets:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(tmp)
+        report = quantize_int8(fp32_path, temps[0], calib, exclude=exclude, method=method, log=log)
+        result = {"quantization": report, "verification": check_agreement(fp32_path, temps[0], held, min_agreement)}
+        log(f"INT8 vs FP32 on {len(held)} held-out clips: top-1 agreement "
+            f"{result['verification']['top1_agreement']:.3f}, max abs logit diff {result['verification']['max_abs_diff']:.3g}")
+        if fp16_path is not None:
+            model16 = int8_fp16(onnx.load(temps[0]), fp32_ops)
+            onnx.checker.check_model(model16, full_check=True)
+            onnx.save(model16, temps[1])
+            result["verification_fp16"] = check_agreement(fp32_path, temps[1], held, min_agreement,
+                                                          what=f"FP16 INT8 model ({Path(fp16_path).name})")
+            result["verification_fp16"]["note"] = ("ONNX Runtime's CPU provider runs the FP16 parts in FP32 behind "
+                                                   "casts: this checks the graph and its FP16 rounding")
+        for tmp, target in zip(temps, targets, strict=True):
+            os.replace(tmp, target)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    report["file"] = out_path.name
+    return result

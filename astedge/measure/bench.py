@@ -1,0 +1,363 @@
+"""``astedge bench``: how long a window takes, stage by stage, on every backend that loads here.
+
+Three stages are timed, each on its own and together, for each backend and batch size:
+
+- ``fbank``: audio -> model input ``[B, frames, mel]`` with the extractor the runtime would put beside
+  that backend: the CUDA fbank library next to a GPU backend when it loads here, else the numpy
+  reference (:mod:`astedge.features.cuda_fbank`); which one ran is recorded per backend;
+- ``model``: model input -> logits, the backend's ``run``. Backends return host arrays, so a GPU
+  backend's wall clock includes the copies and the synchronization (trtexec's "host latency");
+- ``end_to_end``: a window of audio (10 s for AST's 1024 frames) -> logits, both stages in one timed call;
+- ``gpu_compute`` (TensorRT backend only): CUDA events recorded on the engine's stream around each
+  ``execute_async_v3`` (trtexec's "GPU Compute Time": no copies, no host overhead).
+
+How it is measured: every backend is loaded first; then, per batch size, warm-up rounds (excluded)
+and timed rounds run the backends round-robin (:func:`astedge.timing.round_robin`; each round: fbank,
+model, end-to-end of every backend), so a burst of other load on the machine hits every backend
+alike. ``iters`` fixes the number of timed rounds; otherwise rounds continue until ``seconds``
+(default 5 s) of timing have passed and at least :data:`MIN_ROUNDS` were run. Clocks:
+``time.perf_counter``. Each backend's turn starts after a short pause (``pause_ms``, default
+:data:`astedge.timing.DEFAULT_PAUSE_MS`, which says why); within a turn the three stages run back to back.
+Statistics per stage: :func:`astedge.timing.summarize`.
+
+The report's header holds what makes a number reproducible (:mod:`astedge.measure.machine`): CPU and cores, GPU
+name, compute capability and clocks, Jetson power mode and clock locking, library versions, model
+size/parameters/FLOPs, precision, batch and threads. Without a model a random-weight AST of the asked
+size is built, exported into a temp folder and labelled :data:`astedge.deploy.export.RANDOM_WEIGHTS`: its
+latency is real, its outputs are not. Presenting the report (tables, markdown, plot) is
+:mod:`astedge.measure.bench_report`'s job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from astedge.errors import UserError
+from astedge.timing import DEFAULT_PAUSE_MS, round_robin, summarize
+
+STAGES = ("fbank", "model", "end_to_end")
+GPU_STAGE = "gpu_compute"
+#: Timed rounds run for at least this long (per batch size) when no iteration count is given.
+DEFAULT_SECONDS = 5.0
+#: ... and at least this many rounds.
+MIN_ROUNDS = 10
+DEFAULT_WARMUP = 3
+
+
+# --- options --------------------------------------------------------------------------------------------
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]`` (order kept, duplicates dropped)."""
+    values = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise UserError(f"--batch expects positive integers separated by commas (e.g. 1,8,32), got {text!r}")
+        values.append(int(item))
+    return list(dict.fromkeys(values))
+
+
+def parse_backends(text: str) -> list[str]:
+    """``"all"`` -> every registered backend; else comma-separated names or aliases (checked, order kept)."""
+    from astedge.runtime.backends import BACKENDS, backend_names
+
+    names = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if item == "all":
+            names += list(BACKENDS)
+        elif item in backend_names():
+            names.append(item)
+        else:
+            raise UserError(f"unknown backend {item!r}; choose all, or from {', '.join(backend_names())} "
+                            "(comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+# --- the model ------------------------------------------------------------------------------------------
+
+def describe_model(path: str | Path, random: bool = False) -> dict:
+    """Size, shape, parameters and FLOPs of the model behind a model path (FLOPs/params need torch)."""
+    from astedge.runtime.backends import model_configs
+    from astedge.deploy.export import RANDOM_WEIGHTS
+    from astedge.model.config import size_name
+
+    config, features = model_configs(path)
+    info = {"path": None if random else str(path), "weights": RANDOM_WEIGHTS if random else "as given",
+            "size": size_name(config) or "custom", "embed_dim": config.embed_dim, "depth": config.depth,
+            "num_heads": config.num_heads, "patch_size": list(config.patch_size),
+            "strides": [config.fstride, config.tstride], "patches": config.num_patches,
+            "input": [config.target_length, config.num_mel_bins], "classes": config.num_classes,
+            "window_seconds": features.window_seconds, "params_m": None, "gflops_per_clip": None}
+    try:
+        from astedge.measure.costs import count_flops, count_parameters
+
+        info["params_m"] = round(count_parameters(config) / 1e6, 3)
+        info["gflops_per_clip"] = round(count_flops(config) / 1e9, 2)
+    except ImportError:  # torch/timm absent (a Jetson runtime): the counts are left out
+        pass
+    return info
+
+
+# --- contenders -----------------------------------------------------------------------------------------
+
+@dataclass
+class Contender:
+    """A loaded backend with the fbank extractor the runtime would pair with it."""
+
+    backend: object
+    extractor: object
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def fbank(self) -> str:
+        return "cuda" if self.extractor.device == "cuda" else "numpy"
+
+    def describe(self) -> dict:
+        gpu_timing = getattr(self.backend, "gpu_timing", None)
+        return {"name": self.backend.name, "precision": self.backend.precision, "device": self.backend.device,
+                "fbank": self.fbank, "fbank_detail": self.extractor.detail,
+                "gpu_timing": "CUDA events around execute_async_v3" if gpu_timing else None}
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def load_contenders(model, names: list[str], precision: str, threads: int | None,
+                    log=None) -> tuple[list[Contender], list[dict]]:
+    """Every backend of `names` that loads (one per backend, in order) and, for the others, why not."""
+    from astedge.runtime.backends import choose_backend
+    from astedge.features.cuda_fbank import extractor_for
+
+    log = log or (lambda message: None)
+    contenders: list[Contender] = []
+    unavailable: list[dict] = []
+    for name in names:
+        try:
+            choice = choose_backend(model, name, precision, threads)
+        except UserError as err:
+            unavailable.append({"backend": name, "reason": str(err)})
+            continue
+        except Exception as err:  # noqa: BLE001 - a runtime failing in its own way is reported, the others still run
+            unavailable.append({"backend": name, "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+            continue
+        backend = choice.backend
+        for skipped_name, reason in choice.skipped:
+            if all(u["backend"] != skipped_name for u in unavailable):
+                unavailable.append({"backend": skipped_name, "reason": reason})
+        if any(c.name == backend.name for c in contenders):  # an alias resolving to one already loaded
+            backend.close()
+            continue
+        extractor = extractor_for(backend.device, backend.feature_config, model_input=True, warn=False)
+        if hasattr(backend, "time_gpu"):
+            backend.time_gpu(True)
+        contenders.append(Contender(backend, extractor))
+        log(f"loaded {backend.name} ({backend.precision}, {backend.device}); fbank: {extractor.detail}")
+    return contenders, unavailable
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WARMUP, iters: int | None = None,
+            seconds: float | None = None, pause_ms: float = DEFAULT_PAUSE_MS, seed: int = 0) -> list[dict]:
+    """Round-robin timing of every contender's stages at one batch size; one result row per contender."""
+    if not contenders:
+        return []
+    config = contenders[0].backend.feature_config
+    window_s = config.window_seconds
+    samples = int(round(window_s * config.sample_rate))
+    wave = (0.1 * np.random.default_rng(seed).standard_normal((batch, samples))).astype(np.float32)
+    inputs = {c.name: c.extractor(wave) for c in contenders}
+    calls, by_name = {}, {c.name: c for c in contenders}
+    for c in contenders:
+        calls[c.name, "fbank"] = lambda c=c: c.extractor(wave)
+        calls[c.name, "model"] = lambda c=c: c.backend.run(inputs[c.name])
+        calls[c.name, "end_to_end"] = lambda c=c: c.backend.run(c.extractor(wave))
+    gpu_ms: dict[str, list[float]] = {c.name: [] for c in contenders}
+
+    def read_gpu_timer(record: bool):  # CUDA events are read after each call, outside its timing
+        def after(key) -> None:
+            take = getattr(by_name[key[0]].backend, "take_gpu_ms", None)
+            value = take() if take is not None else None
+            if record and key[1] == "model" and value is not None:
+                gpu_ms[key[0]].append(value)
+        return after
+
+    turn = lambda key: key[0]  # noqa: E731 - a contender's three stages run back to back after one pause
+    if warmup:  # warm-up rounds exactly like the timed ones, pauses included
+        round_robin(calls, warmup, warmup=0, pause_ms=pause_ms, turn=turn, after=read_gpu_timer(False))
+    limit = None if iters is not None else (seconds if seconds is not None else DEFAULT_SECONDS)
+    started = time.perf_counter()
+    times = round_robin(calls, iters, warmup=0, pause_ms=pause_ms, turn=turn, seconds=limit, min_rounds=MIN_ROUNDS,
+                        after=read_gpu_timer(True))
+    elapsed = time.perf_counter() - started
+    rounds = len(times[contenders[0].name, "model"])
+    rows = []
+    for c in contenders:
+        series = {stage: times[c.name, stage] for stage in STAGES}
+        if gpu_ms[c.name]:
+            series[GPU_STAGE] = gpu_ms[c.name]
+        stages = {stage: {**summarize(ms, batch=batch, audio_seconds=window_s), "samples_ms": [round(v, 4) for v in ms]}
+                  for stage, ms in series.items()}
+        row = {**c.describe(), "backend": c.name, "batch": batch, "rounds": rounds,
+               "timed_seconds": round(elapsed, 3),
+               "window_seconds": window_s, "stages": stages}
+        row.pop("name")
+        rows.append(row)
+    return rows
+
+
+#: PortAudio's default "high" input latency buffers about this much audio before the callback sees it.
+DEFAULT_BLOCK_MS = 50.0
+
+
+def stream_latency(backend, windowing, *, smoothing: tuple[str, int] = ("none", 3), block_ms: float = DEFAULT_BLOCK_MS,
+                   hops: int = 30, warmup: int = 3, seed: int = 0) -> dict:
+    """Mic-to-decision latency of live windows, stage by stage, on this backend (the listener's path).
+
+    Each hop: the hop's audio enters the ring, the window's features are computed (incrementally when the hop
+    is frame-aligned), the backend runs, and the decision layer (smoothing, thresholds, events) decides.
+    Mic-to-decision = capture buffering (the window's last sample waits for its audio block, `block_ms`) +
+    features + inference + decision; a sound also waits on average half a hop for the next window to end.
+    """
+    from astedge.runtime.events import EventDetector
+    from astedge.runtime.scores import Smoother, activate
+    from astedge.runtime.stream import AudioRing, WindowFeatures
+
+    window, hop = windowing.window, windowing.hop
+    wave = (0.1 * np.random.default_rng(seed).standard_normal(window + (hops + warmup) * hop)).astype(np.float32)
+    ring = AudioRing(window + 4 * hop)
+    features = WindowFeatures(windowing)
+    smoother, detector = Smoother(*smoothing), EventDetector(backend.labels, backend.task)
+    ring.write(wave[:window - hop])
+    stages = {"features": [], "inference": [], "decision": []}
+    rate = windowing.config.sample_rate
+    for k in range(hops + warmup):
+        end = window + k * hop
+        ring.write(wave[end - hop:end])
+        t0 = time.perf_counter()
+        x = features.model_input(ring, end - window, end)
+        t1 = time.perf_counter()
+        logits = backend.run(x[None])[0]
+        t2 = time.perf_counter()
+        detector.update((end - window) / rate, end / rate, smoother(activate(logits, backend.task)))
+        t3 = time.perf_counter()
+        ring.release(end - window)
+        if k >= warmup:
+            for stage, ms in zip(stages, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), strict=True):
+                stages[stage].append(ms)
+    total = block_ms + np.sum([stages[s] for s in stages], axis=0)
+    pct = lambda v: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}  # noqa: E731
+    window_s, hop_s = windowing.seconds
+    return {"backend": backend.name, "window_s": window_s, "hop_s": hop_s, "smoothing": list(smoothing),
+            "incremental_features": windowing.incremental, "hops": hops, "capture_buffer_ms": block_ms,
+            **{f"{stage}_ms": pct(v) for stage, v in stages.items()}, "mic_to_decision_ms": pct(total),
+            "mean_wait_for_window_end_ms": 500.0 * hop_s,
+            "note": "mic-to-decision = capture buffer + features + inference + decision, per hop; a sound also waits "
+                    "for the next window to end (half a hop on average)"}
+
+
+def benchmark(model: str | Path | None = None, *, size: str = "base", frames: int = 1024, backends: str = "all",
+              batches: str | list[int] = "1", precision: str = "auto", warmup: int = DEFAULT_WARMUP,
+              iters: int | None = None, seconds: float | None = None, threads: int | None = None,
+              pause_ms: float = DEFAULT_PAUSE_MS, profile: str = "workstation", stream: dict | None = None,
+              log=None) -> dict:
+    """Run the benchmark and return the report (see the module docstring; :mod:`astedge.measure.bench_report`).
+
+    `stream` (keys window, hop, smoothing, block_ms) adds the mic-to-decision latency of live windows on each
+    backend (:func:`stream_latency`)."""
+    from astedge.measure import machine
+    from astedge.runtime.backends import check_precision, resolve_model
+    from astedge.model.config import model_config
+
+    log = log or (lambda message: None)
+    names = parse_backends(backends)
+    batch_list = parse_batches(batches) if isinstance(batches, str) else list(batches)
+    check_precision(precision)
+    if iters is not None and seconds is not None:
+        raise UserError("give either --iters or --seconds, not both")
+    if (iters is not None and iters < 1) or (seconds is not None and seconds <= 0) or warmup < 0 or pause_ms < 0:
+        raise UserError("--iters must be >= 1, --seconds > 0, --warmup >= 0 and --pause-ms >= 0")
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be >= 1")
+    if model is not None:
+        resolve_model(model)
+    else:
+        random_config = model_config(size, target_length=frames)  # checks the size and shape before any work
+    if threads:
+        with contextlib.suppress(ImportError):
+            import torch
+
+            torch.set_num_threads(threads)
+
+    with contextlib.ExitStack() as stack:
+        skipped: list[dict] = []
+        if model is None:
+            path = stack.enter_context(_random_model(random_config, names, skipped, profile, log))
+            names = [n for n in names if all(s["backend"] != n for s in skipped)]
+        else:
+            path = Path(model)
+        description = describe_model(path, random=model is None)
+        contenders, unavailable = load_contenders(path, names, precision, threads, log)
+        unavailable = skipped + unavailable
+        for contender in contenders:
+            stack.callback(contender.close)
+        if not contenders:
+            raise UserError("no backend could run the model here: "
+                            + "; ".join(f"{u['backend']}: {u['reason']}" for u in unavailable))
+        results = []
+        for batch in batch_list:
+            timed = (f"{iters} timed round(s)" if iters
+                     else f">= {seconds or DEFAULT_SECONDS:g} s and >= {MIN_ROUNDS} rounds")
+            log(f"batch {batch}: {warmup} warm-up round(s), then {timed} of {', '.join(c.name for c in contenders)}")
+            results += measure(contenders, batch, warmup=warmup, iters=iters, seconds=seconds, pause_ms=pause_ms)
+        streams = []
+        if stream is not None:
+            from astedge.runtime.windows import Windowing
+
+            for contender in contenders:
+                windowing = Windowing.from_seconds(contender.backend.feature_config, stream.get("window"),
+                                                   stream.get("hop"), default_hop=1.0)
+                log(f"stream: {contender.name}, {windowing.seconds[0]:g} s windows every {windowing.seconds[1]:g} s")
+                streams.append(stream_latency(contender.backend, windowing, smoothing=stream.get("smoothing",
+                                              ("none", 3)), block_ms=stream.get("block_ms", DEFAULT_BLOCK_MS)))
+        header = machine.machine_header()
+        header.update(gpu=machine.gpu_info(), jetson=machine.jetson_info(), threads=machine.threads_info(threads),
+                      runtimes=machine.runtime_versions())
+    return {
+        "benchmark": "astedge bench", "format": 1, "header": header, "model": description,
+        "settings": {"backends": parse_backends(backends), "batches": batch_list, "precision": precision,
+                     "warmup_rounds": warmup, "iters": iters,
+                     "seconds": None if iters else (seconds or DEFAULT_SECONDS),
+                     "min_rounds": None if iters else MIN_ROUNDS,
+                     "audio": f"{description['window_seconds']:g} s of Gaussian noise per clip (std 0.1)",
+                     "order": "round-robin over backends; each round times fbank, model, end-to-end in turn",
+                     "pause_ms": pause_ms,
+                     "clock": "time.perf_counter (host wall clock; GPU backends synchronize before returning)"},
+        "backends": [c.describe() for c in contenders], "unavailable": unavailable, "results": results,
+        **({"stream": streams} if stream is not None else {}),
+    }
+
+
+def _random_model(config, names: list[str], skipped: list[dict], profile: str, log):
+    """The random model's export: FP16 where a GPU is, an engine only where one can be built (else TensorRT
+    joins `skipped`, with the reason)."""
+    from astedge.deploy.engine import tensorrt_status
+    from astedge.deploy.export import random_export
+    from astedge.measure.machine import cuda_devices
+
+    engine = False
+    if "tensorrt" in names:
+        engine, why_not = tensorrt_status()
+        if not engine:
+            skipped.append({"backend": "tensorrt", "reason": why_not})
+    return random_export(config, fp16=bool(cuda_devices()["devices"]), engine=engine, profile=profile,
+                         name=f"random-{config.embed_dim}d-{config.target_length}", log=log)

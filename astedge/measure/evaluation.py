@@ -1,0 +1,133 @@
+"""How good a model is on the user's labelled audio: clip accuracy / mAP, per-class thresholds, and events.
+
+- :func:`score_clips`: every clip of a dataset split through any backend (clip score = the maximum over
+  its windows), with its targets; :func:`clip_metrics` turns that into accuracy or mAP.
+- :func:`calibrate_thresholds`: per-class event thresholds on a labelled validation split (``astedge
+  calibrate``): F1-maximizing, or the most recall at a target precision.
+- :func:`evaluate_events`: the decision layer on long recordings against a truth table (``astedge
+  evaluate``): DCASE event-based F1 (0.2 s onset collar, offsets max(0.2 s, 20 %)), segment-based F1
+  (1 s), detections per true event, decision latency.
+
+Torch-free: these run on whatever backend loads (TensorRT, ONNX Runtime, PyTorch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from astedge.measure import event_metrics as em
+from astedge.errors import UserError
+
+
+def score_clips(backend, data, split: str = "val", *, batch_size: int = 16, log=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores ``[clips, classes]`` in the backend's label order, 0/1 targets) for a split of `data`
+    (a :class:`astedge.data.datasets.DatasetIndex`); the data's labels are matched to the model's by name."""
+    from astedge.audio.decode import load_audio
+    from astedge.runtime.windows import Windowing, clip_scores
+
+    items = data.splits.get(split)
+    if not items:
+        raise UserError(f"the dataset has no {split!r} split (it has {', '.join(data.splits) or 'none'})")
+    index = {label: i for i, label in enumerate(backend.labels)}
+    missing = [label for label in data.labels if label not in index]
+    if missing:
+        from astedge.errors import some
+
+        raise UserError(f"the model has no output for the data's labels {some(missing)}")
+    config = backend.feature_config
+    windowing = Windowing.from_seconds(config)
+    targets = np.zeros((len(items), len(backend.labels)), np.float32)
+    waves = []
+    for row, item in enumerate(items):
+        waves.append(load_audio(item.path, config.sample_rate))
+        targets[row, [index[data.labels[t]] for t in item.targets]] = 1.0
+    if log:
+        log(f"scoring {len(items)} {split} clips with {backend.name}")
+    return clip_scores(backend, waves, windowing, batch_size=batch_size), targets
+
+
+def clip_metrics(scores: np.ndarray, targets: np.ndarray, task: str, columns: list[int] | None = None) -> dict:
+    """Accuracy (single-label) or mAP and accuracy (multi-label), over `columns` (the data's classes) when given."""
+    from astedge.measure import metrics
+
+    if columns is not None:
+        scores, targets = scores[:, columns], targets[:, columns]
+    return {**metrics.evaluate(scores, targets, task), "clips": int(len(scores))}
+
+
+def calibrate_thresholds(backend, data, split: str = "val", *, target_precision: float | None = None,
+                         log=None) -> dict:
+    """Per-class thresholds from a labelled split, with what each reaches there (see :func:`astedge.runtime.events.calibrate`)."""
+    from astedge.runtime.events import calibrate
+
+    if target_precision is not None and not 0.0 < target_precision <= 1.0:
+        raise UserError(f"--precision must be in (0, 1], got {target_precision}")
+    scores, targets = score_clips(backend, data, split, log=log)
+    result = calibrate(scores, targets, backend.labels, target_precision=target_precision)
+    result["method"] = "max F1" if target_precision is None else f"precision >= {target_precision:g}"
+    result["clips"] = int(len(scores))
+    return result
+
+
+def read_truth(path: str | Path, audio: list[Path]) -> dict[str, list[em.Event]]:
+    """The truth table for `audio` files: ``onset,offset,label`` rows for one file, or with a ``filename`` column
+    (matched by file name) for several."""
+    try:
+        by_name = {Path(name).name: events for name, events in em.read_events_csv(path, by_file=True).items()}
+    except UserError as err:
+        if "no filename column" not in str(err):
+            raise
+        if len(audio) > 1:
+            raise UserError("has no filename column: with several audio files, say which file each row is of",
+                            path) from None
+        return {str(audio[0]): em.read_events_csv(path)}
+    missing = [a.name for a in audio if a.name not in by_name]
+    if missing:
+        raise UserError(f"has no rows for {', '.join(missing)} (its filename column names "
+                        f"{', '.join(sorted(by_name)[:5])})", path)
+    return {str(a): by_name[a.name] for a in audio}
+
+
+def evaluate_events(backend, audio: list[Path], truth: dict[str, list[em.Event]], windowing, config, *,
+                    mask=None, smoother_factory=None, batch_size: int = 8, max_seconds: float | None = None,
+                    t_collar: float = 0.2, percentage_of_length: float = 0.2, segment: float = 1.0) -> dict:
+    """The decision layer on each file, scored against `truth` (``{file: [Event]}``)."""
+    from astedge.runtime.events import EventDetector
+    from astedge.runtime.windows import classify_file
+
+    estimated, durations, latencies_ms = {}, {}, []
+    for path in audio:
+        smoother = smoother_factory() if smoother_factory else None
+        lag = smoother.lag_windows * windowing.seconds[1] if smoother is not None else 0.0
+        detector = EventDetector(backend.labels, backend.task, config, mask, file=str(path), lag=lag)
+        result = classify_file(backend, path, windowing, max_seconds=max_seconds, k=1, mask=mask,
+                               batch_size=batch_size, smoother=smoother, detector=detector)
+        estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in detector.events]
+        durations[str(path)] = result.seconds
+        latencies_ms += [w.latency_ms for w in result.windows]
+    labels = sorted({e.label for events in truth.values() for e in events} | set(backend.labels if mask is None else
+                    [label for label, keep in zip(backend.labels, mask, strict=True) if keep]))
+    event = em.event_based(truth, estimated, labels, t_collar=t_collar, percentage_of_length=percentage_of_length)
+    seg = em.segment_based(truth, estimated, labels, time_resolution=segment, duration=durations)
+    duplicates = em.detections_per_event(truth, estimated, t_collar=t_collar)
+    latency = em.decision_latency(truth, estimated, t_collar=t_collar)
+    return {
+        "files": len(audio), "audio_seconds": round(sum(durations.values()), 3),
+        "true_events": sum(len(v) for v in truth.values()), "detected_events": sum(len(v) for v in estimated.values()),
+        "event_based": {"f1": event["micro"]["f1"], "precision": event["micro"]["precision"],
+                        "recall": event["micro"]["recall"], "macro_f1": event["macro"]["f1"],
+                        "t_collar": t_collar, "percentage_of_length": percentage_of_length},
+        "segment_based": {"f1": seg["micro"]["f1"], "precision": seg["micro"]["precision"],
+                          "recall": seg["micro"]["recall"], "error_rate": seg["micro"]["error_rate"],
+                          "segment_seconds": segment},
+        "detections_per_true_event": {"mean": duplicates["mean"], "mean_detected": duplicates["mean_detected"],
+                                      "duplicated": duplicates["duplicated"], "histogram": duplicates["histogram"]},
+        "decision_latency_s": {"p50": latency["p50"], "p90": latency["p90"], "mean": latency["mean"],
+                               "detected": latency["detected"], "missed": latency["missed"]},
+        "window_ms": {"p50": float(np.percentile(latencies_ms, 50)), "p90": float(np.percentile(latencies_ms, 90))}
+        if latencies_ms else None,
+        "class_wise_f1": {label: row["f1"] for label, row in event["class_wise"].items()},
+        "estimated": {name: [[e.onset, e.offset, e.label] for e in events] for name, events in estimated.items()},
+    }

@@ -1,0 +1,157 @@
+"""The Audio Spectrogram Transformer on timm's DeiT (distilled) VisionTransformer.
+
+The network is AST's: a 1-channel strided patch embedding over the ``[F, T]`` log-mel image
+(frequency is the image height), the DeiT class and distillation tokens, timm's pre-LN blocks,
+a final LayerNorm, the mean of the two token outputs, and a LayerNorm + Linear head giving raw
+logits. Parameter names mirror the original repository (``v.blocks.0.attn.qkv.weight``,
+``mlp_head.1.weight``) minus DataParallel's ``module.`` and the unused DeiT heads, so checkpoint
+conversion stays a renaming.
+
+Everything that shapes the network lives in :class:`ModelConfig`, which checkpoints store; the
+LayerNorm eps values are part of it because they follow the weights' source (official AST: 1e-6
+in the backbone, 1e-5 in the head; Hugging Face: ``layer_norm_eps``, 1e-12, everywhere).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.deit import VisionTransformerDistilled
+from torch import nn
+
+from astedge.model.convert import from_imagenet
+from astedge.errors import UserError, some
+from astedge.model.config import NUM_PREFIX_TOKENS, SIZES, ModelConfig, model_config
+from astedge.model.pos_embed import resize_target_length
+
+
+class StridedPatchEmbed(PatchEmbed):
+    """timm's PatchEmbed with AST's overlapping stride: ``Conv2d(1, D, patch, stride=(fstride, tstride))``.
+
+    The grid is computed analytically, so timm sizes the position embedding to match.
+    """
+
+    def __init__(self, *args, stride: tuple[int, int], **kwargs):
+        super().__init__(*args, **kwargs)
+        conv = self.proj
+        self.proj = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=self.patch_size, stride=stride,
+                              bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        self.grid_size = tuple((s - p) // st + 1 for s, p, st in zip(self.img_size, self.patch_size, stride, strict=True))
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+
+class ASTModel(nn.Module):
+    """AST: ``[B, T, F]`` normalized log-mel (time-major, like the features) -> ``[B, num_classes]`` logits.
+
+    `drop_path` (stochastic depth, timm's ``drop_path_rate``) only acts in training and is not part of the
+    config: it changes no weight and no inference.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, drop_path: float = 0.0):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        norm = functools.partial(nn.LayerNorm, eps=config.norm_eps)
+        self.v = VisionTransformerDistilled(
+            img_size=(config.num_mel_bins, config.target_length),
+            patch_size=config.patch_size,
+            in_chans=1,
+            num_classes=0,  # no DeiT heads: AST pools the two tokens into its own head
+            embed_dim=config.embed_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias,
+            norm_layer=norm,
+            act_layer=nn.GELU,  # exact erf GELU, as AST and HF "gelu"
+            embed_layer=functools.partial(StridedPatchEmbed, stride=(config.fstride, config.tstride)),
+            drop_path_rate=drop_path,
+        )
+        assert self.v.pos_embed.shape[1] == config.num_patches + NUM_PREFIX_TOKENS
+        self.mlp_head = nn.Sequential(nn.LayerNorm(config.embed_dim, eps=config.head_norm_eps),
+                                      nn.Linear(config.embed_dim, config.num_classes))
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class and distillation token outputs, ``[B, D]`` each."""
+        if tuple(x.shape[1:]) != (self.config.target_length, self.config.num_mel_bins):
+            raise UserError(f"model expects input [batch, {self.config.target_length}, {self.config.num_mel_bins}] "
+                            f"(time, mel), got {list(x.shape)}")
+        x = x.unsqueeze(1).transpose(2, 3)  # [B, 1, F, T]: frequency is the image height
+        x = self.v.forward_features(x)
+        return x[:, 0], x[:, 1]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding ``[B, D]``: the mean of the class and distillation token outputs."""
+        cls, dist = self.forward_tokens(x)
+        return (cls + dist) / 2
+
+    def forward(self, x: torch.Tensor, distilled: bool = False):
+        """Logits ``[B, classes]`` of the mean of the two tokens (AST's inference). ``distilled=True`` (training
+        with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token)."""
+        if distilled:
+            cls, dist = self.forward_tokens(x)
+            return self.mlp_head(cls), self.mlp_head(dist)
+        return self.mlp_head(self.forward_features(x))
+
+
+def build_model(config: ModelConfig, state_dict: dict | None = None) -> ASTModel:
+    """An :class:`ASTModel` in eval mode (float32), loaded strictly from `state_dict` when given.
+
+    With weights, the model is built on the meta device and takes them over, skipping a random init.
+    """
+    if state_dict is None:
+        return ASTModel(config).eval()
+    check_state(state_dict, config)
+    with torch.device("meta"):
+        model = ASTModel(config)
+    weights = {k: torch.as_tensor(v).to(torch.float32, copy=True) for k, v in state_dict.items()}  # never shared
+    model.load_state_dict(weights, strict=True, assign=True)
+    return model.eval()
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of the model `config` describes, without allocating it (meta device)."""
+    with torch.device("meta"):
+        model = ASTModel(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_state(state: dict, config: ModelConfig, optional: tuple[str, ...] = ()) -> None:
+    """Raise :class:`UserError` listing missing, unexpected and wrongly shaped weights for `config`.
+
+    Keys starting with a prefix in `optional` may be missing (e.g. a new head).
+    """
+    expected = expected_shapes(config)
+    missing = [k for k in expected if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} (model: {list(expected[k])})"
+             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing {some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {some(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shape {some(wrong, 4)}")
+    if problems:
+        raise UserError("weights do not fit the model: " + "; ".join(problems))
+
+
+def with_target_length(model: ASTModel, target_length: int, mode: str = "bilinear") -> ASTModel:
+    """A copy of `model` that takes `target_length` frames; see :func:`astedge.model.pos_embed.resize_target_length`."""
+    state, config = resize_target_length(model.state_dict(), model.config, target_length, mode)
+    return build_model(config, state).train(model.training)
+
+
+def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear", drop_path: float = 0.0):
+    """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new head; :func:`from_imagenet`)."""
+    backbone = from_imagenet(state, config, pos_embed)
+    check_state(backbone, config, optional=("mlp_head.",))
+    model = ASTModel(config, drop_path=drop_path)
+    model.load_state_dict(backbone, strict=False)
+    return model
+
+
+__all__ = ["SIZES", "ModelConfig", "model_config", "ASTModel", "build_model", "check_state", "expected_shapes",
+           "with_target_length", "imagenet_init"]
