@@ -1,8 +1,12 @@
-"""Dataset layouts -> one index of (audio path, label indices), with problems reported, not hidden.
+"""Dataset layouts -> one index of (audio path, label indices, event boundaries when known), with problems
+reported, not hidden.
 
 Readers: a folder with one sub-folder per class; a CSV manifest (path, labels; multi-label with a
 label file, as AudioSet is kept); ESC-50 (meta/esc50.csv, 5 folds); Speech Commands v2
-(validation_list.txt / testing_list.txt). `read_dataset` picks the reader from the layout.
+(validation_list.txt / testing_list.txt); a strong-label TSV as DCASE ships them (DESED, MAESTRO:
+``filename onset offset event_label``). `read_dataset` picks the reader from the layout. Any layout takes
+strong labels beside its weak ones: a ``strong.tsv`` in the dataset's folder (``astedge data synth`` writes one)
+or ``strong=`` gives the event boundaries of the files it lists; the others keep clip labels only.
 """
 
 from __future__ import annotations
@@ -17,10 +21,20 @@ from astedge.errors import UserError
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".opus", ".w64", ".caf"}
 
 
+#: Labels that mean "no event" (AST's Speech Commands setup, the demo's synthetic data): recorded as the model's
+#: background class, never reported as an event.
+BACKGROUND_NAMES = ("background", "_background_noise_", "_silence_", "silence")
+#: The strong-label file a dataset folder may hold (DCASE's TSV: filename, onset, offset, event_label).
+STRONG_FILE = "strong.tsv"
+
+
 @dataclass(frozen=True)
 class Item:
     path: Path
     targets: tuple[int, ...]  # label indices (several for multi-label data)
+    #: Strong labels: (onset s, offset s, label index) of each event, () for a clip known to hold none;
+    #: None when only the clip's labels are known (weak).
+    events: tuple[tuple[float, float, int], ...] | None = None
 
 
 @dataclass
@@ -32,10 +46,21 @@ class DatasetIndex:
     splits: dict[str, list[Item]]
     layout: str
     problems: list[str] = field(default_factory=list)
+    background: str | None = None  # the label that means "no event" (see BACKGROUND_NAMES), if the data has one
+
+    def __post_init__(self):
+        if self.background is None:
+            self.background = next((name for name in self.labels if name in BACKGROUND_NAMES), None)
+
+    @property
+    def strong(self) -> int:
+        """How many clips carry event boundaries."""
+        return sum(item.events is not None for items in self.splits.values() for item in items)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{name} {len(items)}" for name, items in self.splits.items())
-        return f"{self.layout}: {len(self.labels)} labels ({self.task}); {sizes}"
+        strong = f"; {self.strong} with event boundaries" if self.strong else ""
+        return f"{self.layout}: {len(self.labels)} labels ({self.task}); {sizes}{strong}"
 
 
 def report_problems(problems: list[str], what: str = "files") -> str | None:
@@ -74,6 +99,72 @@ def read_folder(root: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset
     items = [Item(path, (index,)) for index, name in enumerate(classes) for path in _audio_files(root / name)]
     train, val = holdout(items, val_fraction, seed)
     return DatasetIndex(classes, "multiclass", {"train": train, "val": val}, "folder")
+
+
+def read_strong(path: Path, labels: list[str]) -> dict[str, tuple[tuple[float, float, int], ...]]:
+    """A strong-label table (DCASE TSV or astedge's CSV, :func:`astedge.data.event_table.read_events_csv`):
+    filename -> its events as (onset, offset, label index); a label the data does not have is one UserError."""
+    from astedge.data.event_table import read_events_csv
+
+    index = {name: i for i, name in enumerate(labels)}
+    table = {}
+    for name, events in read_events_csv(path, by_file=True).items():
+        unknown = sorted({e.label for e in events} - set(index))
+        if unknown:
+            raise UserError(f"{name}: event label(s) {', '.join(unknown)} are not labels of the data "
+                            f"({', '.join(labels[:6])}{' ...' if len(labels) > 6 else ''})", path)
+        table[name] = tuple(sorted((e.onset, e.offset, index[e.label]) for e in events))
+    return table
+
+
+def with_strong_labels(data: DatasetIndex, path: Path, root: Path) -> DatasetIndex:
+    """`data` whose items listed in the strong-label table `path` carry their events. A row's filename is matched
+    as a path under `root`, else by file name when that is unique; a file whose events disagree with its clip
+    labels keeps its clip labels only, and is reported."""
+    table = read_strong(path, data.labels)
+    by_name: dict[str, list[Item]] = {}
+    for items in data.splits.values():
+        for item in items:
+            by_name.setdefault(item.path.name, []).append(item)
+    found: dict[Path, tuple] = {}
+    for name, events in table.items():
+        target = (root / name).resolve()
+        matches = [i for i in by_name.get(Path(name).name, []) if i.path.resolve() == target] or \
+            (by_name.get(Path(name).name, []) if len(by_name.get(Path(name).name, [])) == 1 else [])
+        if not matches:
+            data.problems.append(f"{path.name}: {name}: not a file of the data")
+            continue
+        item = matches[0]
+        if not {label for _, _, label in events} <= set(item.targets):
+            data.problems.append(f"{path.name}: {name}: events of labels the clip does not have; clip labels kept")
+            continue
+        found[item.path] = events
+    splits = {split: [Item(i.path, i.targets, found[i.path]) if i.path in found else i for i in items]
+              for split, items in data.splits.items()}
+    return DatasetIndex(data.labels, data.task, splits, data.layout, data.problems, data.background)
+
+
+def read_strong_manifest(path: Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
+    """A DCASE strong-label TSV as the dataset (DESED, MAESTRO): every file it lists, its clip labels the labels of
+    its events (multi-label: events may overlap), files listed without events holding none. Paths are relative to
+    the table's folder."""
+    from astedge.data.event_table import read_events_csv
+
+    rows = read_events_csv(path, by_file=True)
+    labels = sorted({e.label for events in rows.values() for e in events})
+    if not labels:
+        raise UserError("lists no events: a strong-label table needs onset, offset and event_label rows", path)
+    table, problems, items = read_strong(path, labels), [], []
+    for name, events in table.items():
+        audio = Path(name) if Path(name).is_absolute() else path.parent / name
+        if not audio.is_file():
+            problems.append(f"{name}: no such file")
+            continue
+        items.append(Item(audio, tuple(sorted({label for _, _, label in events})), events))
+    if not items:
+        raise UserError(f"none of its {len(table)} files exist (paths are relative to its folder)", path)
+    train, val = holdout(items, val_fraction, seed)
+    return DatasetIndex(labels, "multilabel", {"train": train, "val": val}, "strong labels (DCASE TSV)", problems)
 
 
 def read_label_file(path: Path) -> tuple[list[str], dict[str, int]]:
@@ -164,17 +255,33 @@ def read_speech_commands(root: Path) -> DatasetIndex:
 
 
 def read_dataset(source: str | Path, *, fold: int = 1, label_file: str | Path | None = None,
-                 val_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
-    """Recognise the layout of `source` (a folder or a CSV manifest) and index it."""
+                 val_fraction: float = 0.2, seed: int = 0, strong: str | Path | None = None,
+                 background: str | None = None) -> DatasetIndex:
+    """Recognise the layout of `source` (a folder, a CSV manifest or a strong-label TSV) and index it; `strong`
+    (default: the folder's ``strong.tsv``) adds event boundaries, `background` names the "no event" label."""
     source = Path(source)
     if not source.exists():
         raise UserError("no such dataset", source)
     if source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise UserError("a dataset is a folder or a .csv manifest", source)
-        return read_manifest(source, Path(label_file) if label_file else None, val_fraction, seed)
-    if (source / "meta" / "esc50.csv").is_file():
-        return read_esc50(source, fold)
-    if (source / "validation_list.txt").is_file() and (source / "testing_list.txt").is_file():
-        return read_speech_commands(source)
-    return read_folder(source, val_fraction, seed)
+        if source.suffix.lower() == ".tsv":
+            data = read_strong_manifest(source, val_fraction, seed)
+        elif source.suffix.lower() == ".csv":
+            data = read_manifest(source, Path(label_file) if label_file else None, val_fraction, seed)
+        else:
+            raise UserError("a dataset is a folder, a .csv manifest or a .tsv strong-label table", source)
+    elif (source / "meta" / "esc50.csv").is_file():
+        data = read_esc50(source, fold)
+    elif (source / "validation_list.txt").is_file() and (source / "testing_list.txt").is_file():
+        data = read_speech_commands(source)
+    else:
+        data = read_folder(source, val_fraction, seed)
+    root = source if source.is_dir() else source.parent
+    if strong is None and source.is_dir() and (source / STRONG_FILE).is_file():
+        strong = source / STRONG_FILE
+    if strong is not None:
+        data = with_strong_labels(data, Path(strong), root)
+    if background is not None:
+        if background not in data.labels:
+            raise UserError(f"--background-class {background!r} is not a label of the data")
+        data.background = background
+    return data

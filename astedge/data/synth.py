@@ -154,9 +154,11 @@ def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
     return np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
 
 
-def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
+def event_clip(label: str, seconds: float, rng: np.random.Generator,
+               fill: tuple[float, float] = (0.4, 1.0)) -> tuple[np.ndarray, float, float]:
     """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise,
-    made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings."""
+    made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings; with the
+    event's onset and offset in seconds (its strong label)."""
     from astedge.audio.decode import resample
 
     rate = int(rng.choice(CAPTURE_RATES))
@@ -175,7 +177,8 @@ def event_clip(label: str, seconds: float, rng: np.random.Generator, fill: tuple
     signal_rms = np.sqrt(np.mean(event**2)) * np.sqrt(length / n)
     clip += noise * signal_rms / 10 ** (rng.uniform(5, 30) / 20)  # SNR 5..30 dB
     clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
-    return np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
+    clip = np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
+    return clip, onset / rate, (onset + length) / rate
 
 
 @dataclass(frozen=True)
@@ -218,12 +221,15 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     total = classes * per_class
+    strong = []  # (file, onset, offset, label): every clip's event, as DCASE's strong labels
     for index in range(per_class):
         for label in names:
             folder = root / label
             folder.mkdir(exist_ok=True)
+            wave, onset, offset = event_clip(label, seconds, rng)
             with atomic_write(folder / f"{label}_{index:04d}.wav") as handle:
-                sf.write(handle, event_clip(label, seconds, rng), RATE, format="WAV", subtype="PCM_16")
+                sf.write(handle, wave, RATE, format="WAV", subtype="PCM_16")
+            strong.append((f"{label}/{label}_{index:04d}.wav", f"{onset:.3f}", f"{offset:.3f}", label))
             if progress:
                 progress(1, total)
     if background:
@@ -233,13 +239,16 @@ def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, secon
         for index in range(per_class):
             with atomic_write(folder / f"{BACKGROUND}_{index:04d}.wav") as handle:
                 sf.write(handle, background_clip(seconds, extra), RATE, format="WAV", subtype="PCM_16")
+            strong.append((f"{BACKGROUND}/{BACKGROUND}_{index:04d}.wav", "", "", ""))  # a clip known to hold no event
             if progress:
                 progress(1, total)
+    with atomic_write(root / "strong.tsv", "w") as handle:
+        handle.write("filename\tonset\toffset\tevent_label\n" + "".join("\t".join(row) + "\n" for row in strong))
     segments, rows = [], []
     for k in range(stream_segments):
         label = names[int(rng.integers(0, classes))]
         parts = max(1, int(round(segment_seconds / seconds)))
-        clip = np.concatenate([event_clip(label, segment_seconds / parts, rng, fill=(0.8, 1.0)) for _ in range(parts)])
+        clip = np.concatenate([event_clip(label, segment_seconds / parts, rng, fill=(0.8, 1.0))[0] for _ in range(parts)])
         rows.append((k * segment_seconds, (k + 1) * segment_seconds, label))
         segments.append(clip)
     stream, truth = root / "stream.wav", root / "stream.csv"

@@ -71,15 +71,37 @@ class ASTModel(nn.Module):
         assert self.v.pos_embed.shape[1] == config.num_patches + NUM_PREFIX_TOKENS
         self.mlp_head = nn.Sequential(nn.LayerNorm(config.embed_dim, eps=config.head_norm_eps),
                                       nn.Linear(config.embed_dim, config.num_classes))
+        if config.frame_head:
+            self.frame_head = nn.Sequential(nn.LayerNorm(config.embed_dim, eps=config.head_norm_eps),
+                                            nn.Linear(config.embed_dim, config.num_classes))
 
-    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The class and distillation token outputs, ``[B, D]`` each."""
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Every token's output ``[B, 2 + F' * T', D]``: class, distillation, then the patch grid row by row
+        (frequency rows of time columns)."""
         if tuple(x.shape[1:]) != (self.config.target_length, self.config.num_mel_bins):
             raise UserError(f"model expects input [batch, {self.config.target_length}, {self.config.num_mel_bins}] "
                             f"(time, mel), got {list(x.shape)}")
         x = x.unsqueeze(1).transpose(2, 3)  # [B, 1, F, T]: frequency is the image height
-        x = self.v.forward_features(x)
+        return self.v.forward_features(x)
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class and distillation token outputs, ``[B, D]`` each."""
+        x = self.encode(x)
         return x[:, 0], x[:, 1]
+
+    def frame_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T', classes]`` per time column: the column's patch tokens averaged over frequency, through the
+        frame head (HTS-AT's token-semantic idea with a per-column linear map)."""
+        f_dim, t_dim = self.config.grid
+        grid = tokens[:, NUM_PREFIX_TOKENS:].reshape(tokens.shape[0], f_dim, t_dim, -1)
+        return self.frame_head(grid.mean(dim=1))
+
+    def forward_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clip logits ``[B, classes]``, frame logits ``[B, T', classes]``) of a model with a frame head."""
+        if not self.config.frame_head:
+            raise UserError("this model has no frame head (train or fine-tune it with one: --set frame_head=true)")
+        tokens = self.encode(x)
+        return self.mlp_head((tokens[:, 0] + tokens[:, 1]) / 2), self.frame_logits(tokens)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled embedding ``[B, D]``: the mean of the class and distillation token outputs."""

@@ -42,6 +42,7 @@ class ModelConfig:
     qkv_bias: bool = True
     norm_eps: float = 1e-6  # blocks and final norm (timm/official); HF uses layer_norm_eps
     head_norm_eps: float = 1e-5  # head LayerNorm (PyTorch default in the official code)
+    frame_head: bool = False  # per-column (time) logits beside the clip logits: events at the token grid's time step
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -64,6 +65,11 @@ class ModelConfig:
         """Patch grid (f_dim, t_dim), as AST's conv yields it: ``(size - patch) // stride + 1``."""
         return ((self.num_mel_bins - self.patch_size[0]) // self.fstride + 1,
                 (self.target_length - self.patch_size[1]) // self.tstride + 1)
+
+    @property
+    def frame_step(self) -> int:
+        """Input frames between two time columns of the token grid: the frame head's step (``tstride``)."""
+        return self.tstride
 
     @property
     def num_patches(self) -> int:
