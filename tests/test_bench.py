@@ -18,7 +18,7 @@ from astedge import timing
 from astedge.measure import bench
 from astedge.measure import bench_report
 from astedge.measure import machine
-from astedge.deploy import export as exp
+from astedge.measure import random_weights
 from astedge.errors import UserError
 
 STAGE_KEYS = {"count", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
@@ -127,7 +127,7 @@ def test_bench_json_shape(bench_run):
     assert header["threads"]["torch"] >= 1 and header["threads"]["usable_cpus"] >= 1
     assert "onnxruntime" in header["runtimes"] and "torch" in header["runtimes"]
     model = report["model"]
-    assert model["weights"] == exp.RANDOM_WEIGHTS and model["size"] == "tiny"
+    assert model["weights"] == random_weights.RANDOM_WEIGHTS and model["size"] == "tiny"
     assert model["input"] == [128, 128] and model["window_seconds"] == 1.0
     assert model["params_m"] > 0 and model["gflops_per_clip"] > 0
     assert report["settings"]["iters"] == 5 and report["settings"]["batches"] == [1]
@@ -151,7 +151,7 @@ def test_bench_plot_and_markdown(bench_run):
     png = (out / "latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     text = (out / "bench.md").read_text()
-    assert exp.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
+    assert random_weights.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -23,7 +23,7 @@ Statistics per stage: :func:`astedge.timing.summarize`.
 The report's header holds what makes a number reproducible (:mod:`astedge.measure.machine`): CPU and cores, GPU
 name, compute capability and clocks, Jetson power mode and clock locking, library versions, model
 size/parameters/FLOPs, precision, batch and threads. Without a model a random-weight AST of the asked
-size is built, exported into a temp folder and labelled :data:`astedge.deploy.export.RANDOM_WEIGHTS`: its
+size is built, exported into a temp folder and labelled :data:`astedge.measure.random_weights.RANDOM_WEIGHTS`: its
 latency is real, its outputs are not. Presenting the report (tables, markdown, plot) is
 :mod:`astedge.measure.bench_report`'s job.
 """
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from astedge.errors import UserError
+from astedge.measure.gpu_timer import EngineEventTimer
 from astedge.timing import DEFAULT_PAUSE_MS, round_robin, summarize
 
 STAGES = ("fbank", "model", "end_to_end")
@@ -84,7 +85,7 @@ def parse_backends(text: str) -> list[str]:
 def describe_model(path: str | Path, random: bool = False) -> dict:
     """Size, shape, parameters and FLOPs of the model behind a model path (FLOPs/params need torch)."""
     from astedge.runtime.backends import model_configs
-    from astedge.deploy.export import RANDOM_WEIGHTS
+    from astedge.measure.random_weights import RANDOM_WEIGHTS
     from astedge.model.config import size_name
 
     config, features = model_configs(path)
@@ -108,10 +109,11 @@ def describe_model(path: str | Path, random: bool = False) -> dict:
 
 @dataclass
 class Contender:
-    """A loaded backend with the fbank extractor the runtime would pair with it."""
+    """A loaded backend with the fbank extractor the runtime would pair with it, and its GPU timer (TensorRT)."""
 
     backend: object
     extractor: object
+    timer: EngineEventTimer | None = None
 
     @property
     def name(self) -> str:
@@ -122,10 +124,9 @@ class Contender:
         return "cuda" if self.extractor.device == "cuda" else "numpy"
 
     def describe(self) -> dict:
-        gpu_timing = getattr(self.backend, "gpu_timing", None)
         return {"name": self.backend.name, "precision": self.backend.precision, "device": self.backend.device,
                 "fbank": self.fbank, "fbank_detail": self.extractor.detail,
-                "gpu_timing": "CUDA events around execute_async_v3" if gpu_timing else None}
+                "gpu_timing": "CUDA events around execute_async_v3" if self.timer else None}
 
     def close(self) -> None:
         self.backend.close()
@@ -157,9 +158,7 @@ def load_contenders(model, names: list[str], precision: str, threads: int | None
             backend.close()
             continue
         extractor = extractor_for(backend.device, backend.feature_config, model_input=True, warn=False)
-        if hasattr(backend, "time_gpu"):
-            backend.time_gpu(True)
-        contenders.append(Contender(backend, extractor))
+        contenders.append(Contender(backend, extractor, EngineEventTimer.attach(backend)))
         log(f"loaded {backend.name} ({backend.precision}, {backend.device}); fbank: {extractor.detail}")
     return contenders, unavailable
 
@@ -185,8 +184,8 @@ def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WA
 
     def read_gpu_timer(record: bool):  # CUDA events are read after each call, outside its timing
         def after(key) -> None:
-            take = getattr(by_name[key[0]].backend, "take_gpu_ms", None)
-            value = take() if take is not None else None
+            timer = by_name[key[0]].timer
+            value = timer.take() if timer is not None else None
             if record and key[1] == "model" and value is not None:
                 gpu_ms[key[0]].append(value)
         return after
@@ -351,7 +350,7 @@ def _random_model(config, names: list[str], skipped: list[dict], profile: str, l
     """The random model's export: FP16 where a GPU is, an engine only where one can be built (else TensorRT
     joins `skipped`, with the reason)."""
     from astedge.deploy.engine import tensorrt_status
-    from astedge.deploy.export import random_export
+    from astedge.measure.random_weights import random_export
     from astedge.measure.machine import cuda_devices
 
     engine = False

@@ -22,9 +22,10 @@ import numpy as np
 from astedge import artefact as art
 from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig
+from astedge import precision as precision_table
 
-#: What a user may ask a backend for: "auto", or one of the artefact's precisions.
-PRECISIONS = ("auto", *art.PRECISIONS)
+#: What a user may ask a backend for: "auto", or one of the artefact's precisions (one table: astedge.precision).
+PRECISIONS = precision_table.RUNTIME_PRECISIONS
 
 
 @runtime_checkable
@@ -131,9 +132,8 @@ def export_thresholds(path: str | Path) -> dict[str, float] | None:
 
 
 def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+    """`precision`, or the one :class:`UserError` every precision door gives: "auto" or a precision of the table."""
+    return precision_table.check_precision(precision, auto=True)
 
 
 def check_input(fbank: np.ndarray, frames: int, bins: int) -> np.ndarray:
