@@ -20,7 +20,8 @@ from astedge.data import synth
 from astedge.data.datasets import Item, holdout, read_dataset
 from astedge.errors import UserError
 from astedge.train.recipes import PRESETS, load_recipe
-from astedge.train.loop import _lr_at, train
+from astedge.train.loop import train
+from astedge.train.optimization import lr_at
 from astedge.train.clips import ClipDataset, balanced_weights, epoch_indices, spec_augment
 from astedge.features import fbank as F
 
@@ -151,13 +152,13 @@ def test_schedule_matches_torch_multistep_and_asts_warmup():
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, list(range(recipe.lr_start, 1000, recipe.lr_step)), gamma=recipe.lr_decay)
         for epoch in range(1, recipe.epochs + 1):
-            assert math.isclose(_lr_at(recipe, epoch, 10**9), optimizer.param_groups[0]["lr"], rel_tol=1e-9), (name, epoch)
+            assert math.isclose(lr_at(recipe, epoch, 10**9), optimizer.param_groups[0]["lr"], rel_tol=1e-9), (name, epoch)
             optimizer.step()
             scheduler.step()
     audioset = PRESETS["audioset"]
-    assert [_lr_at(audioset, e, 10**9) for e in (3, 4, 5)] == pytest.approx([5e-6, 2.5e-6, 1.25e-6])
-    assert _lr_at(audioset, 1, 0) == 0.0 and _lr_at(audioset, 1, 49) == 0.0
-    assert _lr_at(audioset, 1, 50) == pytest.approx(5e-7) and _lr_at(audioset, 1, 999) == pytest.approx(9.5e-6)
+    assert [lr_at(audioset, e, 10**9) for e in (3, 4, 5)] == pytest.approx([5e-6, 2.5e-6, 1.25e-6])
+    assert lr_at(audioset, 1, 0) == 0.0 and lr_at(audioset, 1, 49) == 0.0
+    assert lr_at(audioset, 1, 50) == pytest.approx(5e-7) and lr_at(audioset, 1, 999) == pytest.approx(9.5e-6)
 
 
 def test_overrides_from_file_and_set(tmp_path):
@@ -391,7 +392,7 @@ def test_distillation_objective_is_deits_split():
     import torch.nn.functional as tf
 
     from astedge.model.ast_model import ASTModel, model_config
-    from astedge.train.loop import distill_loss, label_loss, objective
+    from astedge.train.objectives import distill_loss, label_loss, objective
 
     torch.manual_seed(0)
     net = ASTModel(model_config("tiny", depth=1, num_classes=4, target_length=32, fstride=16, tstride=16))
@@ -433,7 +434,7 @@ def test_chance_levels_and_the_constant_guess_loss():
 
 
 def test_learning_check_says_which_failure_once():
-    from astedge.train.loop import LearningCheck
+    from astedge.train.learning_check import LearningCheck
 
     targets = np.eye(4)[np.arange(200) % 4]
     check = LearningCheck("multiclass", targets, targets, "ce", 0.0, recipe=load_recipe("speechcommands"))
