@@ -257,23 +257,17 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
 
 
 # The training state file as astedge wrote and read it before its I/O moved to astedge.model.tensorfile
-# (astedge/train/loop.py at da4d264, verbatim but for the atomic write): run folders written then must resume now.
-def _old_flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, entry in state["state"].items():
-        for name, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{name}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
+# (astedge/train/loop.py at da4d264: the same safetensors calls and metadata): run folders written then must
+# resume now. The layout: optimizer tensors as "optimizer.<param index>.<name>", weight-average sums as "wa.<name>";
+# metadata "progress" (JSON) and "optimizer" (JSON: param_groups, non-tensor entries as "<param index>.<name>").
 def _old_save_state(path: Path, optimizer, progress: dict, wa_sum: dict | None) -> None:
     from safetensors.torch import save
 
-    tensors, meta = _old_flatten_optimizer(optimizer)
+    state = optimizer.state_dict()
+    entries = [(f"{index}.{name}", value) for index, entry in state["state"].items() for name, value in entry.items()]
+    tensors = {f"optimizer.{key}": value.detach().cpu().contiguous() for key, value in entries if torch.is_tensor(value)}
+    meta = {"param_groups": state["param_groups"],
+            "scalars": {key: value for key, value in entries if not torch.is_tensor(value)}}
     if wa_sum:
         tensors.update({f"wa.{k}": v.contiguous() for k, v in wa_sum.items()})
     data = save(tensors, metadata={"progress": json.dumps(progress), "optimizer": json.dumps(meta)})

@@ -6,7 +6,8 @@ the runtime passes. Nothing is ever unpickled, and reading needs only numpy and 
 torch), so a Jetson runtime can read labels and configs without PyTorch.
 
 Metadata keys: ``astedge_format`` (``"1"``), ``model_config``, ``feature_config``, ``labels``,
-``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax) and ``provenance``.
+``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax) and ``provenance``. The file itself is
+written and read by :mod:`astedge.model.tensorfile`; this module says what a checkpoint holds.
 """
 
 from __future__ import annotations
