@@ -38,7 +38,7 @@ from astedge.train.clips import (ClipDataset, FeatureCache, RunData, balanced_we
 from astedge.train.learning_check import LearningCheck
 from astedge.train.objectives import distill_loss, label_loss, objective
 from astedge.train.optimization import make_optimizer, steps_per_epoch, train_epoch
-from astedge.train.recipes import Recipe
+from astedge.train.recipes import Recipe, describe_variant
 from astedge.train.run_folder import log_epoch, open_run_folder, write_json
 from astedge.train.run_state import RunState, resume_run, save_state
 from astedge.train.teacher import teacher_for
@@ -71,8 +71,6 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     teacher comes first (a timm CNN is trained on the same data and cached as ``teacher.safetensors``); a
     ``test`` split, when the data has one, is scored at the end with the best checkpoint (and the teacher).
     """
-    from astedge.train.recipes import describe_variant
-
     process = _Process.start(Path(run_dir), log, show_progress)
     if process.lead:
         open_run_folder(process.run_dir, resume, force)
