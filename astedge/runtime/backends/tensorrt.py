@@ -405,7 +405,8 @@ class TensorRTBackend:
 
     def __init__(self, path, precision: str = "auto", *, trt=None, driver: Driver | None = None,
                  fbank_library=None, extractors: dict | None = None, graphs: bool = True):
-        from astedge.runtime.backends import check_precision, export_metadata, resolve_model
+        from astedge.runtime.backends import check_precision
+        from astedge.runtime.model_path import export_metadata, resolve_model
 
         check_precision(precision)
         ref = resolve_model(path)
