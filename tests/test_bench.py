@@ -204,7 +204,7 @@ def test_round_robin_calls_every_contender_each_round_and_pauses_between_turns(m
 
 def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
     from astedge.features.fbank import FbankConfig
-    from astedge.runtime.windows import Windowing
+    from astedge.runtime.classifier import Classifier, ClassifierOptions
 
     class Slow:
         name, task, labels = "slow", "multilabel", ("a", "b")
@@ -216,8 +216,8 @@ def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
             clock.sleep(0.004)  # 4 ms of "inference"
             return np.zeros((len(x), 2), np.float32)
 
-    windowing = Windowing.from_seconds(Slow.feature_config, window=1.0, hop=0.25)
-    report = bench.stream_latency(Slow(), windowing, smoothing=("median", 3), block_ms=20.0, hops=8, warmup=1)
+    options = ClassifierOptions(window=1.0, hop=0.25, smoothing="median", smoothing_windows=3)
+    report = bench.stream_latency(Classifier(Slow(), options), block_ms=20.0, hops=8, warmup=1)
     assert report["incremental_features"] and report["hops"] == 8 and report["capture_buffer_ms"] == 20.0
     assert report["inference_ms"]["p50"] >= 4.0 and report["decision_ms"]["p50"] < 1.0
     assert report["mic_to_decision_ms"]["p50"] >= 20.0 + 4.0 + report["features_ms"]["p50"] * 0.5

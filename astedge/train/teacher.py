@@ -152,7 +152,7 @@ def _columns(teacher_labels, student_labels, source) -> list[int]:
 
 def load_teacher(spec: str | Path, labels, features: feats.FbankConfig, device: torch.device) -> Teacher:
     """A :class:`Teacher` from a teacher checkpoint, an AST checkpoint or an export folder (not ``timm:``)."""
-    from astedge.runtime.backends import resolve_model
+    from astedge.runtime.model_path import resolve_model
 
     path = Path(spec)
     if path.is_file() and read_metadata(path) is not None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from astedge import artefact as art
-from astedge.runtime.backends import check_input, check_precision, export_metadata, resolve_model
+from astedge.runtime.backends import check_input, check_precision
+from astedge.runtime.model_path import export_metadata, resolve_model
 from astedge.errors import UserError
 from astedge.precision import PRECISIONS
 

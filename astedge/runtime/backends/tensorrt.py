@@ -28,6 +28,8 @@ from astedge import artefact as art
 from astedge.features.cuda_driver import CudaError, CudaUnavailable, Driver, Resources, shared_driver
 from astedge.features.device_pipeline import BatchPipeline, StreamPipeline
 from astedge.errors import UserError
+from astedge.runtime.backends import check_precision
+from astedge.runtime.model_path import export_metadata, resolve_model
 
 MIN_TENSORRT_MAJOR = 10
 
@@ -335,11 +337,10 @@ class EngineRunner:
 class TensorRTBackend:
     """The engine of an export folder, checked against this machine's TensorRT, GPU and platform before loading.
 
-    The :class:`astedge.runtime.backends.Backend` of choice on a Jetson: tensorrt + numpy, no torch. Besides ``run``
-    (host features) it offers the device-resident hooks the runtime prefers: ``run_audio`` and
-    ``open_stream``. The engine's precision is fixed when it is built; asking for another one is an error.
-    `trt`, `driver`, `fbank_library` and `extractors` ({"model": ..., "frames": ...}: the fbank kernels to use)
-    are for tests and benchmarks (doubles, a chosen library).
+    The Backend of choice on a Jetson (tensorrt + numpy, no torch), with the device paths the runtime prefers:
+    it RunsAudio and OpensStreams (:mod:`astedge.runtime.backends`). Its precision is the engine's; asking for another
+    is an error. `trt`, `driver`, `fbank_library` and `extractors` ({"model": ..., "frames": ...}: the fbank kernels
+    to use) are for tests and benchmarks (doubles, a chosen library).
     """
 
     name = "tensorrt"
@@ -347,8 +348,6 @@ class TensorRTBackend:
 
     def __init__(self, path, precision: str = "auto", *, trt=None, driver: Driver | None = None,
                  fbank_library=None, extractors: dict | None = None, graphs: bool = True):
-        from astedge.runtime.backends import check_precision, export_metadata, resolve_model
-
         check_precision(precision)
         ref = resolve_model(path)
         if ref.kind != "export":
