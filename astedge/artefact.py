@@ -1,4 +1,4 @@
-"""Export artefact folders: the ``astedge.json`` that describes them, whole-folder atomic writes, comparisons.
+"""Export artefact folders: the ``astedge.json`` that describes them, whole-folder atomic writes.
 
 An artefact folder (written by ``astedge export``, extended by ``astedge build-engine``) holds
 
@@ -11,6 +11,9 @@ An artefact folder (written by ``astedge export``, extended by ``astedge build-e
   against (so a Jetson without torch or ONNX Runtime can verify its engine);
 - ``labels.txt``: one label per line, in the head's order;
 - ``astedge.json``: everything else (see :func:`new_metadata`).
+
+Which files each precision writes and runs is :mod:`astedge.precision`'s table; the checks a file must pass
+before it is kept are :mod:`astedge.verify`'s.
 
 Only numpy and the standard library here: the Jetson side imports this without torch.
 """
@@ -29,7 +32,7 @@ import numpy as np
 
 from astedge import __version__
 from astedge.errors import UserError
-from astedge.files import atomic_write
+from astedge.files import atomic_write, current_umask
 from astedge.timing import utc_now
 
 METADATA_FILE = "astedge.json"
@@ -44,12 +47,6 @@ ONNX_INT8_FP16_FILE = "model.int8.fp16.onnx"
 ENGINE_FILE = "model.plan"
 VERIFICATION_FILE = "verification.npz"
 LABELS_FILE = "labels.txt"
-#: The precisions an artefact's models and engines come in.
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-class VerificationError(UserError):
-    """An exported model disagrees with its reference beyond tolerance; nothing was written."""
 
 
 def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict, profile: dict,
@@ -115,12 +112,6 @@ def write_metadata(folder: str | Path, meta: dict) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def check_destination(dest: str | Path, force: bool) -> Path:
     """Fail early (before any work) when `dest` cannot receive a new folder."""
     dest = Path(dest)
@@ -144,7 +135,7 @@ def staged_folder(dest: str | Path, force: bool = False):
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         check_destination(dest, force)
         if dest.exists():
             old = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.old"
@@ -175,87 +166,3 @@ def load_verification(folder: str | Path) -> dict[str, np.ndarray]:
         raise UserError("missing: the export's verification inputs are needed to check an engine", path)
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
-
-
-def top_k_sets(logits: np.ndarray, k: int) -> list[set[int]]:
-    order = np.argsort(-np.asarray(logits, np.float64), axis=-1, kind="stable")[:, :k]
-    return [set(map(int, row)) for row in order]
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """How far `candidate` logits ``[N, C]`` are from `reference`: max/mean abs diff, top-1 and top-5 agreement.
-
-    Top-1 agreement is the fraction of rows whose arg-max matches; top-5 agreement the mean overlap of
-    the two top-5 sets divided by 5 (1.0: the same 5 classes, in any order; ``top5_k`` says how many
-    classes were compared when the head has fewer than 5).
-    """
-    reference = np.asarray(reference, np.float64)
-    candidate = np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {candidate.shape}")
-    finite = bool(np.isfinite(candidate).all())
-    diff = np.abs(reference - candidate)
-    k = min(5, reference.shape[-1])
-    overlap = [len(a & b) / k for a, b in zip(top_k_sets(reference, k), top_k_sets(candidate, k), strict=True)]
-    return {
-        "count": int(reference.shape[0]),
-        "finite": finite,
-        "max_abs_diff": float(diff.max()) if finite else float("inf"),
-        "mean_abs_diff": float(diff.mean()) if finite else float("inf"),
-        "reference_max_abs": float(np.abs(reference).max()),
-        "top1_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
-        "top5_agreement": float(np.mean(overlap)),
-        "top5_k": k,
-    }
-
-
-#: An FP16 result fails when it has non-finite values or its max abs difference exceeds this fraction
-#: of the reference's largest |logit| (at least 1): a gate for broken graphs (overflow, wrong casts),
-#: far above the rounding differences FP16 normally shows (about 1e-3 relative).
-FP16_RELATIVE_LIMIT = 0.05
-
-
-def fp16_gate(figures: dict) -> str | None:
-    """Why an FP16 comparison fails (None when it passes)."""
-    return _relative_gate(figures, FP16_RELATIVE_LIMIT, "non-finite logits (FP16 overflow?)", "")
-
-
-#: An INT8 engine is checked against the INT8 ONNX on ONNX Runtime (the same Q/DQ scales): TensorRT's INT8 kernels
-#: round and fuse differently and run the float parts in FP16, so the limit is twice the FP16 one.
-INT8_RELATIVE_LIMIT = 0.10
-
-
-def int8_engine_gate(figures: dict) -> str | None:
-    """Why an INT8 engine's comparison with the INT8 ONNX fails (None when it passes)."""
-    return _relative_gate(figures, INT8_RELATIVE_LIMIT, "non-finite logits", " from the INT8 ONNX")
-
-
-def _relative_gate(figures: dict, fraction: float, non_finite: str, against: str) -> str | None:
-    """Fails on non-finite logits or a max abs difference above `fraction` of the reference's largest |logit| (>= 1)."""
-    if not figures["finite"]:
-        return non_finite
-    limit = fraction * max(1.0, figures["reference_max_abs"])
-    if figures["max_abs_diff"] > limit:
-        return f"max abs logit difference {figures['max_abs_diff']:.3g}{against} exceeds {limit:.3g}"
-    return None
-
-
-def batch_chunks(count: int, max_batch: int, min_batch: int = 1) -> list[slice]:
-    """Split `count` rows into batches for verification: one of `min_batch`, then the largest allowed.
-
-    Exercises both a single-row batch and batches > 1 (when the range allows them).
-    """
-    if count < min_batch:
-        raise ValueError(f"{count} rows cannot fill a batch of at least {min_batch}")
-    chunks, start = [], 0
-    sizes = [min_batch] + [max_batch] * count
-    for size in sizes:
-        if start >= count:
-            break
-        size = min(size, count - start)
-        if size < min_batch:  # the tail is smaller than the engine allows: overlap the previous rows
-            start = count - min_batch
-            size = min_batch
-        chunks.append(slice(start, start + size))
-        start += size
-    return chunks

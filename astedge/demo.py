@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from astedge.data import synth
 
 #: The demo's data: 10 classes and the background x 750 one-second clips (80% train, 20% held out), a 48 s stream.
@@ -70,15 +68,14 @@ def _export(checkpoint: Path, out: Path, log) -> dict:
 
 def _score_stream(model: Path, stream_path: Path, truth_path: Path, log) -> dict:
     """Classify the stream with the runtime (fastest backend here, one window per call) and score each window."""
-    from astedge.runtime.backends import choose_backend
-    from astedge.runtime.windows import Windowing, classify_file
+    from astedge.runtime.classifier import Classifier, ClassifierOptions
+    from astedge.timing import percentiles
 
-    backend = choose_backend(model).backend
-    windowing = Windowing.from_seconds(backend.feature_config, hop=0.5)
-    log(f"    backend {backend.name} ({backend.precision}), {windowing.seconds[0]:g} s windows every "
-        f"{windowing.seconds[1]:g} s")
-    result = classify_file(backend, stream_path, windowing, k=1, batch_size=1)
-    backend.close()
+    with Classifier.from_options(model, ClassifierOptions(hop=0.5, top_k=1, batch_size=1)) as classifier:
+        backend, windowing = classifier.backend, classifier.windowing()
+        log(f"    backend {backend.name} ({backend.precision}), {windowing.seconds[0]:g} s windows every "
+            f"{windowing.seconds[1]:g} s")
+        result = classifier.classify_file(stream_path)
     truth = synth.read_truth(truth_path)
     correct = scored = 0
     for window in result.windows:
@@ -86,31 +83,24 @@ def _score_stream(model: Path, stream_path: Path, truth_path: Path, log) -> dict
         if expected is not None:  # windows split evenly between two segments have no single answer
             scored += 1
             correct += window.top[0].label == expected
-    latencies = [window.latency_ms for window in result.windows]
+    latency = percentiles([window.latency_ms for window in result.windows], stats=False)
     return {"backend": backend.name, "stream_windows": scored, "stream_window_accuracy": correct / max(scored, 1),
             "window_seconds": windowing.seconds[0], "hop_seconds": windowing.seconds[1],
-            "latency_ms_p50": float(np.percentile(latencies, 50)), "latency_ms_p99": float(np.percentile(latencies, 99))}
+            "latency_ms_p50": latency["p50"], "latency_ms_p99": latency["p99"]}
 
 
 def _score_events(model: Path, data, truth: Path, stream_path: Path, log) -> dict:
     """Calibrate per-class thresholds on the held-out clips (max F1), then find the stream's events and score them
     (DCASE event-based F1, duplicates, decision latency). The background class is never an event."""
-    from astedge.runtime.backends import choose_backend
     from astedge.measure.evaluation import calibrate_thresholds, evaluate_events, read_truth
-    from astedge.runtime.events import EventConfig
-    from astedge.runtime.scores import Smoother, label_mask
-    from astedge.runtime.windows import Windowing
+    from astedge.runtime.classifier import Classifier
 
-    backend = choose_backend(model).backend
-    try:
-        thresholds = calibrate_thresholds(backend, data, "val")["thresholds"]
-        windowing = Windowing.from_seconds(backend.feature_config, hop=EVENT_HOP)
-        mask = label_mask(backend.labels, deny=[synth.BACKGROUND])
-        report = evaluate_events(backend, [stream_path], read_truth(truth, [stream_path]), windowing,
-                                 EventConfig(thresholds=thresholds), mask=mask,
-                                 smoother_factory=lambda: Smoother(*EVENT_SMOOTHING))
-    finally:
-        backend.close()
+    with Classifier.from_options(model) as classifier:
+        thresholds = calibrate_thresholds(classifier, data, "val")["thresholds"]
+        events = classifier.replace(hop=EVENT_HOP, top_k=1, max_seconds=None, deny=(synth.BACKGROUND,),
+                                    smoothing=EVENT_SMOOTHING[0], smoothing_windows=EVENT_SMOOTHING[1], events=True,
+                                    thresholds=thresholds)
+        report = evaluate_events(events, [stream_path], read_truth(truth, [stream_path]))
     figures = {"event_f1": report["event_based"]["f1"], "segment_f1": report["segment_based"]["f1"],
                "true_events": report["true_events"], "detected_events": report["detected_events"],
                "detections_per_true_event": report["detections_per_true_event"]["mean"],

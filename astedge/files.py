@@ -12,7 +12,8 @@ from pathlib import Path
 from astedge.errors import UserError
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it): new outputs get the permissions it allows."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -51,7 +52,7 @@ def atomic_write(path: str | Path, mode: str = "wb"):
     except OSError as err:
         raise UserError(f"cannot write the output ({err.strerror or err})", path) from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the output the usual permissions
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

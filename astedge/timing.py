@@ -88,10 +88,13 @@ def summarize(samples_ms, *, batch: int, audio_seconds: float) -> dict:
     }
 
 
-def percentiles(values) -> dict | None:
-    """p50, p99, mean, max and count of a list of milliseconds, rounded for reports (None when empty)."""
+def percentiles(values, points=(50, 99), *, stats: bool = True) -> dict | None:
+    """``p50``, ``p99`` (or the percentiles at `points`, numpy's linear ones) of a list of milliseconds, with its
+    mean, max and count unless `stats` is False; rounded to the microsecond for reports (None when empty)."""
     if not len(values):
         return None
     data = np.asarray(values, dtype=np.float64)
-    return {"p50": round(float(np.percentile(data, 50)), 3), "p99": round(float(np.percentile(data, 99)), 3),
-            "mean": round(float(data.mean()), 3), "max": round(float(data.max()), 3), "count": int(data.size)}
+    out = {f"p{p:g}": round(float(v), 3) for p, v in zip(points, np.percentile(data, points), strict=True)}
+    if stats:
+        out.update(mean=round(float(data.mean()), 3), max=round(float(data.max()), 3), count=int(data.size))
+    return out

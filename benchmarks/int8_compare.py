@@ -82,6 +82,7 @@ sys.path.insert(0, str(HERE))
 from common import machine_header, write_results  # noqa: E402
 
 from astedge.deploy import quantize as Q  # noqa: E402
+from astedge.deploy.qdq_graph import qdq_report  # noqa: E402
 from astedge.timing import round_robin  # noqa: E402
 
 
@@ -198,7 +199,7 @@ def graph_facts(path: Path) -> dict:
     import onnx
 
     model = onnx.load(str(path))
-    report = Q.qdq_report(model)
+    report = qdq_report(model)
     ops: dict[str, int] = {}
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
@@ -216,7 +217,7 @@ def ort_logits(path, x):
 
 
 def accuracy_figures(variants: dict, model: dict) -> None:
-    from astedge import artefact as art
+    from astedge.verify import compare
 
     reference = {split: ort_logits(variants["FP32"]["path"], x) for split, (x, _) in model["held"].items()}
     for variant in variants.values():
@@ -225,7 +226,7 @@ def accuracy_figures(variants: dict, model: dict) -> None:
         variant["accuracy"] = {}
         for split, (x, y) in model["held"].items():
             logits = ort_logits(variant["path"], x)
-            figures = art.compare(reference[split], logits)
+            figures = compare(reference[split], logits)
             variant["accuracy"][split] = {"accuracy": float(np.mean(logits.argmax(-1) == y)),
                                           "top1_agreement": figures["top1_agreement"],
                                           "max_abs_diff": figures["max_abs_diff"],
@@ -256,8 +257,8 @@ def latency(paths: dict[str, Path], sample: np.ndarray, seconds: float, threads:
 
 def fp16_comparison(model: dict, work: Path, modelopt_python: str | None) -> dict:
     """astedge convert_fp16 (model.fp16.onnx of the export) vs ModelOpt AutoCast, on ONNX Runtime CPU."""
-    from astedge import artefact as art
     from astedge.deploy.onnx_fp16 import precision_report
+    from astedge.verify import compare
 
     import onnx
 
@@ -280,7 +281,7 @@ def fp16_comparison(model: dict, work: Path, modelopt_python: str | None) -> dic
     for label, path in files.items():
         m = onnx.load(str(path))
         report = precision_report(m)
-        figures = art.compare(reference, logits := ort_logits(path, x))
+        figures = compare(reference, logits := ort_logits(path, x))
         fp32_nodes = sorted(op for op, kinds in report["nodes_by_precision"].items() if "fp32" in kinds)
         result[label] = {"opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
                          "casts": report["casts"], "inputs": report["inputs"], "outputs": report["outputs"],
@@ -296,7 +297,8 @@ def base_latency(seconds: float, threads: int, modelopt_python: str | None, work
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from astedge.features import fbank as F
-    from astedge.deploy.export import RANDOM_WEIGHTS, random_export, verification_inputs
+    from astedge.deploy.export import verification_inputs
+    from astedge.measure.random_weights import RANDOM_WEIGHTS, random_export
     from astedge.features.fbank import FbankConfig
     from astedge.model.config import model_config
 

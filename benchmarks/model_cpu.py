@@ -111,7 +111,7 @@ def contenders_for(size: str, threads: int) -> tuple[dict, dict, dict]:
     def ours(backend):
         return (lambda: backend.run(ours_input)), (lambda: backend.run(F.model_input(wave)[None]))
 
-    from astedge.deploy.export import random_export
+    from astedge.measure.random_weights import random_export
     from astedge.model.config import model_config
     from astedge.deploy.quantize import quantize_int8
 

@@ -133,7 +133,7 @@ def measure_torch(torch, size: str, batches: list[int], iters: int, warmup: int)
 def measure_backends(size: str, batches: list[int], iters: int, warmup: int) -> dict:
     """astedge's backends on an export of a random model (engine built here when TensorRT is usable)."""
     from astedge.deploy.engine import tensorrt_status
-    from astedge.deploy.export import random_export
+    from astedge.measure.random_weights import random_export
     from astedge.model.config import model_config
 
     engine, why_not = tensorrt_status()

@@ -18,7 +18,7 @@ from astedge import timing
 from astedge.measure import bench
 from astedge.measure import bench_report
 from astedge.measure import machine
-from astedge.deploy import export as exp
+from astedge.measure import random_weights
 from astedge.errors import UserError
 
 STAGE_KEYS = {"count", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
@@ -127,7 +127,7 @@ def test_bench_json_shape(bench_run):
     assert header["threads"]["torch"] >= 1 and header["threads"]["usable_cpus"] >= 1
     assert "onnxruntime" in header["runtimes"] and "torch" in header["runtimes"]
     model = report["model"]
-    assert model["weights"] == exp.RANDOM_WEIGHTS and model["size"] == "tiny"
+    assert model["weights"] == random_weights.RANDOM_WEIGHTS and model["size"] == "tiny"
     assert model["input"] == [128, 128] and model["window_seconds"] == 1.0
     assert model["params_m"] > 0 and model["gflops_per_clip"] > 0
     assert report["settings"]["iters"] == 5 and report["settings"]["batches"] == [1]
@@ -151,7 +151,7 @@ def test_bench_plot_and_markdown(bench_run):
     png = (out / "latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     text = (out / "bench.md").read_text()
-    assert exp.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
+    assert random_weights.RANDOM_WEIGHTS in text and "| onnxruntime-cpu | fp32 | cpu | numpy | 1 | audio -> logits |" in text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -204,7 +204,7 @@ def test_round_robin_calls_every_contender_each_round_and_pauses_between_turns(m
 
 def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
     from astedge.features.fbank import FbankConfig
-    from astedge.runtime.windows import Windowing
+    from astedge.runtime.classifier import Classifier, ClassifierOptions
 
     class Slow:
         name, task, labels = "slow", "multilabel", ("a", "b")
@@ -216,8 +216,8 @@ def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
             clock.sleep(0.004)  # 4 ms of "inference"
             return np.zeros((len(x), 2), np.float32)
 
-    windowing = Windowing.from_seconds(Slow.feature_config, window=1.0, hop=0.25)
-    report = bench.stream_latency(Slow(), windowing, smoothing=("median", 3), block_ms=20.0, hops=8, warmup=1)
+    options = ClassifierOptions(window=1.0, hop=0.25, smoothing="median", smoothing_windows=3)
+    report = bench.stream_latency(Classifier(Slow(), options), block_ms=20.0, hops=8, warmup=1)
     assert report["incremental_features"] and report["hops"] == 8 and report["capture_buffer_ms"] == 20.0
     assert report["inference_ms"]["p50"] >= 4.0 and report["decision_ms"]["p50"] < 1.0
     assert report["mic_to_decision_ms"]["p50"] >= 20.0 + 4.0 + report["features_ms"]["p50"] * 0.5

@@ -306,7 +306,7 @@ def test_calibrate_command_and_its_thresholds_in_an_export(tone_model, tmp_path)
     assert saved == pytest.approx(report["thresholds"]) and set(saved) <= set(CLASSES)
     exp.export(tone_model / "tones.safetensors", tmp_path / "calibrated", engine=False,
                thresholds=tmp_path / "t.json", log=lambda m: None)
-    from astedge.runtime.backends import export_thresholds
+    from astedge.runtime.model_path import export_thresholds
 
     assert export_thresholds(tmp_path / "calibrated") == pytest.approx(saved)
     (tmp_path / "bad.json").write_text('{"thresholds": {"loud": 0.5}}')

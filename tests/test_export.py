@@ -22,6 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from astedge import artefact as art
+from astedge import verify
 from astedge.features import cuda_driver as cd
 from astedge.features import cuda_fbank as C
 from astedge.deploy import engine as eng
@@ -36,6 +37,7 @@ from astedge.features.fbank import model_input as F_model_input
 from astedge.model.ast_model import ASTModel, model_config
 from astedge.deploy.onnx_fp16 import convert_fp16, float_types
 from astedge.runtime.windows import Windowing
+from astedge.measure.gpu_timer import EngineEventTimer
 from conftest import TORCH_STACK, run_without_torch
 from gpu_doubles import FakeCuda, HostKernel
 from test_cuda_fbank import host_library  # noqa: F401 - the session fixture that builds libastedge_fbank_host
@@ -262,7 +264,7 @@ def test_existing_folder_needs_force_and_is_replaced_whole(checkpoint, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or backup folders left
 
     monkeypatch.setattr(exp, "FP32_TOLERANCE", -1.0)  # every comparison now fails
-    with pytest.raises(art.VerificationError, match="nothing was written"):
+    with pytest.raises(verify.VerificationError, match="nothing was written"):
         exp.export(checkpoint, tmp_path / "failed", engine=False, log=lambda m: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -273,6 +275,28 @@ def test_cli_export_json(checkpoint, tmp_path):
     summary = json.loads(result.stdout)  # stdout is only the JSON
     assert summary["files"]["onnx"] == "model.onnx" and summary["engine"] is None
     assert summary["verification"]["onnx_fp32_vs_torch"]["passed"]
+
+
+def test_cli_export_precision_and_its_alias_write_the_same_folder(checkpoint, tmp_path):
+    """`--precision fp16` and its alias `--fp16` write the same files with the same recorded precisions and profile,
+    both overriding a profile of another precision (fp32 here)."""
+    cpu = tmp_path / "cpu.toml"
+    cpu.write_text('[engine]\nprecision = "fp32"\n')
+    folders = {flags: tmp_path / name for flags, name in ((("--precision", "fp16"), "by_name"), (("--fp16",), "by_alias"))}
+    for flags, out in folders.items():
+        result = cli("export", str(checkpoint), "-o", str(out), "--profile", str(cpu), *flags, "--no-engine", "--json")
+        assert result.returncode == 0, result.stderr
+    (by_name, by_alias) = [art.read_metadata(out) for out in folders.values()]
+    assert by_name["files"] == by_alias["files"] == {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx",
+                                                     "verification": "verification.npz", "labels": "labels.txt"}
+    assert by_name["precisions"] == by_alias["precisions"] and set(by_name["precisions"]) == {"model.onnx",
+                                                                                              "model.fp16.onnx"}
+    assert by_name["profile"] == by_alias["profile"] == profiles.resolve_profile(cpu, "fp16").to_dict()
+    assert by_name["profile"]["precision"] == "fp16"
+    (name, alias) = [sorted(p.name for p in out.iterdir()) for out in folders.values()]
+    assert name == alias
+    (name, alias) = [np.load(out / "verification.npz") for out in folders.values()]
+    assert np.array_equal(name["logits_onnx_fp16"], alias["logits_onnx_fp16"])
 
 
 @pytest.mark.parametrize("case", ["missing", "not_checkpoint", "exists", "profile", "bad_profile"])
@@ -684,6 +708,24 @@ def test_build_engine_records_platform_layers_and_profiles(doubles, version):
     assert cuda.live() == {}  # the verification runner released everything
 
 
+def test_export_and_build_engine_resolve_the_same_profile(doubles, checkpoint, tmp_path):
+    """One resolve_profile: the same profile and precision asked of export and of build-engine give the same profile;
+    build-engine without a profile takes the one the export recorded, with its precision replaced."""
+    folder, cuda, driver, use = doubles
+    use("10.8.0.43")
+    eng.build_engine(folder, "jetson-orin-nano", precision="fp32", log=lambda m: None)
+    built = art.read_metadata(folder)
+    exp.export(checkpoint, tmp_path / "nano", profile="jetson-orin-nano", precision="fp32", engine=False,
+               verify_count=1, log=lambda m: None)
+    exported_profile = art.read_metadata(tmp_path / "nano")["profile"]
+    assert built["profile"] == exported_profile == profiles.resolve_profile("jetson-orin-nano", "fp32").to_dict()
+    assert built["engine"]["precision"] == "fp32" and built["engine"]["onnx_file"] == "model.onnx"
+    eng.build_engine(folder, precision="fp16", force=True, log=lambda m: None)  # the recorded Nano profile, as FP16
+    rebuilt = art.read_metadata(folder)
+    assert rebuilt["profile"] == profiles.load_profile("jetson-orin-nano").to_dict()
+    assert rebuilt["engine"]["precision"] == "fp16" and rebuilt["engine"]["onnx_file"] == "model.fp16.onnx"
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_backend_runs_audio_and_streams_on_the_device_doubles(version, doubles, rng, host_library):
     """The runtime against each version's names: load, run, run_audio, a stream session, the GPU timer, close."""
@@ -712,9 +754,9 @@ def test_backend_runs_audio_and_streams_on_the_device_doubles(version, doubles, 
         assert np.array_equal(engine._inputs[-1][0], model(stream[start:start + 16000]))
         assert np.array_equal(out, engine._logits(engine._inputs[-1])[0])
     assert session.frames_computed == num_frames(32000 + 16000)  # every frame once
-    backend.time_gpu(True)
+    timer = EngineEventTimer.attach(backend)
     backend.run(model(np.stack(waves[:2])))
-    assert backend.gpu_timing and backend.take_gpu_ms() == pytest.approx(0.25)  # the double's elapsed time
+    assert timer is not None and timer.take() == pytest.approx(0.25)  # the double's elapsed time
     backend.close()
     assert cuda.live() == {}
 
@@ -758,15 +800,15 @@ def test_engine_runner_construction_failure_releases_everything(doubles):
 
 def test_comparison_figures_and_batches():
     ref = np.array([[3.0, 2, 1, 0, -1, -2], [0, 1, 2, 3, 4, 5]])
-    same = art.compare(ref, ref)
+    same = verify.compare(ref, ref)
     assert same["max_abs_diff"] == 0 and same["top1_agreement"] == 1 and same["top5_agreement"] == 1
-    swapped = art.compare(ref, ref[:, [0, 1, 2, 3, 5, 4]])
+    swapped = verify.compare(ref, ref[:, [0, 1, 2, 3, 5, 4]])
     assert swapped["top1_agreement"] == 0.5 and swapped["top5_agreement"] == pytest.approx(0.9)
-    assert art.fp16_gate(same) is None
-    assert "non-finite" in art.fp16_gate(art.compare(ref, np.full_like(ref, np.nan)))
-    assert [(c.start, c.stop) for c in art.batch_chunks(8, 3)] == [(0, 1), (1, 4), (4, 7), (7, 8)]
-    assert [(c.start, c.stop) for c in art.batch_chunks(5, 4, 2)] == [(0, 2), (2, 5)]
-    assert [(c.start, c.stop) for c in art.batch_chunks(3, 2, 2)] == [(0, 2), (1, 3)]  # tail overlaps: >= min
+    assert verify.fp16_gate(same) is None
+    assert "non-finite" in verify.fp16_gate(verify.compare(ref, np.full_like(ref, np.nan)))
+    assert [(c.start, c.stop) for c in verify.batch_chunks(8, 3)] == [(0, 1), (1, 4), (4, 7), (7, 8)]
+    assert [(c.start, c.stop) for c in verify.batch_chunks(5, 4, 2)] == [(0, 2), (2, 5)]
+    assert [(c.start, c.stop) for c in verify.batch_chunks(3, 2, 2)] == [(0, 2), (1, 3)]  # tail overlaps: >= min
 
 
 # --- a real engine: only where TensorRT and a GPU exist ------------------------------------------------

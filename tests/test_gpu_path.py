@@ -416,6 +416,7 @@ class _Context:
 def test_engine_event_timer_brackets_each_execute_with_timing_events():
     import types
 
+    from astedge.measure.gpu_timer import EngineEventTimer
     from astedge.runtime.backends import tensorrt as trt_backend
 
     cuda = FakeCuda()
@@ -424,7 +425,7 @@ def test_engine_event_timer_brackets_each_execute_with_timing_events():
     runner = types.SimpleNamespace(driver=driver, timer=None, input_name="fbank", output_name="logits",
                                    input_shape=(128, 128), num_outputs=5)
     runner.set_timer = lambda timer: setattr(runner, "timer", timer)
-    timer = trt_backend.EngineEventTimer.attach(types.SimpleNamespace(runner=runner))
+    timer = EngineEventTimer.attach(types.SimpleNamespace(runner=runner))
     assert timer is not None and runner.timer is timer
     engine = trt_backend.ContextEngine(runner, _Context(cuda), 0, 1, 4)
     engine.bind(2, 0x10, 0x20, stream)
@@ -442,7 +443,7 @@ def test_engine_event_timer_brackets_each_execute_with_timing_events():
     del cuda.fail["cuEventRecord"]
     timer.close()
     assert not cuda.events
-    assert trt_backend.EngineEventTimer.attach(types.SimpleNamespace()) is None  # no TensorRT runner: no timer
+    assert EngineEventTimer.attach(types.SimpleNamespace()) is None  # no TensorRT runner: no timer
 
 
 # --- the runtime's hooks: classify (windows.window_logits) and listen (stream.Listener) -------------------

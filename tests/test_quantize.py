@@ -13,7 +13,8 @@ import soundfile as sf
 from onnx import TensorProto, numpy_helper
 
 from astedge.deploy import quantize as q
-from astedge.artefact import VerificationError
+from astedge.deploy.qdq_graph import FLOAT_OPS, qdq_report
+from astedge.verify import VerificationError
 from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig, model_input
 from conftest import tone
@@ -94,7 +95,7 @@ def test_qdq_placement_is_what_tensorrt_takes(fp32, int8):
             if name in dq:
                 readers.setdefault(node.op_type, 0)
                 readers[node.op_type] += 1
-            if node.op_type in q.FLOAT_OPS:
+            if node.op_type in FLOAT_OPS:
                 assert name not in dq, f"{node.op_type} {node.name} reads a dequantized tensor"
     assert set(readers) == {"MatMul", "Gemm"}
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
@@ -148,7 +149,7 @@ def test_int8_fp16_graph_for_strongly_typed_builds(fp32, int8, clips, tmp_path):
     model = q.int8_fp16(onnx.load(int8[0]))
     path = tmp_path / q.INT8_FP16_FILE
     onnx.save(model, path)
-    report, precisions = q.qdq_report(model), precision_report(model)
+    report, precisions = qdq_report(model), precision_report(model)
     assert report["opset"] == 19 and report["problems"] == [] and report["float_op_inputs"] == []
     assert report["QuantizeLinear"] == int8[1]["graph"]["QuantizeLinear"]  # the same Q/DQ placement
     assert precisions["inputs"] == {"fbank": "fp32"} and precisions["outputs"] == {"logits": "fp32"}
@@ -401,7 +402,7 @@ def test_cli_export_int8_refusals_are_one_line_and_write_nothing(case, checkpoin
 
 
 def test_int8_engine_gate_is_twice_the_fp16_gate():
-    from astedge.artefact import fp16_gate, int8_engine_gate
+    from astedge.verify import fp16_gate, int8_engine_gate
 
     figures = {"finite": True, "reference_max_abs": 10.0, "max_abs_diff": 0.9}
     assert int8_engine_gate(figures) is None and "exceeds 0.5" in fp16_gate(figures)

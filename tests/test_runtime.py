@@ -26,7 +26,8 @@ from astedge.runtime import scores
 from astedge.runtime import stream
 from astedge.runtime import views
 from astedge.runtime import windows
-from astedge.runtime.backends import choose_backend, resolve_model
+from astedge.runtime.backends import choose_backend
+from astedge.runtime.model_path import resolve_model
 from astedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from astedge.runtime.backends.torch import TorchBackend
 from astedge.model.checkpoint import save_checkpoint

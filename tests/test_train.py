@@ -20,7 +20,8 @@ from astedge.data import synth
 from astedge.data.datasets import Item, holdout, read_dataset
 from astedge.errors import UserError
 from astedge.train.recipes import PRESETS, load_recipe
-from astedge.train.loop import _lr_at, train
+from astedge.train.loop import train
+from astedge.train.optimization import lr_at
 from astedge.train.clips import ClipDataset, balanced_weights, epoch_indices, spec_augment
 from astedge.features import fbank as F
 
@@ -151,13 +152,13 @@ def test_schedule_matches_torch_multistep_and_asts_warmup():
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, list(range(recipe.lr_start, 1000, recipe.lr_step)), gamma=recipe.lr_decay)
         for epoch in range(1, recipe.epochs + 1):
-            assert math.isclose(_lr_at(recipe, epoch, 10**9), optimizer.param_groups[0]["lr"], rel_tol=1e-9), (name, epoch)
+            assert math.isclose(lr_at(recipe, epoch, 10**9), optimizer.param_groups[0]["lr"], rel_tol=1e-9), (name, epoch)
             optimizer.step()
             scheduler.step()
     audioset = PRESETS["audioset"]
-    assert [_lr_at(audioset, e, 10**9) for e in (3, 4, 5)] == pytest.approx([5e-6, 2.5e-6, 1.25e-6])
-    assert _lr_at(audioset, 1, 0) == 0.0 and _lr_at(audioset, 1, 49) == 0.0
-    assert _lr_at(audioset, 1, 50) == pytest.approx(5e-7) and _lr_at(audioset, 1, 999) == pytest.approx(9.5e-6)
+    assert [lr_at(audioset, e, 10**9) for e in (3, 4, 5)] == pytest.approx([5e-6, 2.5e-6, 1.25e-6])
+    assert lr_at(audioset, 1, 0) == 0.0 and lr_at(audioset, 1, 49) == 0.0
+    assert lr_at(audioset, 1, 50) == pytest.approx(5e-7) and lr_at(audioset, 1, 999) == pytest.approx(9.5e-6)
 
 
 def test_overrides_from_file_and_set(tmp_path):
@@ -253,6 +254,98 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
     b = load_checkpoint(tmp_path / "cut" / "last.safetensors").state_dict
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
 
+
+
+# The training state file as astedge wrote and read it before its I/O moved to astedge.model.tensorfile
+# (astedge/train/loop.py at da4d264: the same safetensors calls and metadata): run folders written then must
+# resume now. The layout: optimizer tensors as "optimizer.<param index>.<name>", weight-average sums as "wa.<name>";
+# metadata "progress" (JSON) and "optimizer" (JSON: param_groups, non-tensor entries as "<param index>.<name>").
+def _old_save_state(path: Path, optimizer, progress: dict, wa_sum: dict | None) -> None:
+    from safetensors.torch import save
+
+    state = optimizer.state_dict()
+    entries = [(f"{index}.{name}", value) for index, entry in state["state"].items() for name, value in entry.items()]
+    tensors = {f"optimizer.{key}": value.detach().cpu().contiguous() for key, value in entries if torch.is_tensor(value)}
+    meta = {"param_groups": state["param_groups"],
+            "scalars": {key: value for key, value in entries if not torch.is_tensor(value)}}
+    if wa_sum:
+        tensors.update({f"wa.{k}": v.contiguous() for k, v in wa_sum.items()})
+    data = save(tensors, metadata={"progress": json.dumps(progress), "optimizer": json.dumps(meta)})
+    path.write_bytes(data)
+
+
+def _old_load_state(path: Path) -> tuple[dict, dict, dict]:
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    wa = {k[3:]: v for k, v in tensors.items() if k.startswith("wa.")}
+    return tensors, json.loads(metadata["optimizer"]), {"progress": json.loads(metadata["progress"]), "wa": wa}
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_state_file_keeps_its_layout_both_ways(tmp_path):
+    from astedge.train.optimization import make_optimizer
+    from astedge.train.run_state import RunState, load_state, save_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    recipe = load_recipe("demo", overrides={"optimizer": "adamw"})  # two parameter groups
+    optimizer = make_optimizer(model, recipe)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        optimizer.step()
+    progress = {"epoch": 2, "step": 6, "best_value": 0.5, "best_epoch": 1,
+                "history": [{"epoch": 1, "accuracy": 0.5}, {"epoch": 2, "accuracy": 0.25}]}
+    wa = {k: v.detach().double() * 2 for k, v in model.state_dict().items()}
+    _old_save_state(tmp_path / "old.safetensors", optimizer, progress, wa)
+
+    restored = make_optimizer(model, recipe)
+    state = load_state(tmp_path / "old.safetensors", restored)  # an old file, read now
+    assert state.progress() == progress and _same_tensors(state.wa_sum, wa)
+    before, after = optimizer.state_dict(), restored.state_dict()
+    assert after["param_groups"] == json.loads(json.dumps(before["param_groups"]))  # betas come back as a list
+    assert after["state"].keys() == before["state"].keys()
+    assert all(_same_tensors(after["state"][i], before["state"][i]) for i in before["state"])
+
+    save_state(tmp_path / "new.safetensors", optimizer, RunState(**progress, wa_sum=wa))  # a file now, read as then
+    (old_tensors, old_meta, old_saved), (tensors, meta, saved) = (_old_load_state(tmp_path / name)
+                                                                  for name in ("old.safetensors", "new.safetensors"))
+    assert _same_tensors(tensors, old_tensors) and meta == old_meta and saved["progress"] == old_saved["progress"]
+
+
+def test_a_run_folder_in_the_old_state_layout_resumes(tmp_path, tiny_data):
+    """A cut run whose state file is written as astedge wrote it before resumes exactly as one written now."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from astedge.model.checkpoint import load_checkpoint
+
+    data = read_dataset(tiny_data, val_fraction=0.3)
+    quiet = dict(log=lambda *a: None, show_progress=False)
+    train(data, tmp_path / "now", load_recipe("demo", overrides={**TINY, "epochs": 1}), **quiet)
+    shutil.copytree(tmp_path / "now", tmp_path / "then")
+    state_file = tmp_path / "then" / "last.state.safetensors"
+    with safe_open(str(state_file), framework="pt") as handle:
+        metadata = handle.metadata()
+    progress, meta = json.loads(metadata["progress"]), json.loads(metadata["optimizer"])
+    assert progress["epoch"] == 1 and any(k.startswith("optimizer.") for k in load_file(str(state_file)))
+    state_file.write_bytes(save(load_file(str(state_file)), metadata={"progress": json.dumps(progress),
+                                                                       "optimizer": json.dumps(meta)}))
+    runs = [train(data, tmp_path / name, load_recipe("demo", overrides=TINY), resume=True, **quiet)
+            for name in ("now", "then")]
+    assert [[h["epoch"] for h in r.history] for r in runs] == [[1, 2], [1, 2]]
+    assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[1].history]
+    a, b = (load_checkpoint(tmp_path / name / "last.safetensors").state_dict for name in ("now", "then"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
 
 def test_feature_cache_is_keyed_by_content_and_settings(tmp_path, tiny_data):
     from astedge.train.clips import FeatureCache
@@ -391,7 +484,7 @@ def test_distillation_objective_is_deits_split():
     import torch.nn.functional as tf
 
     from astedge.model.ast_model import ASTModel, model_config
-    from astedge.train.loop import distill_loss, label_loss, objective
+    from astedge.train.objectives import distill_loss, label_loss, objective
 
     torch.manual_seed(0)
     net = ASTModel(model_config("tiny", depth=1, num_classes=4, target_length=32, fstride=16, tstride=16))
@@ -433,7 +526,7 @@ def test_chance_levels_and_the_constant_guess_loss():
 
 
 def test_learning_check_says_which_failure_once():
-    from astedge.train.loop import LearningCheck
+    from astedge.train.learning_check import LearningCheck
 
     targets = np.eye(4)[np.arange(200) % 4]
     check = LearningCheck("multiclass", targets, targets, "ce", 0.0, recipe=load_recipe("speechcommands"))
@@ -496,6 +589,38 @@ def test_a_timm_teacher_is_trained_once_cached_and_distilled(tmp_path, tiny_data
         train(data, tmp_path / "bad", recipe.with_overrides({"teacher": "timm:no_such_cnn"}), log=said.append,
               show_progress=False)
 
+
+
+def test_a_teacher_file_written_as_before_loads_and_one_written_now_reads_as_before(tmp_path):
+    """The teacher file's layout is unchanged: save_cnn as it was (astedge/train/teacher.py at da4d264) -> load_cnn
+    now, and save_cnn now -> the header and tensors the old reader saw."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from astedge.train.teacher import TEACHER_FORMAT, CnnClassifier, load_cnn, read_metadata, save_cnn
+
+    torch.manual_seed(0)
+    model = CnnClassifier("resnet10t", 3)
+    labels, features = ["Café", "dog", "siren"], F.DEFAULT.with_dataset("speechcommands")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    old_metadata = {"astedge_teacher": TEACHER_FORMAT, "timm": model.name, "labels": json.dumps(labels),
+                    "task": "multiclass", "feature_config": json.dumps(features.to_dict()), "fingerprint": "0123",
+                    "metrics": json.dumps({"accuracy": 0.75})}
+    (tmp_path / "old.safetensors").write_bytes(save(tensors, metadata=old_metadata))
+    loaded, metadata = load_cnn(tmp_path / "old.safetensors")
+    assert metadata == old_metadata and json.loads(metadata["labels"]) == labels
+    assert _same_tensors(loaded.state_dict(), model.state_dict())
+
+    save_cnn(tmp_path / "new.safetensors", model, labels=labels, task="multiclass", features=features,
+             fingerprint="0123", metrics={"accuracy": 0.75})
+    with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as handle:
+        header = handle.metadata()
+    decoded = ("labels", "feature_config", "metrics")
+    assert {k: v for k, v in header.items() if k not in decoded} == \
+        {k: v for k, v in old_metadata.items() if k not in decoded}
+    assert all(json.loads(header[k]) == json.loads(old_metadata[k]) for k in decoded)
+    assert _same_tensors(load_file(str(tmp_path / "new.safetensors")), tensors)
+    assert read_metadata(tmp_path / "new.safetensors") == header and read_metadata(tmp_path / "nothing") is None
 
 def test_an_ast_checkpoint_teacher_with_other_features_and_labels(tmp_path, tiny_data):
     """A teacher trained at another window and normalization, with more labels, still labels the batch."""

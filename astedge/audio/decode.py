@@ -14,6 +14,9 @@ import numpy as np
 
 from astedge.errors import UserError
 
+#: File suffixes read as audio when a folder is searched (soundfile's formats, plus mp3/opus through libsndfile).
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".opus", ".w64", ".caf"}
+
 #: soxr quality for every rate conversion in astedge ("VHQ": very high, linear phase).
 RESAMPLER_QUALITY = "VHQ"
 
@@ -106,3 +109,26 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | 
         raise UserError(f"could not be decoded ({str(err).split(':')[-1].strip()})", path) from None
     mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     return prepare(mono, rate, sample_rate, source=path)
+
+
+def find_audio_files(folder: str | Path) -> list[Path]:
+    """Audio files (by :data:`AUDIO_SUFFIXES`) under `folder`, recursively, sorted; nothing is checked."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def audio_files(folder: str | Path, role: str = "audio folder") -> list[Path]:
+    """The audio files under `folder` (:func:`find_audio_files`); a missing folder, a file, an unreadable folder or
+    one without audio is a :class:`UserError` naming it, with `role` saying what the folder is for."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{role} does not exist", folder)
+    if not folder.is_dir():
+        raise UserError(f"is not a folder: the {role} must be a folder of audio files", folder)
+    try:
+        files = find_audio_files(folder)
+    except OSError as err:
+        raise UserError(f"{role} cannot be read ({err.strerror or err})", folder) from None
+    if not files:
+        raise UserError(f"{role} has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it or its sub-folders",
+                        folder)
+    return files

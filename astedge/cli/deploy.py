@@ -18,8 +18,10 @@ def export_(
     output: Path = typer.Option(..., "-o", "--output", help="Artefact folder to create (ONNX, astedge.json, ...)."),
     profile: str = typer.Option("workstation", "--profile",
                                 help="Device profile: workstation, jetson-orin-agx, jetson-orin-nano, or a .toml file."),
-    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16",
-                                        help="Write the FP16 ONNX and build FP16 (default: the profile's precision)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8: which ONNX files are "
+                                            "written and the engine's precision (default: the profile's). int8 needs "
+                                            "--calibration."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help="Alias of --precision fp16 / --precision fp32."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine",
                                           help="Build a TensorRT engine here (default: when TensorRT and a GPU are usable)."),
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo",
@@ -28,25 +30,25 @@ def export_(
                                            "indices, one per line or comma-separated (e.g. 8 of AudioSet's 527)."),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="Per-class event thresholds (astedge "
                                               "calibrate) to carry in astedge.json; listen and classify use them."),
-    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (explicit Q/DQ INT8 for TensorRT and "
-                              "ONNX Runtime) calibrated on --calibration; the engine is then INT8."),
+    int8: bool = typer.Option(False, "--int8", help="Alias of --precision int8: also write model.int8.onnx (explicit "
+                              "Q/DQ INT8 for TensorRT and ONNX Runtime) calibrated on --calibration."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of audio from the model's domain "
-                                               "for --int8 (any format; some clips are held out for the check)."),
+                                               "for INT8 (any format; some clips are held out for the check)."),
     int8_min_agreement: Optional[float] = typer.Option(None, "--int8-min-agreement", help="Refuse an INT8 model whose "
                                                        "top-1 agreement with FP32 on held-out clips is below this "
                                                        "(default 0.99)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder (and Triton entry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (files, verification figures) as JSON."),
 ) -> None:
-    """Export a checkpoint to verified ONNX (FP32 + FP16, INT8 with --int8), a TensorRT engine where possible, and Triton.
+    """Export a checkpoint to verified ONNX (FP32, FP16, INT8), a TensorRT engine where possible, and Triton.
 
-    INT8: astedge export MODEL -o DIR --int8 --calibration AUDIO_DIR
+    INT8: astedge export MODEL -o DIR --precision int8 --calibration AUDIO_DIR
     """
     from astedge.deploy.export import export as run_export
 
-    summary = run_export(model, output, profile=profile, fp16=fp16, engine=engine, triton_repo=triton_repo,
-                         force=force, classes=classes, thresholds=thresholds, int8=int8, calibration=calibration,
-                         int8_min_agreement=int8_min_agreement)
+    summary = run_export(model, output, profile=profile, precision=precision, fp16=fp16, int8=int8, engine=engine,
+                         triton_repo=triton_repo, force=force, classes=classes, thresholds=thresholds,
+                         calibration=calibration, int8_min_agreement=int8_min_agreement)
     if as_json:
         print_json(summary)
         return
@@ -81,7 +83,7 @@ def build_engine(
                                                 "<UUID>.cache: one per device, not per compute capability)."),
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton entry DIR/<folder name>/."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the profile's; "
-                                            "int8 needs an export made with --int8)."),
+                                            "int8 needs an export made with --precision int8)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing engine (and Triton entry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:

@@ -78,20 +78,16 @@ def frontier(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Accuracy on your data against measured CPU latency (and estimated Jetson latency) for each candidate."""
+    from astedge.files import atomic_write
     from astedge.measure import frontier as fr
     from astedge.measure.bench_report import require_matplotlib
-    from astedge.files import atomic_write
 
-    for target in output:
-        if target.suffix not in (".json", ".md"):
-            raise UserError("--output writes .json or .md", target)
+    _check_report_suffixes(output)
     if plot is not None:
         require_matplotlib()
     report = fr.frontier(candidates, eval_data, split=split, rounds=rounds, threads=threads,
                          min_accuracy=min_accuracy, log=log_line)
-    for target in output:
-        with atomic_write(target, "w") as handle:
-            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else fr.markdown(report))
+    _write_reports(output, report, fr.markdown)
     if plot is not None:
         with atomic_write(plot) as handle:
             fr.plot(report, handle)
@@ -144,13 +140,10 @@ def bench(
     """Time audio -> fbank, fbank -> logits and the whole window on each backend, with what makes it reproducible."""
     from astedge.measure import bench as benchmarks
     from astedge.measure import bench_report
-    from astedge.files import atomic_write
 
     if model is not None and (size is not None or frames is not None):
         raise UserError("--size and --frames shape the random model built without --model; they do not apply to --model")
-    for target in output:
-        if target.suffix not in (".json", ".md"):
-            raise UserError("--output writes .json or .md", target)
+    _check_report_suffixes(output)
     for target in (*output, plot):
         if target is not None and not target.parent.is_dir():
             raise UserError("its folder does not exist", target)
@@ -161,15 +154,36 @@ def bench(
         seconds=seconds, threads=threads, pause_ms=pause_ms, profile=profile,
         stream=dict(window=window, hop=hop, smoothing=(smoothing, smoothing_windows), block_ms=block_ms)
         if stream else None, log=lambda message: log_line(message, style="dim"))
-    for target in output:
-        with atomic_write(target, "w") as handle:
-            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else bench_report.markdown(report))
+    _write_reports(output, report, bench_report.markdown)
     if plot is not None:
         bench_report.plot(report, plot)
     if as_json:
         print_json(report)
-        return
+    else:
+        _print_bench(report)
+
+
+def _check_report_suffixes(outputs: list[Path]) -> None:
+    """--output of frontier and bench: a report is written as .json or .md (refused before anything is measured)."""
+    for target in outputs:
+        if target.suffix not in (".json", ".md"):
+            raise UserError("--output writes .json or .md", target)
+
+
+def _write_reports(outputs: list[Path], report: dict, markdown) -> None:
+    """Each --output: the whole report as .json, or `markdown(report)` as .md; atomically."""
+    from astedge.files import atomic_write
+
+    for target in outputs:
+        with atomic_write(target, "w") as handle:
+            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else markdown(report))
+
+
+def _print_bench(report: dict) -> None:
+    """`astedge bench`'s terminal view: the header, a table per backend, the stream lines, what was not measured."""
     from rich import box
+
+    from astedge.measure import bench_report
 
     console = Console()
     for line in bench_report.header_lines(report):
@@ -194,5 +208,3 @@ def bench(
     for missing in report["unavailable"]:
         console.print(f"not measured: {missing['backend']}: {missing['reason']}", markup=False, highlight=False,
                       soft_wrap=True, style="dim")
-
-

@@ -86,7 +86,7 @@ def distill(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Distil a teacher into a smaller AST on unlabeled audio (label-free), reporting agreement and accuracy."""
-    from astedge.runtime.backends import model_configs
+    from astedge.runtime.model_path import model_configs
     from astedge.train.distill import distill as run_distill
     from astedge.train.recipes import distill_recipe, parse_stride
 

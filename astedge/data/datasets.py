@@ -16,9 +16,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from astedge.audio.decode import AUDIO_SUFFIXES, find_audio_files  # noqa: F401 - train.distill reads AUDIO_SUFFIXES here
 from astedge.errors import UserError
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".opus", ".w64", ".caf"}
 
 
 #: Labels that mean "no event" (AST's Speech Commands setup, the demo's synthetic data): recorded as the model's
@@ -86,17 +85,13 @@ def holdout(items: list[Item], fraction: float, seed: int = 0) -> tuple[list[Ite
     return train, val
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-
-
 def read_folder(root: Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
     """`root/<class>/*.wav`: one sub-folder per class (folders without audio are ignored)."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))
-                     and _audio_files(d))
+                     and find_audio_files(d))
     if len(classes) < 2:
         raise UserError("needs at least two class sub-folders containing audio files", root)
-    items = [Item(path, (index,)) for index, name in enumerate(classes) for path in _audio_files(root / name)]
+    items = [Item(path, (index,)) for index, name in enumerate(classes) for path in find_audio_files(root / name)]
     train, val = holdout(items, val_fraction, seed)
     return DatasetIndex(classes, "multiclass", {"train": train, "val": val}, "folder")
 

@@ -1,6 +1,7 @@
 """``astedge export``: checkpoint -> verified ONNX (FP32 and FP16), optionally a TensorRT engine and a Triton model.
 
-One function per target, each checked before anything is kept:
+One function per target, each checked before anything is kept; the precision (``--precision``, or the device
+profile's) says which ONNX files are written (:data:`astedge.precision.PRECISION_TABLE`):
 
 - :func:`export_onnx`: torch's dynamo exporter at opset 18 with a dynamic batch (example batch 2,
   so the batch is never specialized to 1) and the checkpoint's fixed frame count, simplified with
@@ -10,7 +11,7 @@ One function per target, each checked before anything is kept:
   batches of 1 and 3: the export fails above :data:`FP32_TOLERANCE` max abs logit difference;
 - :func:`astedge.deploy.onnx_fp16.convert_fp16`: FP16 compute, FP32 I/O and LayerNorm, against the FP32
   ONNX on ONNX Runtime (CPU; see :data:`FP16_CPU_NOTE` for what that run does and does not show);
-- :func:`astedge.deploy.quantize.write_int8` for ``--int8``: Q/DQ INT8 calibrated on the user's audio, refused
+- :func:`astedge.deploy.quantize.write_int8` for ``--precision int8``: Q/DQ INT8 calibrated on the user's audio, refused
   below a top-1 agreement with the FP32 ONNX on held-out clips of that audio;
 - :func:`astedge.deploy.engine.build_engine` where TensorRT and a GPU are present (verified on the GPU);
 - :func:`astedge.deploy.triton.write_model` for ``--triton-repo``.
@@ -28,7 +29,6 @@ an interrupted or failed export leaves nothing behind. Torch is imported only wh
 from __future__ import annotations
 
 import contextlib
-
 import sys
 import time
 import warnings
@@ -40,7 +40,9 @@ from astedge import artefact as art
 from astedge.runtime.backends.onnxruntime import onnx_logits
 from astedge.errors import UserError
 from astedge.files import sha256_file
-from astedge.deploy.profiles import DeviceProfile, load_profile
+from astedge.deploy.profiles import DeviceProfile, resolve_profile
+from astedge.precision import precision_spec, requested_precision
+from astedge.verify import VerificationError, batch_chunks, compare, fp16_gate
 
 OPSET = 18
 #: The export fails when ONNX Runtime's FP32 logits differ from PyTorch's by more than this.
@@ -48,8 +50,6 @@ FP32_TOLERANCE = 1e-3
 #: Above this many bytes of weights, model.onnx keeps them in model.onnx.data (protobuf's 2 GB cap).
 EXTERNAL_DATA_BYTES = 1_800_000_000
 VERIFY_COUNT = 8
-#: How models with random weights are labelled wherever they are measured.
-RANDOM_WEIGHTS = "random weights (latency only)"
 FP16_CPU_NOTE = ("ONNX Runtime's CPU provider has no FP16 kernels for this graph's arithmetic (MatMul, Gemm, Conv, Add, "
                  "Mul, Div, Erf, Softmax; measured with onnxruntime 1.32): it runs them in FP32 behind inserted casts, and "
                  "only data movement (Reshape, Transpose, Split, Gather, Concat) sees FP16 tensors. This run checks the "
@@ -62,7 +62,8 @@ def _quiet():
     return contextlib.redirect_stdout(sys.stderr)
 
 
-def _require_export_dependencies():
+def require_export_dependencies():
+    """A :class:`UserError` naming what to install when the export's libraries are missing."""
     missing = []
     for module in ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript"):
         try:
@@ -174,74 +175,47 @@ def _window_warning(profile: DeviceProfile, feature_config) -> list[str]:
 
 
 def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceProfile | str | None = None,
-           fp16: bool | None = None, engine: bool | None = None, triton_repo: str | Path | None = None,
-           triton_name: str | None = None, force: bool = False, verify_count: int = VERIFY_COUNT,
-           typing: str = "auto", timing_cache: str | Path | None = None, classes: str | Path | None = None,
-           thresholds: str | Path | None = None, int8: bool = False, calibration: str | Path | None = None,
-           int8_min_agreement: float | None = None, log=None) -> dict:
+           precision: str | None = None, fp16: bool | None = None, int8: bool = False, engine: bool | None = None,
+           triton_repo: str | Path | None = None, triton_name: str | None = None, force: bool = False,
+           verify_count: int = VERIFY_COUNT, typing: str = "auto", timing_cache: str | Path | None = None,
+           classes: str | Path | None = None, thresholds: str | Path | None = None,
+           calibration: str | Path | None = None, int8_min_agreement: float | None = None, log=None) -> dict:
     """Export a checkpoint into the artefact folder `out_dir` (see :mod:`astedge.artefact`); returns a summary.
 
-    `fp16` defaults to the profile's precision; `engine` None builds one when TensorRT and a GPU are
-    usable here, True requires it, False skips it. `classes` (a file of names or indices) keeps only those
-    outputs of the head, verified against the full model; `thresholds` (``astedge calibrate``'s file) go
-    into ``astedge.json`` for the event decision layer. `int8` (or a profile of precision int8) also writes
-    ``model.int8.onnx`` and ``model.int8.fp16.onnx`` calibrated on the audio folder `calibration` and
-    refused below `int8_min_agreement` top-1 agreement with FP32 on held-out clips. Raises :class:`UserError` for bad inputs (before
-    any work) and :class:`astedge.artefact.VerificationError` when a check fails (nothing written).
+    `precision` (fp32, fp16, int8; `fp16` and `int8` are its aliases, :func:`astedge.precision.requested_precision`)
+    defaults to the profile's; it says which ONNX files are written (:data:`astedge.precision.PRECISION_TABLE`).
+    `engine` None builds one when TensorRT and a GPU are usable here, True requires it, False skips it. `classes`
+    (a file of names or indices) keeps only those outputs of the head, verified against the full model;
+    `thresholds` (``astedge calibrate``'s file) go into ``astedge.json`` for the event decision layer. INT8 also
+    writes ``model.int8.onnx`` and ``model.int8.fp16.onnx`` calibrated on the audio folder `calibration` and refused
+    below `int8_min_agreement` top-1 agreement with FP32 on held-out clips. Raises :class:`UserError` for bad inputs
+    (before any work) and :class:`astedge.verify.VerificationError` when a check fails (nothing written).
     """
     from astedge.deploy import engine as engine_mod
     from astedge.deploy import triton
-    from astedge.model.checkpoint import load_checkpoint
 
     log = log or (lambda message: print(message, file=sys.stderr))
-    profile = _profile_for(profile, fp16, int8)
+    profile = resolve_profile(profile, requested_precision(precision, fp16=fp16, int8=int8))
     out_dir = art.check_destination(out_dir, force)
-    if profile.precision == "int8":
-        _check_int8_request(calibration, int8_min_agreement)
-    elif calibration is not None or int8_min_agreement is not None:
-        raise UserError("--calibration and --int8-min-agreement are for INT8 exports: add --int8")
+    _check_int8_request(profile, calibration, int8_min_agreement)
     if triton_repo is not None:
         name = triton.model_name(triton_name or out_dir.resolve().name)
         triton.check_destination(triton_repo, name, force)
-    checkpoint = load_checkpoint(checkpoint_path)
     if verify_count < 1:
         raise UserError("verify_count must be >= 1")
-    full = checkpoint
-    if classes is not None:
-        from astedge.model.labels import read_class_subset
-
-        checkpoint = checkpoint.with_classes(read_class_subset(classes, checkpoint.labels))
-    per_class = None
-    if thresholds is not None:
-        from astedge.runtime.events import read_thresholds
-
-        per_class = {k: v for k, v in read_thresholds(thresholds, full.labels).items() if k in checkpoint.labels}
+    full, checkpoint, per_class = _load_request(checkpoint_path, classes, thresholds)
     engine = _engine_wanted(engine, log)
-    _require_export_dependencies()
+    require_export_dependencies()
 
     warnings_ = _window_warning(profile, checkpoint.feature_config)
     started = time.perf_counter()
-    net = checkpoint.build_model()
     with art.staged_folder(out_dir, force) as tmp:
-        meta = art.new_metadata(
-            labels=checkpoint.labels, task=checkpoint.task, model_config=checkpoint.model_config.to_dict(),
-            feature_config=checkpoint.feature_config.to_dict(), profile=profile.to_dict(),
-            source={"checkpoint": str(Path(checkpoint_path).resolve()), "sha256": sha256_file(Path(checkpoint_path)),
-                    "provenance": checkpoint.provenance})
-        inputs, kinds = verification_inputs(checkpoint.feature_config, verify_count)
-        meta["verification"] = {"inputs": {"file": art.VERIFICATION_FILE, "count": len(inputs), "kinds": kinds}}
-        if classes is not None:
-            meta["classes"] = _check_subset(full, checkpoint, net, inputs, log)
+        meta = _new_metadata(checkpoint, checkpoint_path, profile)
+        _write_models(tmp, meta, full, checkpoint, profile, verify_count, calibration, int8_min_agreement, log)
         if per_class is not None:
             meta["thresholds"] = per_class
-        model, arrays = _write_fp32(net, inputs, tmp, meta, log)
-        if profile.precision in ("fp16", "int8"):
-            arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
-        if profile.precision == "int8":
-            _write_int8(tmp, checkpoint.feature_config, profile, calibration, int8_min_agreement, meta, log)
-            arrays["logits_onnx_int8"] = onnx_logits(tmp / art.ONNX_INT8_FILE, inputs,
-                                                         art.batch_chunks(len(inputs), max_batch=3))
-        _write_extras(tmp, meta, arrays, checkpoint.labels, warnings_)
+        meta["warnings"] = warnings_
+        art.write_metadata(tmp, meta)
         engine_summary = None
         if engine:
             engine_summary = engine_mod.build_engine(tmp, profile, force=True, typing=typing,
@@ -258,15 +232,53 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _profile_for(profile: DeviceProfile | str | None, fp16: bool | None, int8: bool = False) -> DeviceProfile:
-    """The device profile, with its precision replaced by `int8`, else by `fp16` when that is given."""
-    profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    if int8 and fp16 is False:
-        raise UserError("--int8 writes the FP16 INT8 graph too: drop --no-fp16")
-    precision = "int8" if int8 else profile.precision if fp16 is None else ("fp16" if fp16 else "fp32")
-    if profile.precision != precision:
-        profile = DeviceProfile.from_dict({**profile.to_dict(), "precision": precision})
-    return profile
+def _load_request(checkpoint_path, classes, thresholds):
+    """The checkpoint, the model exported from it (its `classes` subset, or itself) and the exported classes'
+    `thresholds` (None without a thresholds file)."""
+    from astedge.model.checkpoint import load_checkpoint
+
+    full = checkpoint = load_checkpoint(checkpoint_path)
+    if classes is not None:
+        from astedge.model.labels import read_class_subset
+
+        checkpoint = full.with_classes(read_class_subset(classes, full.labels))
+    per_class = None
+    if thresholds is not None:
+        from astedge.runtime.events import read_thresholds
+
+        per_class = {k: v for k, v in read_thresholds(thresholds, full.labels).items() if k in checkpoint.labels}
+    return full, checkpoint, per_class
+
+
+def _new_metadata(checkpoint, checkpoint_path, profile: DeviceProfile) -> dict:
+    return art.new_metadata(
+        labels=checkpoint.labels, task=checkpoint.task, model_config=checkpoint.model_config.to_dict(),
+        feature_config=checkpoint.feature_config.to_dict(), profile=profile.to_dict(),
+        source={"checkpoint": str(Path(checkpoint_path).resolve()), "sha256": sha256_file(Path(checkpoint_path)),
+                "provenance": checkpoint.provenance})
+
+
+def _write_models(tmp: Path, meta: dict, full, checkpoint, profile: DeviceProfile, verify_count: int, calibration,
+                  int8_min_agreement, log) -> None:
+    """Every file the profile's precision exports (:data:`astedge.precision.PRECISION_TABLE`), each verified, then
+    verification.npz and labels.txt; `meta` records them."""
+    exports = precision_spec(profile.precision).exports
+    net = checkpoint.build_model()
+    inputs, kinds = verification_inputs(checkpoint.feature_config, verify_count)
+    meta["verification"] = {"inputs": {"file": art.VERIFICATION_FILE, "count": len(inputs), "kinds": kinds}}
+    if checkpoint is not full:  # a class subset
+        meta["classes"] = _check_subset(full, checkpoint, net, inputs, log)
+    model, arrays = _write_fp32(net, inputs, tmp, meta, log)
+    if "onnx_fp16" in exports:
+        arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
+    if "onnx_int8" in exports:
+        _write_int8(tmp, checkpoint.feature_config, profile, calibration, int8_min_agreement, meta, log)
+        arrays["logits_onnx_int8"] = onnx_logits(tmp / art.ONNX_INT8_FILE, inputs,
+                                                 batch_chunks(len(inputs), max_batch=3))
+    art.save_arrays(tmp / art.VERIFICATION_FILE, **arrays)
+    meta["files"]["verification"] = art.VERIFICATION_FILE
+    (tmp / art.LABELS_FILE).write_text("".join(label + "\n" for label in checkpoint.labels), encoding="utf-8")
+    meta["files"]["labels"] = art.LABELS_FILE
 
 
 def _engine_wanted(engine: bool | None, log) -> bool:
@@ -301,7 +313,7 @@ def _check_subset(full, subset, net, inputs: np.ndarray, log) -> dict:
     log(f"class subset: {len(columns)} of {len(full.labels)} outputs; logits vs the full model's: max abs diff "
         f"{diff:.3g}")
     if diff > SUBSET_TOLERANCE:
-        raise art.VerificationError(f"the {len(columns)}-class head differs from the full model's outputs by {diff:.3g} "
+        raise VerificationError(f"the {len(columns)}-class head differs from the full model's outputs by {diff:.3g} "
                                     f"(> {SUBSET_TOLERANCE:g}); nothing was written")
     return {"from": len(full.labels), "kept": list(subset.labels), "indices": columns, "max_abs_diff": diff,
             "tolerance": SUBSET_TOLERANCE, "passed": True}
@@ -323,9 +335,9 @@ def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[ob
                     "weights": "external" if (tmp / (art.ONNX_FILE + ".data")).exists() else "inline"}
     with torch.no_grad():
         reference = net(torch.from_numpy(inputs)).numpy()
-    chunks = art.batch_chunks(len(inputs), max_batch=3)
+    chunks = batch_chunks(len(inputs), max_batch=3)
     onnx32 = onnx_logits(tmp / art.ONNX_FILE, inputs, chunks)
-    fp32 = {**art.compare(reference, onnx32), "reference": f"torch {torch.__version__} (CPU, FP32)",
+    fp32 = {**compare(reference, onnx32), "reference": f"torch {torch.__version__} (CPU, FP32)",
             "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
             "batches": [c.stop - c.start for c in chunks], "tolerance": FP32_TOLERANCE}
     fp32["passed"] = fp32["finite"] and fp32["max_abs_diff"] <= FP32_TOLERANCE
@@ -333,7 +345,7 @@ def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[ob
     log(f"ONNX FP32 vs PyTorch: max abs diff {fp32['max_abs_diff']:.3g}, top-5 agreement "
         f"{fp32['top5_agreement']:.3f}")
     if not fp32["passed"]:
-        raise art.VerificationError(f"ONNX Runtime FP32 logits differ from PyTorch by {fp32['max_abs_diff']:.3g} "
+        raise VerificationError(f"ONNX Runtime FP32 logits differ from PyTorch by {fp32['max_abs_diff']:.3g} "
                                     f"(> {FP32_TOLERANCE:g}); nothing was written")
     return model, {"fbank": inputs, "logits_torch": reference.astype(np.float32), "logits_onnx": onnx32}
 
@@ -353,28 +365,33 @@ def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DevicePr
     meta["files"]["onnx_fp16"] = art.ONNX_FP16_FILE
     meta["precisions"][art.ONNX_FP16_FILE] = "fp16 (FP32 I/O and " + ", ".join(profile.fp32_ops) + ")"
     meta["onnx"]["fp16"] = precision_report(model16, profile.fp32_ops)
-    chunks = art.batch_chunks(len(inputs), max_batch=3)
+    chunks = batch_chunks(len(inputs), max_batch=3)
     onnx16 = onnx_logits(tmp / art.ONNX_FP16_FILE, inputs, chunks)
     runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-    half = {**art.compare(onnx32, onnx16), "reference": "model.onnx on " + runtime, "runtime": runtime,
+    half = {**compare(onnx32, onnx16), "reference": "model.onnx on " + runtime, "runtime": runtime,
             "batches": [c.stop - c.start for c in chunks], "note": FP16_CPU_NOTE}
-    failure = art.fp16_gate(half)
+    failure = fp16_gate(half)
     half["passed"] = failure is None
     meta["verification"]["onnx_fp16_vs_onnx_fp32"] = half
     log(f"ONNX FP16 vs FP32: max abs diff {half['max_abs_diff']:.3g}, top-1 agreement {half['top1_agreement']:.3f}")
     if failure:
-        raise art.VerificationError(f"the FP16 ONNX fails verification: {failure}; nothing was written "
+        raise VerificationError(f"the FP16 ONNX fails verification: {failure}; nothing was written "
                                     "(export with --no-fp16, or keep more ops in FP32 in the profile)")
     return onnx16
 
 
-def _check_int8_request(calibration, min_agreement) -> None:
-    """Fail before any work: INT8 needs a readable folder of audio and a sensible agreement threshold."""
-    from astedge.deploy.quantize import audio_files
+def _check_int8_request(profile: DeviceProfile, calibration, min_agreement) -> None:
+    """Fail before any work: INT8 needs a readable folder of audio and a sensible agreement threshold; the other
+    precisions take neither."""
+    from astedge.audio.decode import audio_files
 
+    if profile.precision != "int8":
+        if calibration is not None or min_agreement is not None:
+            raise UserError("--calibration and --int8-min-agreement are for INT8 exports: add --int8 (or --precision int8)")
+        return
     if calibration is None:
         raise UserError("INT8 export needs calibration audio: --calibration AUDIO_DIR (clips from the model's domain)")
-    audio_files(calibration)
+    audio_files(calibration, "calibration folder")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise UserError(f"--int8-min-agreement must be a fraction in [0, 1], got {min_agreement}")
 
@@ -395,42 +412,3 @@ def _write_int8(tmp: Path, feature_config, profile: DeviceProfile, calibration, 
     meta["onnx"]["int8"] = result["quantization"]
     meta["verification"]["onnx_int8_vs_onnx_fp32"] = result["verification"]
     meta["verification"]["onnx_int8_fp16_vs_onnx_fp32"] = result["verification_fp16"]
-
-
-def _write_extras(tmp: Path, meta: dict, arrays: dict, labels, warnings_: list[str]) -> None:
-    """verification.npz, labels.txt and astedge.json."""
-    art.save_arrays(tmp / art.VERIFICATION_FILE, **arrays)
-    meta["files"]["verification"] = art.VERIFICATION_FILE
-    (tmp / art.LABELS_FILE).write_text("".join(label + "\n" for label in labels), encoding="utf-8")
-    meta["files"]["labels"] = art.LABELS_FILE
-    meta["warnings"] = warnings_
-    art.write_metadata(tmp, meta)
-
-
-@contextlib.contextmanager
-def random_export(config, *, fp16: bool = False, engine: bool = False, profile: str = "workstation",
-                  name: str = "random", log=None):
-    """A random-weight AST of `config` (a ModelConfig) exported into a temp folder, for latency measurements.
-
-    Yields the export folder; its checkpoint stays beside it, so the torch backend runs it too.
-    Verified like any export (on one input): its latency is real, its outputs are not.
-    """
-    import tempfile
-
-    _require_export_dependencies()
-    import torch
-
-    from astedge.model.checkpoint import save_checkpoint
-    from astedge.model.ast_model import ASTModel
-
-    log = log or (lambda message: None)
-    with tempfile.TemporaryDirectory(prefix="astedge-random-") as tmp:
-        torch.manual_seed(0)
-        checkpoint = save_checkpoint(Path(tmp) / f"{name}.safetensors", ASTModel(config).eval(),
-                                     provenance={"source": f"astedge: {RANDOM_WEIGHTS}"})
-        log(f"exporting a random-weight AST ({config.embed_dim}-d x {config.depth}, {config.target_length} x "
-            f"{config.num_mel_bins}, {config.num_classes} classes) to ONNX{' + FP16' if fp16 else ''}"
-            f"{' + TensorRT engine' if engine else ''}")
-        folder = Path(tmp) / name
-        export(checkpoint, folder, profile=profile, fp16=fp16, engine=engine, force=True, verify_count=1, log=log)
-        yield folder

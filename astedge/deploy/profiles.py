@@ -18,9 +18,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from astedge.artefact import PRECISIONS
 from astedge.errors import UserError, check_fields
 from astedge.files import read_toml
+from astedge.precision import check_precision, precision_problem
 
 
 def _profile_dir() -> Path:
@@ -69,9 +69,7 @@ class DeviceProfile:
 
     def __post_init__(self):
         object.__setattr__(self, "fp32_ops", tuple(self.fp32_ops))
-        problems = []
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        problems = [problem] if (problem := precision_problem(self.precision)) else []
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             problems.append(f"batch sizes must satisfy 1 <= min <= opt <= max, got "
                             f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
@@ -168,3 +166,16 @@ def load_profile(spec: str | Path | None = None) -> DeviceProfile:
             raise UserError(f"unknown device profile {spec!r}; known: {', '.join(available_profiles())} "
                             "(or pass a .toml file)")
     return parse_profile(read_toml(path), source=str(path), default_name=path.stem)
+
+
+def resolve_profile(profile: DeviceProfile | dict | str | Path | None, precision: str | None = None) -> DeviceProfile:
+    """The profile an export or an engine build uses: `profile` (a profile, the dict ``astedge.json`` records, a
+    shipped profile's name or a TOML file; None: ``workstation``) with its precision replaced by `precision` when
+    one is given (:func:`astedge.precision.requested_precision` turns the export's aliases into one)."""
+    if isinstance(profile, dict):
+        profile = DeviceProfile.from_dict(profile)
+    elif not isinstance(profile, DeviceProfile):
+        profile = load_profile(profile)
+    if precision is not None and precision != profile.precision:
+        profile = DeviceProfile.from_dict({**profile.to_dict(), "precision": check_precision(precision)})
+    return profile

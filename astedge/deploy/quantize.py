@@ -34,7 +34,9 @@ Placement, and why:
 Calibration: activation ranges from real audio (a folder; :func:`calibration_inputs`), MinMax by
 default (measured best here, see the results file); the INT8 model is then checked against FP32 on
 held-out clips of the same folder and refused below a top-1 agreement threshold
-(:func:`check_agreement`, default 99 %). Outputs are written to a temp file and renamed.
+(:func:`check_agreement`, default 99 %). Outputs are written to a temp file and renamed. The node groups
+and the check that a result is what TensorRT takes (:func:`astedge.deploy.qdq_graph.qdq_report`) read the graph
+in :mod:`astedge.deploy.qdq_graph`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ import numpy as np
 
 from astedge import artefact as art
 from astedge.errors import UserError
+from astedge.deploy.qdq_graph import GROUPS, LINEAR_OPS, attention_shape, node_groups, qdq_report
+from astedge.verify import VerificationError, compare
 
 INT8_FILE = art.ONNX_INT8_FILE
 #: The same INT8 graph with its float parts in FP16 (LayerNorm FP32): for strongly typed TensorRT builds.
@@ -60,12 +64,6 @@ FP16_QDQ_OPSET = 19
 DEFAULT_MIN_AGREEMENT = 0.99
 #: TensorRT's fused INT8 multi-head attention needs sequences of at most this many tokens.
 INT8_MHA_TOKENS = 512
-#: Op types that get Q/DQ on their inputs.
-LINEAR_OPS = ("MatMul", "Gemm")
-#: Op types that must never read a dequantized tensor (checked on every result).
-FLOAT_OPS = ("LayerNormalization", "Softmax", "Conv")
-#: Node groups that can be kept float: the patch embedding, the attention MatMuls, the classifier head.
-GROUPS = ("patch_embed", "attention", "head")
 #: Kept float by default. The attention MatMuls too, at any length: on the trained keyword model (66 tokens)
 #: INT8 attention cost 0.7 % held-out and 3.8 % cross-engine top-1 agreement for no CPU speed
 #: (benchmarks/results/int8-cpu-*.md); drop "attention" to quantize it where TensorRT's fused INT8
@@ -80,7 +78,6 @@ MIN_CLIPS = 20
 #: Calibration clips per ONNX Runtime call, at most; and the attention-score bytes a call may hold.
 CALIBRATION_BATCH = 8
 CALIBRATION_SCORE_BYTES = 256 << 20
-MIN_OPSET = 13
 
 
 def _log(log):
@@ -88,25 +85,6 @@ def _log(log):
 
 
 # --- calibration audio ------------------------------------------------------------------------------------
-
-
-def audio_files(folder: str | Path) -> list[Path]:
-    """Audio files (any suffix astedge reads) under `folder`, recursively, sorted; UserErrors name the folder."""
-    from astedge.data.datasets import AUDIO_SUFFIXES
-
-    folder = Path(folder)
-    if not folder.exists():
-        raise UserError("calibration folder does not exist", folder)
-    if not folder.is_dir():
-        raise UserError("is not a folder: --calibration takes a folder of audio files", folder)
-    try:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    except OSError as err:
-        raise UserError(f"calibration folder cannot be read ({err.strerror or err})", folder) from None
-    if not files:
-        raise UserError(f"calibration folder has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it or its "
-                        "sub-folders", folder)
-    return files
 
 
 def calibration_inputs(audio_dir: str | Path, feature_config, count: int = DEFAULT_CALIBRATION_CLIPS,
@@ -119,14 +97,14 @@ def calibration_inputs(audio_dir: str | Path, feature_config, count: int = DEFAU
     a missing or empty folder, one with no readable audio, or fewer than :data:`MIN_CLIPS` readable clips
     is a :class:`UserError` naming the folder.
     """
-    from astedge.audio.decode import load_audio
+    from astedge.audio.decode import audio_files, load_audio
     from astedge.data.datasets import report_problems
     from astedge.features.fbank import model_input
 
     if count < 1 or held_out < 1:
         raise UserError("calibration and held-out clip counts must be >= 1")
     folder = Path(audio_dir)
-    files = audio_files(folder)
+    files = audio_files(folder, "calibration folder")
     wanted = count + held_out
     rows, problems = [], []
     for index in np.random.default_rng(seed).permutation(len(files)):
@@ -150,53 +128,6 @@ def calibration_inputs(audio_dir: str | Path, feature_config, count: int = DEFAU
     return data[n_held:n_held + count], data[:n_held]
 
 
-# --- the graph ----------------------------------------------------------------------------------------------
-
-
-def _constant_names(graph) -> set[str]:
-    return {init.name for init in graph.initializer} | {
-        out for node in graph.node if node.op_type == "Constant" for out in node.output}
-
-
-def node_groups(model) -> dict[str, list[str]]:
-    """Names of the nodes of each group: patch_embed (Conv), attention (MatMul of two activations), head
-    (the Gemm/MatMul that makes a graph output, through at most an Add), weights (the other GEMMs)."""
-    graph = model.graph
-    constants = _constant_names(graph)
-    outputs = {o.name for o in graph.output}
-    feeds_output = set(outputs)
-    for node in graph.node:  # a MatMul + bias Add head
-        if node.op_type == "Add" and set(node.output) & outputs:
-            feeds_output.update(node.input)
-    groups: dict[str, list[str]] = {"patch_embed": [], "attention": [], "head": [], "weights": []}
-    for node in graph.node:
-        if node.op_type == "Conv":
-            groups["patch_embed"].append(node.name)
-        elif node.op_type in LINEAR_OPS:
-            if not any(name in constants for name in node.input[:2]):
-                groups["attention"].append(node.name)
-            elif set(node.output) & feeds_output:
-                groups["head"].append(node.name)
-            else:
-                groups["weights"].append(node.name)
-    return groups
-
-
-def attention_shape(model) -> tuple[int | None, int]:
-    """(tokens, attention-score elements per clip summed over every Softmax) from shape inference; (None, 0) if unknown."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # data_prop: Shape -> Concat -> Reshape
-    shapes = {vi.name: [d.dim_value or None for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
-    tokens, elements = None, 0
-    for node in inferred.graph.node:
-        dims = shapes.get(node.input[0]) if node.op_type == "Softmax" else None
-        if dims and all(dims[1:]):
-            tokens = tokens or dims[-1]
-            elements += int(np.prod(dims[1:]))
-    return tokens, elements
-
-
 def calibration_batch(score_elements: int) -> int:
     """Clips per calibration call: up to :data:`CALIBRATION_BATCH`, fewer when the attention scores are large. The
     calibration session keeps every activation (AST-base at 1214 tokens: 7 GB peak at batch 1 and 2, killed for
@@ -204,74 +135,6 @@ def calibration_batch(score_elements: int) -> int:
     if score_elements <= 0:
         return 1
     return int(max(1, min(CALIBRATION_BATCH, CALIBRATION_SCORE_BYTES // (4 * score_elements))))
-
-
-def qdq_report(model) -> dict:
-    """What a Q/DQ graph quantizes, and every way it departs from what TensorRT's explicit quantization takes.
-
-    Counts of Q and DQ nodes, the op types reading DQ outputs, per-channel weight DQs by consumer and
-    axis. ``problems`` lists (one line each) what TensorRT's parser refuses or misreads: a non-INT8 or
-    non-zero zero point, a non-positive or non-constant scale, a per-channel activation, a weight DQ on
-    another axis than the output channels, an opset below 13. ``float_op_inputs`` lists DQs feeding one
-    of :data:`FLOAT_OPS` (legal, but not astedge's placement). Weights may be INT8 initializers behind a DQ
-    or float initializers behind a Q/DQ pair. :func:`quantize_int8` requires both lists empty.
-    """
-    from onnx import TensorProto, numpy_helper
-
-    graph = model.graph
-    inits = {init.name: init for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-
-    def weight_of(name: str):
-        """The initializer a DQ input holds: INT8 weights (DQ only) or float weights behind a Q (Q/DQ pair)."""
-        if name in inits:
-            return inits[name]
-        source = producer.get(name)
-        if source is not None and source.op_type == "QuantizeLinear" and source.input[0] in inits:
-            return inits[source.input[0]]
-        return None
-
-    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    problems = [] if opset >= MIN_OPSET else [f"opset {opset} < {MIN_OPSET}"]
-    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
-    float_inputs: list[str] = []
-    fed: dict[str, int] = {}
-    weights: dict[str, int] = {}
-    for node in graph.node:
-        if node.op_type not in counts:
-            continue
-        counts[node.op_type] += 1
-        scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
-        zero = inits.get(node.input[2]) if len(node.input) > 2 else None
-        if zero is None or zero.data_type != TensorProto.INT8 or np.any(numpy_helper.to_array(zero) != 0):
-            problems.append(f"{node.name}: zero point is not an INT8 zero")
-        if scale is None or not np.all(scale > 0):
-            problems.append(f"{node.name}: scale is not a positive constant")
-        if node.op_type != "DequantizeLinear":
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        for user in consumers.get(node.output[0], []):
-            fed[user.op_type] = fed.get(user.op_type, 0) + 1
-            if user.op_type in FLOAT_OPS:
-                float_inputs.append(f"{node.name}: a dequantized tensor feeds {user.op_type} {user.name}")
-        weight = weight_of(node.input[0])
-        if scale is not None and scale.size > 1 and weight is None:
-            problems.append(f"{node.name}: per-channel scale on an activation")
-        if scale is not None and scale.size > 1 and weight is not None:
-            rank = len(weight.dims)
-            for user in consumers.get(node.output[0], []):
-                trans_b = next((a.i for a in user.attribute if a.name == "transB"), 0)
-                want = {"Conv": 0, "MatMul": rank - 1, "Gemm": 0 if trans_b else 1}.get(user.op_type)
-                if want is not None and axis % rank != want:
-                    problems.append(f"{node.name}: per-channel axis {axis} is not {user.op_type}'s output channels")
-                key = f"{user.op_type} axis {axis % rank}"
-                weights[key] = weights.get(key, 0) + 1
-    return {"opset": opset, **counts, "dq_consumers": dict(sorted(fed.items())),
-            "per_channel_weights": dict(sorted(weights.items())), "problems": problems, "float_op_inputs": float_inputs}
 
 
 class _Batches:
@@ -305,17 +168,11 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib_inputs: np.nd
     """
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from astedge.files import atomic_write
 
     log = _log(log)
-    if method not in CALIBRATION_METHODS:
-        raise UserError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
-    unknown = set(exclude) - set(GROUPS)
-    if unknown:
-        raise UserError(f"unknown groups to keep float: {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
-    calib_inputs = np.asarray(calib_inputs, np.float32)
-    if calib_inputs.ndim != 3 or not len(calib_inputs):
-        raise UserError(f"calibration inputs must be [clips, frames, mel], got shape {calib_inputs.shape}")
+    calib_inputs = _check_quantize_request(calib_inputs, exclude, method)
     started = time.perf_counter()
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     model = onnx.load(str(onnx_in))
@@ -336,31 +193,10 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib_inputs: np.nd
         excluded = sorted({name for group in exclude for name in groups.get(group, [])})
         quantized = sorted(name for group in GROUPS + ("weights",) if group not in exclude for name in groups[group]
                            if group != "patch_embed")
-        name = model.graph.input[0].name
         out = Path(tmp) / "int8.onnx"
-        # Not CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator drops each full chunk unmerged
-        # (the last chunk alone sets the ranges, or "No data is collected"); MinMax keeps only per-batch
-        # ReduceMin/ReduceMax scalars anyway.
-        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                   "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS)}
-        if method != "minmax":
-            options["CalibTensorRangeSymmetric"] = True
-        with contextlib.redirect_stdout(sys.stderr), _quiet_logging():
-            quantize_static(str(source), str(out), _Batches(name, calib_inputs, batch), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(LINEAR_OPS), per_channel=True, reduce_range=False,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
-                            nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod,
-                                                                                CALIBRATION_METHODS[method]),
-                            extra_options=options)
-        result = onnx.load(str(out))
-        onnx.checker.check_model(result, full_check=True)
-        report = qdq_report(result)
-        problems = report["problems"] + report["float_op_inputs"]
-        if problems:  # a bug in this module or a changed quantizer, never the user's input
-            raise RuntimeError(f"the INT8 graph is not what TensorRT's explicit quantization takes: {problems[0]} "
-                               f"(and {len(problems) - 1} more); nothing was written")
-        from astedge.files import atomic_write
-
+        _quantize_static(source, out, _Batches(model.graph.input[0].name, calib_inputs, batch), quantized, excluded,
+                         method)
+        report = _checked_qdq(out)
         with atomic_write(onnx_out) as handle:
             handle.write(out.read_bytes())
     seconds = time.perf_counter() - started
@@ -375,6 +211,56 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib_inputs: np.nd
         "tokens": tokens, "kept_float": {group: groups.get(group, []) for group in exclude},
         "quantized_nodes": len(quantized), "graph": report, "seconds": round(seconds, 1),
     }
+
+
+def _check_quantize_request(calib_inputs, exclude, method: str) -> np.ndarray:
+    """The calibration inputs as float32 ``[clips, frames, mel]``; a :class:`UserError` for an unknown method or
+    group, or inputs of another shape."""
+    if method not in CALIBRATION_METHODS:
+        raise UserError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    unknown = set(exclude) - set(GROUPS)
+    if unknown:
+        raise UserError(f"unknown groups to keep float: {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
+    calib_inputs = np.asarray(calib_inputs, np.float32)
+    if calib_inputs.ndim != 3 or not len(calib_inputs):
+        raise UserError(f"calibration inputs must be [clips, frames, mel], got shape {calib_inputs.shape}")
+    return calib_inputs
+
+
+def _quantize_static(source: Path, out: Path, reader: "_Batches", quantized: list[str], excluded: list[str],
+                     method: str) -> None:
+    """ONNX Runtime's static QDQ quantization with astedge's placement: symmetric INT8, per-channel weights, Q/DQ on
+    the inputs of `quantized` MatMul/Gemm nodes only, none on their outputs."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # Not CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator drops each full chunk unmerged
+    # (the last chunk alone sets the ranges, or "No data is collected"); MinMax keeps only per-batch
+    # ReduceMin/ReduceMax scalars anyway.
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+               "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS)}
+    if method != "minmax":
+        options["CalibTensorRangeSymmetric"] = True
+    with contextlib.redirect_stdout(sys.stderr), _quiet_logging():
+        quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(LINEAR_OPS), per_channel=True, reduce_range=False,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
+                        nodes_to_exclude=excluded,
+                        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+                        extra_options=options)
+
+
+def _checked_qdq(path: Path) -> dict:
+    """:func:`qdq_report` of the quantized graph at `path`, which must pass ``onnx.checker`` and have no problems."""
+    import onnx
+
+    result = onnx.load(str(path))
+    onnx.checker.check_model(result, full_check=True)
+    report = qdq_report(result)
+    problems = report["problems"] + report["float_op_inputs"]
+    if problems:  # a bug in this module or a changed quantizer, never the user's input
+        raise RuntimeError(f"the INT8 graph is not what TensorRT's explicit quantization takes: {problems[0]} "
+                           f"(and {len(problems) - 1} more); nothing was written")
+    return report
 
 
 @contextlib.contextmanager
@@ -422,7 +308,7 @@ def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.n
                     min_agreement: float = DEFAULT_MIN_AGREEMENT, *, labels=None, what: str = "INT8 model") -> dict:
     """Top-1 agreement (and logit differences, accuracy when `labels` are given) of INT8 vs FP32 on `held_out`.
 
-    Raises :class:`astedge.artefact.VerificationError` (one line, with the measured agreement) when the
+    Raises :class:`astedge.verify.VerificationError` (one line, with the measured agreement) when the
     agreement is below `min_agreement`; a value above 1 always refuses.
     """
     if not min_agreement >= 0:
@@ -431,7 +317,7 @@ def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.n
 
     chunks = _batches(len(held_out))
     fp32, int8 = onnx_logits(fp32_path, held_out, chunks), onnx_logits(int8_path, held_out, chunks)
-    figures = {**art.compare(fp32, int8), "reference": "FP32 ONNX on ONNX Runtime (CPU)",
+    figures = {**compare(fp32, int8), "reference": "FP32 ONNX on ONNX Runtime (CPU)",
                "inputs": f"{len(held_out)} held-out calibration clips", "min_agreement": min_agreement}
     if labels is not None:
         labels = np.asarray(labels)
@@ -440,7 +326,7 @@ def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.n
     figures["passed"] = bool(figures["finite"] and figures["top1_agreement"] >= min_agreement)
     if not figures["passed"]:
         measured = "non-finite logits" if not figures["finite"] else f"{figures['top1_agreement']:.2%}"
-        raise art.VerificationError(f"the {what}'s top-1 agreement with FP32 on {len(held_out)} held-out calibration "
+        raise VerificationError(f"the {what}'s top-1 agreement with FP32 on {len(held_out)} held-out calibration "
                                     f"clips is {measured}, below the required {min_agreement:.2%}; nothing was written "
                                     "(add calibration audio, or lower --int8-min-agreement)")
     return figures

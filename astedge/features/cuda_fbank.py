@@ -195,6 +195,9 @@ class _Extractor:
         """Which implementation runs, in words (for reports)."""
         return type(self).__name__
 
+    def close(self) -> None:
+        """Release what the extractor holds on a device (nothing here)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, model_input={self.model_input})"
 

@@ -23,7 +23,7 @@ Statistics per stage: :func:`astedge.timing.summarize`.
 The report's header holds what makes a number reproducible (:mod:`astedge.measure.machine`): CPU and cores, GPU
 name, compute capability and clocks, Jetson power mode and clock locking, library versions, model
 size/parameters/FLOPs, precision, batch and threads. Without a model a random-weight AST of the asked
-size is built, exported into a temp folder and labelled :data:`astedge.deploy.export.RANDOM_WEIGHTS`: its
+size is built, exported into a temp folder and labelled :data:`astedge.measure.random_weights.RANDOM_WEIGHTS`: its
 latency is real, its outputs are not. Presenting the report (tables, markdown, plot) is
 :mod:`astedge.measure.bench_report`'s job.
 """
@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from astedge.errors import UserError
-from astedge.timing import DEFAULT_PAUSE_MS, round_robin, summarize
+from astedge.measure.gpu_timer import EngineEventTimer
+from astedge.timing import DEFAULT_PAUSE_MS, percentiles, round_robin, summarize
 
 STAGES = ("fbank", "model", "end_to_end")
 GPU_STAGE = "gpu_compute"
@@ -83,8 +84,8 @@ def parse_backends(text: str) -> list[str]:
 
 def describe_model(path: str | Path, random: bool = False) -> dict:
     """Size, shape, parameters and FLOPs of the model behind a model path (FLOPs/params need torch)."""
-    from astedge.runtime.backends import model_configs
-    from astedge.deploy.export import RANDOM_WEIGHTS
+    from astedge.runtime.model_path import model_configs
+    from astedge.measure.random_weights import RANDOM_WEIGHTS
     from astedge.model.config import size_name
 
     config, features = model_configs(path)
@@ -108,10 +109,11 @@ def describe_model(path: str | Path, random: bool = False) -> dict:
 
 @dataclass
 class Contender:
-    """A loaded backend with the fbank extractor the runtime would pair with it."""
+    """A loaded backend with the fbank extractor the runtime would pair with it, and its GPU timer (TensorRT)."""
 
     backend: object
     extractor: object
+    timer: EngineEventTimer | None = None
 
     @property
     def name(self) -> str:
@@ -122,10 +124,9 @@ class Contender:
         return "cuda" if self.extractor.device == "cuda" else "numpy"
 
     def describe(self) -> dict:
-        gpu_timing = getattr(self.backend, "gpu_timing", None)
         return {"name": self.backend.name, "precision": self.backend.precision, "device": self.backend.device,
                 "fbank": self.fbank, "fbank_detail": self.extractor.detail,
-                "gpu_timing": "CUDA events around execute_async_v3" if gpu_timing else None}
+                "gpu_timing": "CUDA events around execute_async_v3" if self.timer else None}
 
     def close(self) -> None:
         self.backend.close()
@@ -157,9 +158,7 @@ def load_contenders(model, names: list[str], precision: str, threads: int | None
             backend.close()
             continue
         extractor = extractor_for(backend.device, backend.feature_config, model_input=True, warn=False)
-        if hasattr(backend, "time_gpu"):
-            backend.time_gpu(True)
-        contenders.append(Contender(backend, extractor))
+        contenders.append(Contender(backend, extractor, EngineEventTimer.attach(backend)))
         log(f"loaded {backend.name} ({backend.precision}, {backend.device}); fbank: {extractor.detail}")
     return contenders, unavailable
 
@@ -185,8 +184,8 @@ def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WA
 
     def read_gpu_timer(record: bool):  # CUDA events are read after each call, outside its timing
         def after(key) -> None:
-            take = getattr(by_name[key[0]].backend, "take_gpu_ms", None)
-            value = take() if take is not None else None
+            timer = by_name[key[0]].timer
+            value = timer.take() if timer is not None else None
             if record and key[1] == "model" and value is not None:
                 gpu_ms[key[0]].append(value)
         return after
@@ -219,24 +218,27 @@ def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WA
 DEFAULT_BLOCK_MS = 50.0
 
 
-def stream_latency(backend, windowing, *, smoothing: tuple[str, int] = ("none", 3), block_ms: float = DEFAULT_BLOCK_MS,
-                   hops: int = 30, warmup: int = 3, seed: int = 0) -> dict:
-    """Mic-to-decision latency of live windows, stage by stage, on this backend (the listener's path).
+def stream_latency(classifier, *, block_ms: float = DEFAULT_BLOCK_MS, hops: int = 30, warmup: int = 3,
+                   seed: int = 0) -> dict:
+    """Mic-to-decision latency of live windows, stage by stage, on a
+    :class:`~astedge.runtime.classifier.Classifier`'s backend with its stream windows and decision layer.
 
     Each hop: the hop's audio enters the ring, the window's features are computed (incrementally when the hop
     is frame-aligned), the backend runs, and the decision layer (smoothing, thresholds, events) decides.
     Mic-to-decision = capture buffering (the window's last sample waits for its audio block, `block_ms`) +
     features + inference + decision; a sound also waits on average half a hop for the next window to end.
     """
-    from astedge.runtime.events import EventDetector
-    from astedge.runtime.scores import Smoother, activate
+    from astedge.runtime.scores import activate
     from astedge.runtime.stream import AudioRing, WindowFeatures
 
+    if classifier.event_config is None:  # mic-to-decision needs the decision layer
+        classifier = classifier.replace(events=True)
+    backend, windowing = classifier.backend, classifier.windowing(stream=True)
+    decision = classifier.decision(windowing)
     window, hop = windowing.window, windowing.hop
     wave = (0.1 * np.random.default_rng(seed).standard_normal(window + (hops + warmup) * hop)).astype(np.float32)
     ring = AudioRing(window + 4 * hop)
     features = WindowFeatures(windowing)
-    smoother, detector = Smoother(*smoothing), EventDetector(backend.labels, backend.task)
     ring.write(wave[:window - hop])
     stages = {"features": [], "inference": [], "decision": []}
     rate = windowing.config.sample_rate
@@ -248,16 +250,18 @@ def stream_latency(backend, windowing, *, smoothing: tuple[str, int] = ("none", 
         t1 = time.perf_counter()
         logits = backend.run(x[None])[0]
         t2 = time.perf_counter()
-        detector.update((end - window) / rate, end / rate, smoother(activate(logits, backend.task)))
+        decision.detector.update((end - window) / rate, end / rate, decision.smoother(activate(logits, backend.task)))
         t3 = time.perf_counter()
         ring.release(end - window)
         if k >= warmup:
             for stage, ms in zip(stages, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), strict=True):
                 stages[stage].append(ms)
     total = block_ms + np.sum([stages[s] for s in stages], axis=0)
-    pct = lambda v: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}  # noqa: E731
+    pct = lambda values: percentiles(values, (50, 90), stats=False)  # noqa: E731
     window_s, hop_s = windowing.seconds
-    return {"backend": backend.name, "window_s": window_s, "hop_s": hop_s, "smoothing": list(smoothing),
+    options = classifier.options
+    return {"backend": backend.name, "window_s": window_s, "hop_s": hop_s,
+            "smoothing": [options.smoothing, options.smoothing_windows],
             "incremental_features": windowing.incremental, "hops": hops, "capture_buffer_ms": block_ms,
             **{f"{stage}_ms": pct(v) for stage, v in stages.items()}, "mic_to_decision_ms": pct(total),
             "mean_wait_for_window_end_ms": 500.0 * hop_s,
@@ -275,7 +279,8 @@ def benchmark(model: str | Path | None = None, *, size: str = "base", frames: in
     `stream` (keys window, hop, smoothing, block_ms) adds the mic-to-decision latency of live windows on each
     backend (:func:`stream_latency`)."""
     from astedge.measure import machine
-    from astedge.runtime.backends import check_precision, resolve_model
+    from astedge.runtime.backends import check_precision
+    from astedge.runtime.model_path import resolve_model
     from astedge.model.config import model_config
 
     log = log or (lambda message: None)
@@ -319,16 +324,7 @@ def benchmark(model: str | Path | None = None, *, size: str = "base", frames: in
                      else f">= {seconds or DEFAULT_SECONDS:g} s and >= {MIN_ROUNDS} rounds")
             log(f"batch {batch}: {warmup} warm-up round(s), then {timed} of {', '.join(c.name for c in contenders)}")
             results += measure(contenders, batch, warmup=warmup, iters=iters, seconds=seconds, pause_ms=pause_ms)
-        streams = []
-        if stream is not None:
-            from astedge.runtime.windows import Windowing
-
-            for contender in contenders:
-                windowing = Windowing.from_seconds(contender.backend.feature_config, stream.get("window"),
-                                                   stream.get("hop"), default_hop=1.0)
-                log(f"stream: {contender.name}, {windowing.seconds[0]:g} s windows every {windowing.seconds[1]:g} s")
-                streams.append(stream_latency(contender.backend, windowing, smoothing=stream.get("smoothing",
-                                              ("none", 3)), block_ms=stream.get("block_ms", DEFAULT_BLOCK_MS)))
+        streams = [_stream(path, contender, stream, log) for contender in contenders] if stream is not None else []
         header = machine.machine_header()
         header.update(gpu=machine.gpu_info(), jetson=machine.jetson_info(), threads=machine.threads_info(threads),
                       runtimes=machine.runtime_versions())
@@ -347,11 +343,24 @@ def benchmark(model: str | Path | None = None, *, size: str = "base", frames: in
     }
 
 
+def _stream(model, contender: Contender, stream: dict, log) -> dict:
+    """:func:`stream_latency` of one contender, its windows and decision layer from a Classifier's options."""
+    from astedge.runtime.classifier import Classifier, ClassifierOptions
+
+    smoothing, windows = stream.get("smoothing", ("none", 3))
+    options = ClassifierOptions(window=stream.get("window"), hop=stream.get("hop"), smoothing=smoothing,
+                                smoothing_windows=windows)
+    classifier = Classifier(contender.backend, options, model=model)  # the contender's backend: closed by the bench
+    window_s, hop_s = classifier.windowing(stream=True).seconds
+    log(f"stream: {contender.name}, {window_s:g} s windows every {hop_s:g} s")
+    return stream_latency(classifier, block_ms=stream.get("block_ms", DEFAULT_BLOCK_MS))
+
+
 def _random_model(config, names: list[str], skipped: list[dict], profile: str, log):
     """The random model's export: FP16 where a GPU is, an engine only where one can be built (else TensorRT
     joins `skipped`, with the reason)."""
     from astedge.deploy.engine import tensorrt_status
-    from astedge.deploy.export import random_export
+    from astedge.measure.random_weights import random_export
     from astedge.measure.machine import cuda_devices
 
     engine = False

@@ -109,7 +109,7 @@ def onnx_cpu_latencies_ms(configs: dict[str, ModelConfig], threads: int | None =
 
     from astedge import artefact as art
     from astedge.runtime.backends.onnxruntime import ort_session
-    from astedge.deploy.export import random_export
+    from astedge.measure.random_weights import random_export
     from astedge.timing import round_robin
 
     calls = {}

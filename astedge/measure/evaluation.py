@@ -1,12 +1,13 @@
 """How good a model is on the user's labelled audio: clip accuracy / mAP, per-class thresholds, and events.
 
-- :func:`score_clips`: every clip of a dataset split through any backend (clip score = the maximum over
-  its windows), with its targets; :func:`clip_metrics` turns that into accuracy or mAP.
+- :func:`score_clips`: every clip of a dataset split through a classifier or any backend (clip score = the
+  maximum over its windows), with its targets; :func:`clip_metrics` turns that into accuracy or mAP.
 - :func:`calibrate_thresholds`: per-class event thresholds on a labelled validation split (``astedge
   calibrate``): F1-maximizing, or the most recall at a target precision.
-- :func:`evaluate_events`: the decision layer on long recordings against a truth table (``astedge
-  evaluate``): DCASE event-based F1 (0.2 s onset collar, offsets max(0.2 s, 20 %)), segment-based F1
-  (1 s), detections per true event, decision latency.
+- :func:`evaluate_events`: a :class:`astedge.runtime.classifier.Classifier`'s decision layer on long
+  recordings, with the stream's windows, against a truth table (``astedge evaluate``): DCASE event-based F1
+  (0.2 s onset collar, offsets max(0.2 s, 20 %)), segment-based F1 (1 s), detections per true event,
+  decision latency.
 
 Torch-free: these run on whatever backend loads (TensorRT, ONNX Runtime, PyTorch).
 """
@@ -19,14 +20,18 @@ import numpy as np
 
 from astedge.measure import event_metrics as em
 from astedge.errors import UserError
+from astedge.runtime.classifier import as_classifier
+from astedge.timing import percentiles
 
 
-def score_clips(backend, data, split: str = "val", *, batch_size: int = 16, log=None) -> tuple[np.ndarray, np.ndarray]:
-    """(scores ``[clips, classes]`` in the backend's label order, 0/1 targets) for a split of `data`
-    (a :class:`astedge.data.datasets.DatasetIndex`); the data's labels are matched to the model's by name."""
+def score_clips(model, data, split: str = "val", *, batch_size: int = 16, log=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores ``[clips, classes]`` in the model's label order, 0/1 targets) for a split of `data`
+    (a :class:`astedge.data.datasets.DatasetIndex`) through `model` (a Classifier, or a loaded backend with the
+    default options); the data's labels are matched to the model's by name."""
     from astedge.audio.decode import load_audio
-    from astedge.runtime.windows import Windowing, clip_scores
 
+    classifier = as_classifier(model)
+    backend = classifier.backend
     items = data.splits.get(split)
     if not items:
         raise UserError(f"the dataset has no {split!r} split (it has {', '.join(data.splits) or 'none'})")
@@ -37,7 +42,6 @@ def score_clips(backend, data, split: str = "val", *, batch_size: int = 16, log=
 
         raise UserError(f"the model has no output for the data's labels {some(missing)}")
     config = backend.feature_config
-    windowing = Windowing.from_seconds(config)
     targets = np.zeros((len(items), len(backend.labels)), np.float32)
     waves = []
     for row, item in enumerate(items):
@@ -45,7 +49,7 @@ def score_clips(backend, data, split: str = "val", *, batch_size: int = 16, log=
         targets[row, [index[data.labels[t]] for t in item.targets]] = 1.0
     if log:
         log(f"scoring {len(items)} {split} clips with {backend.name}")
-    return clip_scores(backend, waves, windowing, batch_size=batch_size), targets
+    return classifier.clip_scores(waves, batch_size=batch_size), targets
 
 
 def clip_metrics(scores: np.ndarray, targets: np.ndarray, task: str, columns: list[int] | None = None) -> dict:
@@ -57,15 +61,15 @@ def clip_metrics(scores: np.ndarray, targets: np.ndarray, task: str, columns: li
     return {**metrics.evaluate(scores, targets, task), "clips": int(len(scores))}
 
 
-def calibrate_thresholds(backend, data, split: str = "val", *, target_precision: float | None = None,
+def calibrate_thresholds(model, data, split: str = "val", *, target_precision: float | None = None,
                          log=None) -> dict:
     """Per-class thresholds from a labelled split, with what each reaches there (see :func:`astedge.runtime.events.calibrate`)."""
     from astedge.runtime.events import calibrate
 
     if target_precision is not None and not 0.0 < target_precision <= 1.0:
         raise UserError(f"--precision must be in (0, 1], got {target_precision}")
-    scores, targets = score_clips(backend, data, split, log=log)
-    result = calibrate(scores, targets, backend.labels, target_precision=target_precision)
+    scores, targets = score_clips(model, data, split, log=log)
+    result = calibrate(scores, targets, as_classifier(model).labels, target_precision=target_precision)
     result["method"] = "max F1" if target_precision is None else f"precision >= {target_precision:g}"
     result["clips"] = int(len(scores))
     return result
@@ -90,25 +94,19 @@ def read_truth(path: str | Path, audio: list[Path]) -> dict[str, list[em.Event]]
     return {str(a): by_name[a.name] for a in audio}
 
 
-def evaluate_events(backend, audio: list[Path], truth: dict[str, list[em.Event]], windowing, config, *,
-                    mask=None, smoother_factory=None, batch_size: int = 8, max_seconds: float | None = None,
-                    t_collar: float = 0.2, percentage_of_length: float = 0.2, segment: float = 1.0) -> dict:
-    """The decision layer on each file, scored against `truth` (``{file: [Event]}``)."""
-    from astedge.runtime.events import EventDetector
-    from astedge.runtime.windows import classify_file
-
+def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Event]], *, t_collar: float = 0.2,
+                    percentage_of_length: float = 0.2, segment: float = 1.0) -> dict:
+    """The decision layer of `classifier` (a :class:`~astedge.runtime.classifier.Classifier` with ``events`` on) on
+    each file, with the stream's windows, scored against `truth` (``{file: [Event]}``)."""
     estimated, durations, latencies_ms = {}, {}, []
     for path in audio:
-        smoother = smoother_factory() if smoother_factory else None
-        lag = smoother.lag_windows * windowing.seconds[1] if smoother is not None else 0.0
-        detector = EventDetector(backend.labels, backend.task, config, mask, file=str(path), lag=lag)
-        result = classify_file(backend, path, windowing, max_seconds=max_seconds, k=1, mask=mask,
-                               batch_size=batch_size, smoother=smoother, detector=detector)
-        estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in detector.events]
+        result = classifier.classify_file(path, stream=True)
+        estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in result.detected]
         durations[str(path)] = result.seconds
         latencies_ms += [w.latency_ms for w in result.windows]
-    labels = sorted({e.label for events in truth.values() for e in events} | set(backend.labels if mask is None else
-                    [label for label, keep in zip(backend.labels, mask, strict=True) if keep]))
+    mask = classifier.mask
+    labels = sorted({e.label for events in truth.values() for e in events} | set(classifier.labels if mask is None else
+                    [label for label, keep in zip(classifier.labels, mask, strict=True) if keep]))
     event = em.event_based(truth, estimated, labels, t_collar=t_collar, percentage_of_length=percentage_of_length)
     seg = em.segment_based(truth, estimated, labels, time_resolution=segment, duration=durations)
     duplicates = em.detections_per_event(truth, estimated, t_collar=t_collar)
@@ -126,8 +124,18 @@ def evaluate_events(backend, audio: list[Path], truth: dict[str, list[em.Event]]
                                       "duplicated": duplicates["duplicated"], "histogram": duplicates["histogram"]},
         "decision_latency_s": {"p50": latency["p50"], "p90": latency["p90"], "mean": latency["mean"],
                                "detected": latency["detected"], "missed": latency["missed"]},
-        "window_ms": {"p50": float(np.percentile(latencies_ms, 50)), "p90": float(np.percentile(latencies_ms, 90))}
-        if latencies_ms else None,
+        "window_ms": percentiles(latencies_ms, (50, 90), stats=False),
         "class_wise_f1": {label: row["f1"] for label, row in event["class_wise"].items()},
         "estimated": {name: [[e.onset, e.offset, e.label] for e in events] for name, events in estimated.items()},
+        "settings": _settings(classifier),
     }
+
+
+def _settings(classifier) -> dict:
+    """The windows and decision-layer settings a report was made with."""
+    o, config = classifier.options, classifier.event_config
+    return {**classifier.windowing(stream=True).describe(), "smoothing": o.smoothing,
+            "smoothing_windows": o.smoothing_windows, "threshold": config.threshold,
+            "per_class_thresholds": len(config.thresholds), "off_ratio": config.off_ratio,
+            "confirm": [config.confirm, config.confirm_window], "min_duration": config.min_duration,
+            "merge_gap": config.merge_gap}

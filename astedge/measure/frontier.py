@@ -50,7 +50,8 @@ class Candidate:
 def open_candidate(path: str | Path, threads: int | None = None) -> Candidate:
     """A candidate path -> its backend on this CPU: checkpoints run in PyTorch, exports in ONNX Runtime
     (a named .onnx file runs that file: model.fp16.onnx, model.int8.onnx)."""
-    from astedge.runtime.backends import choose_backend, resolve_model
+    from astedge.runtime.backends import choose_backend
+    from astedge.runtime.model_path import resolve_model
 
     path = Path(path)
     ref = resolve_model(path)
@@ -89,7 +90,7 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
 def frontier(paths: list[str | Path], eval_data: str | Path, *, split: str | None = None, rounds: int = 10,
              threads: int | None = None, min_accuracy: float | None = None, log=None) -> dict:
     """Measure every candidate (see the module docstring); returns the report (rows, method, choices)."""
-    from astedge.runtime.backends import model_configs
+    from astedge.runtime.model_path import model_configs
     from astedge.data.datasets import read_dataset
     from astedge.measure.evaluation import clip_metrics, score_clips
     from astedge.measure.machine import machine_header

@@ -6,12 +6,12 @@ the runtime passes. Nothing is ever unpickled, and reading needs only numpy and 
 torch), so a Jetson runtime can read labels and configs without PyTorch.
 
 Metadata keys: ``astedge_format`` (``"1"``), ``model_config``, ``feature_config``, ``labels``,
-``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax) and ``provenance``.
+``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax) and ``provenance``. The file itself is
+written and read by :mod:`astedge.model.tensorfile`; this module says what a checkpoint holds.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +20,9 @@ import numpy as np
 from astedge import __version__
 from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig
-from astedge.files import atomic_write
 from astedge.model.labels import default_labels
 from astedge.model.config import ModelConfig
+from astedge.model.tensorfile import json_entry, read_header, read_tensors, write_tensors
 from astedge.timing import utc_now
 
 FORMAT_VERSION = "1"
@@ -98,46 +98,22 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
     metadata = {
         "format": "pt",
         "astedge_format": FORMAT_VERSION,
-        "model_config": json.dumps(model_config.to_dict()),
-        "feature_config": json.dumps(feature_config.to_dict()),
-        "labels": json.dumps(labels, ensure_ascii=False),
+        "model_config": model_config.to_dict(),
+        "feature_config": feature_config.to_dict(),
+        "labels": labels,
         "task": task,
-        "provenance": json.dumps(provenance, ensure_ascii=False),
+        "provenance": provenance,
     }
     # Weights are stored in float32 whatever they came in (a bfloat16 or float16 Hub checkpoint): numpy
     # cannot read bfloat16 without torch, and precision is chosen at export.
     if all(isinstance(v, np.ndarray) for v in state.values()):
-        from safetensors.numpy import save
-
-        data = save({k: np.ascontiguousarray(v, np.float32 if v.dtype.kind == "f" else v.dtype)
-                     for k, v in state.items()}, metadata=metadata)
+        tensors = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in state.items()}
     else:
         import torch
-        from safetensors.torch import save
 
         tensors = {k: torch.as_tensor(v) for k, v in state.items()}
-        data = save({k: _own_storage(t.float() if t.is_floating_point() else t) for k, t in tensors.items()},
-                    metadata=metadata)
-    with atomic_write(path) as handle:
-        handle.write(data)
-    return path
-
-
-def _own_storage(tensor):
-    """A contiguous CPU tensor that owns its storage (safetensors refuses views that share one)."""
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.untyped_storage().nbytes() != tensor.nbytes:
-        tensor = tensor.clone()
-    return tensor
-
-
-def _json(metadata: dict, key: str, path: Path):
-    try:
-        return json.loads(metadata[key])
-    except KeyError:
-        raise UserError(f"checkpoint metadata lacks {key!r}", path) from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"checkpoint metadata {key!r} is not valid JSON ({err})", path) from None
+        tensors = {k: t.float() if t.is_floating_point() else t for k, t in tensors.items()}
+    return write_tensors(path, tensors, metadata)
 
 
 def load_checkpoint(path: str | Path, weights: bool = True) -> Checkpoint:
@@ -145,32 +121,28 @@ def load_checkpoint(path: str | Path, weights: bool = True) -> Checkpoint:
 
     Needs no torch. A missing, truncated, foreign or corrupt file raises :class:`UserError` naming it.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise UserError("model file does not exist" if not path.exists() else "model path is not a file", path)
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            if "astedge_format" not in metadata:
-                raise UserError("is a safetensors file but not an astedge checkpoint (no astedge metadata); "
-                                "convert it with `astedge import`", path)
-            state = {key: handle.get_tensor(key) for key in handle.keys()} if weights else None
-    except SafetensorError as err:
-        hint = "" if path.suffix == ".safetensors" else "; convert published checkpoints with `astedge import`"
-        raise UserError(f"is not a readable safetensors file ({err}){hint}", path) from None
-    except (TypeError, ValueError) as err:  # e.g. a dtype numpy cannot hold
-        raise UserError(f"cannot read the weights ({err})", path) from None
+    hint = "" if path.suffix == ".safetensors" else "; convert published checkpoints with `astedge import`"
+    metadata = read_header(path, hint)
+    if "astedge_format" not in metadata:
+        raise UserError("is a safetensors file but not an astedge checkpoint (no astedge metadata); "
+                        "convert it with `astedge import`", path)
+    state = read_tensors(path, hint=hint)[0] if weights else None
+
+    def entry(key: str):
+        return json_entry(metadata, key, path, "checkpoint metadata")
+
     if metadata["astedge_format"] != FORMAT_VERSION:
         raise UserError(f"checkpoint format {metadata['astedge_format']!r} is not supported by astedge "
                         f"{__version__} (expects {FORMAT_VERSION!r})", path)
     try:
-        model_config = ModelConfig.from_dict(_json(metadata, "model_config", path))
-        feature_config = FbankConfig.from_dict(_json(metadata, "feature_config", path))
+        model_config = ModelConfig.from_dict(entry("model_config"))
+        feature_config = FbankConfig.from_dict(entry("feature_config"))
     except TypeError as err:
         raise UserError(f"checkpoint config is malformed ({err})", path) from None
-    labels = _json(metadata, "labels", path)
+    labels = entry("labels")
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise UserError("checkpoint labels are not a list of strings", path)
     task = metadata.get("task", "")
@@ -179,4 +151,4 @@ def load_checkpoint(path: str | Path, weights: bool = True) -> Checkpoint:
     if head is not None and head.shape[0] != model_config.num_classes:
         raise UserError(f"head has {head.shape[0]} outputs but the config says {model_config.num_classes}", path)
     return Checkpoint(path=path, model_config=model_config, feature_config=feature_config, labels=tuple(labels),
-                      task=task, provenance=_json(metadata, "provenance", path), state_dict=state)
+                      task=task, provenance=entry("provenance"), state_dict=state)

@@ -18,6 +18,7 @@ from astedge.errors import UserError, some
 from astedge.features.fbank import FbankConfig
 from astedge.files import sha256_file
 from astedge.model.config import ModelConfig
+from astedge.model.tensorfile import read_header, read_tensors
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -29,13 +30,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError("does not exist" if not path.exists() else "is not a file", path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except SafetensorError as err:
-            raise UserError(f"is not a readable safetensors file ({err})", path) from None
+        return read_tensors(path, framework="pt")[0]
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format or a legacy pickle
@@ -186,12 +181,9 @@ def _import_official(path: Path, **options) -> Imported:
 def _is_astedge_checkpoint(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="numpy") as handle:
-            return "astedge_format" in (handle.metadata() or {})
-    except SafetensorError:
+        return "astedge_format" in read_header(path)
+    except UserError:
         return False
 
 

@@ -307,6 +307,12 @@ def read_thresholds(path: str | Path, labels) -> dict[str, float]:
     table = data.get("thresholds", data) if isinstance(data, dict) else None
     if not isinstance(table, dict) or not table:
         raise UserError("holds no thresholds (expected {\"thresholds\": {label: value, ...}})", path)
+    return check_thresholds(table, labels, path)
+
+
+def check_thresholds(table: dict, labels, path: str | Path | None = None) -> dict[str, float]:
+    """`table` ({label: threshold}) as floats, or a UserError naming the entry (and `path`, where it came from) that
+    is not a label of the model or not a number in [0, 1]."""
     known = set(labels)
     out = {}
     for label, value in table.items():

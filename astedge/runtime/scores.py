@@ -62,14 +62,19 @@ def _match_label(name: str, labels, index: dict) -> list[int] | None:
     return folded[:1] or None
 
 
+def check_label_filters(allow, deny) -> None:
+    """An allow list and a deny list exclude each other (MediaPipe's category allowlist and denylist too)."""
+    if allow and deny:
+        raise UserError("--allow and --deny are mutually exclusive (give one list)")
+
+
 def label_mask(labels, allow: list[str] | None = None, deny: list[str] | None = None) -> np.ndarray | None:
     """Which classes may be reported: only `allow`ed ones, or all but `deny`ed ones (None: all).
 
     Each value is a label name (exact, else case-insensitive); a value that is not a label is split at
     commas, so ``--allow "Speech,Music"`` works while ``"Child speech, kid speaking"`` stays one label.
     """
-    if allow and deny:
-        raise UserError("--allow and --deny are mutually exclusive (give one list)")
+    check_label_filters(allow, deny)
     values = allow or deny
     if not values:
         return None

@@ -31,11 +31,19 @@ import numpy as np
 from astedge.features import fbank as feats
 from astedge.audio.decode import MAX_PEAK, to_mono
 from astedge.errors import UserError
-from astedge.runtime.scores import Smoother, activate, rank
+from astedge.runtime.backends import OpensStreams
+from astedge.runtime.scores import Smoother
 from astedge.timing import percentiles
-from astedge.runtime.windows import WindowResult, Windowing
+from astedge.runtime.windows import Decision, Windowing
 
 PARTIAL = ("wait", "pad")
+
+
+def check_partial(partial: str) -> str:
+    """Before a stream's first full window: "wait" for it, or "pad" (classify the growing window every hop)."""
+    if partial not in PARTIAL:
+        raise UserError(f"--partial must be one of {', '.join(PARTIAL)}, got {partial!r}")
+    return partial
 
 
 class AudioRing:
@@ -182,25 +190,19 @@ class Listener:
     def __init__(self, backend, source, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
                  mask: np.ndarray | None = None, smoother: Smoother | None = None, partial: str = "wait",
                  duration: float | None = None, buffer_seconds: float = 30.0, extractor=None, detector=None):
-        if partial not in PARTIAL:
-            raise UserError(f"--partial must be one of {', '.join(PARTIAL)}, got {partial!r}")
+        check_partial(partial)
         self.backend, self.source, self.windowing = backend, source, windowing
         self.config = windowing.config
-        self.k, self.threshold, self.mask = k, threshold, mask
-        self.smoother = smoother or Smoother()
-        self.detector = detector  # astedge.runtime.events.EventDetector, fed the smoothed scores of each window
+        # the detector (astedge.runtime.events.EventDetector) is fed the smoothed scores of each window
+        self.decision = Decision(backend.labels, backend.task, k, threshold, mask, smoother or Smoother(), detector)
         self.partial = partial
         rate = self.config.sample_rate
         self.limit = None if duration is None else int(round(duration * rate))
         self.ring = AudioRing(windowing.window + max(4 * windowing.hop, int(buffer_seconds * rate)))
         # A backend that keeps windows on its device (TensorRT + CUDA fbank) computes each hop's frames there
-        # and takes audio, not features (astedge.features.device_pipeline); None: features on the host as below.
-        open_stream = getattr(backend, "open_stream", None)
-        self.device_stream = open_stream(windowing) if open_stream is not None else None
-        if not windowing.incremental and extractor is None and self.device_stream is None:
-            from astedge.features.cuda_fbank import extractor_for
-
-            extractor = extractor_for(getattr(backend, "device", "cpu"), self.config, model_input=False)
+        # and takes audio, not features (astedge.features.device_pipeline); None: features on the host, with
+        # `extractor` (numpy when None) where windows are not frame-aligned.
+        self.device_stream = backend.open_stream(windowing) if isinstance(backend, OpensStreams) else None
         self.features = WindowFeatures(windowing, extractor)
         self._resampler = None
         if int(source.rate) != rate:
@@ -344,10 +346,6 @@ class Listener:
             t1 = time.perf_counter()
             logits = self.backend.run(x[None])[0]
         t2 = time.perf_counter()
-        scores = self.smoother(activate(logits, self.backend.task))
-        top = rank(scores, self.backend.labels, self.k, self.threshold, self.mask)
-        rate = self.config.sample_rate
-        events = self.detector.update(start / rate, end / rate, scores) if self.detector is not None else []
         arrived = self.ring.arrival(end)
         if self.source.live and arrived is not None:
             self.delay_ms.append((t2 - arrived) * 1e3)
@@ -357,8 +355,9 @@ class Listener:
         self.classified += 1
         with self._lock:
             overflows, self._reported_overflows = self.overflows - self._reported_overflows, self.overflows
-        result = WindowResult(start / rate, end / rate, (t2 - t0) * 1e3, top, dropped=self._unreported_dropped,
-                              overflows=overflows, logits=logits, events=events)
+        rate = self.config.sample_rate
+        result = self.decision(start / rate, end / rate, logits, (t2 - t0) * 1e3, dropped=self._unreported_dropped,
+                               overflows=overflows)
         self._unreported_dropped = 0
         self._queue.put(result)
 
@@ -386,7 +385,7 @@ class Listener:
 
     def finish_events(self) -> list[dict]:
         """The end records of the events still open when the stream stopped (call after :meth:`results`)."""
-        return self.detector.finish() if self.detector is not None else []
+        return self.decision.finish()
 
     def stop(self) -> None:
         """Stop now (Ctrl-C): capture ends, the window in flight finishes, no tail window."""
@@ -439,5 +438,5 @@ class Listener:
             if self.window_ms else None,
             "frames_computed": (self.device_stream.frames_computed if self.device_stream is not None
                                 else self.features.frames_computed if self.features.incremental else None),
-            **({"events": len(self.detector.events)} if self.detector is not None else {}),
+            **({"events": len(self.decision.detected)} if self.decision.detector is not None else {}),
         }

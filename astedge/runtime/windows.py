@@ -1,9 +1,10 @@
 """Windows over audio, the one result type, and classifying files window by window.
 
-`classify` (files) and `listen` (:mod:`astedge.runtime.stream`) share :class:`WindowResult`, :class:`Windowing`
-and :func:`window_starts`, so a window means the same thing everywhere: `window` samples of audio every
-`hop` samples, starting at 0; audio left after the last full window is classified in one more, padded
-window. No torch here: the runtime runs on a Jetson with TensorRT alone.
+`classify` (files) and `listen` (:mod:`astedge.runtime.stream`) share :class:`WindowResult`, :class:`Windowing`,
+:func:`window_starts` and :class:`Decision` (what each window's logits become), so a window means the same
+thing everywhere: `window` samples of audio every `hop` samples, starting at 0; audio left after the last
+full window is classified in one more, padded window. The :class:`astedge.runtime.classifier.Classifier`
+wires these from its options. No torch here: the runtime runs on a Jetson with TensorRT alone.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from astedge.features import fbank as feats
 from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig
-from astedge.runtime.scores import Score, activate, rank
+from astedge.runtime.backends import RunsAudio
+from astedge.runtime.events import EventDetector
+from astedge.runtime.scores import Score, Smoother, activate, rank
 
 
 @dataclass
@@ -26,8 +30,9 @@ class WindowResult:
 
     ``file`` names the file (classify); ``aggregate`` ("mean" or "max") marks a clip-level record over
     ``windows`` windows; ``dropped``/``overflows`` (listen) count windows skipped and capture overflows
-    since the previous result. ``logits`` (raw model output) and ``events`` (the event records of
-    :mod:`astedge.runtime.events` this window completed) are for programs and are not serialized here.
+    since the previous result. ``logits`` (raw model output), ``scores`` (their probabilities, before smoothing)
+    and ``events`` (the event records of :mod:`astedge.runtime.events` this window completed) are for programs
+    and are not serialized here.
     """
 
     start: float
@@ -40,6 +45,7 @@ class WindowResult:
     dropped: int = 0
     overflows: int = 0
     logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     events: list[dict] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -122,6 +128,40 @@ class Windowing:
 
 
 @dataclass
+class Decision:
+    """What each window's logits become, in window order: probabilities, smoothed across windows (`smoother`), the
+    top `k` classes that `mask` allows at or above `threshold`, and the events they complete (`detector`, an
+    :class:`astedge.runtime.events.EventDetector` fed the smoothed scores). Files and streams share it."""
+
+    labels: tuple[str, ...]
+    task: str
+    k: int = 5
+    threshold: float | None = None
+    mask: np.ndarray | None = None
+    smoother: Smoother = field(default_factory=Smoother)
+    detector: EventDetector | None = None
+
+    def __call__(self, start: float, end: float, logits: np.ndarray, latency_ms: float, **fields) -> WindowResult:
+        """The result of the window ``[start, end)`` (seconds) whose model output is `logits`."""
+        scores = activate(logits, self.task)
+        shown = self.smoother(scores)
+        result = WindowResult(start, end, latency_ms, rank(shown, self.labels, self.k, self.threshold, self.mask),
+                              logits=logits, scores=scores, **fields)
+        if self.detector is not None:
+            result.events = self.detector.update(start, end, shown)
+        return result
+
+    def finish(self, end: float | None = None) -> list[dict]:
+        """The end records of the events still open when the audio ended at `end` seconds."""
+        return self.detector.finish(end) if self.detector is not None else []
+
+    @property
+    def detected(self) -> list:
+        """The detector's :class:`astedge.runtime.events.Event` objects so far (none without a detector)."""
+        return self.detector.events if self.detector is not None else []
+
+
+@dataclass
 class FileResult:
     """Every window of one file, and the clip-level mean and max over windows."""
 
@@ -131,6 +171,20 @@ class FileResult:
     mean: WindowResult
     max: WindowResult
     events: list[dict] = field(default_factory=list)  # start/end records in order (with a detector)
+    detected: list = field(default_factory=list, repr=False)  # the detector's Event objects (for CSV and scoring)
+
+    @classmethod
+    def collect(cls, name: str | None, seconds: float, windows: list[WindowResult], decision: Decision) -> "FileResult":
+        """The file's result from its windows: the clip-level mean and max aggregate the model's own (unsmoothed)
+        scores; the events are the windows' records and the end records of those still open at the end."""
+        stacked = np.stack([w.scores for w in windows])
+        total = sum(w.latency_ms for w in windows)
+        aggregates = {how: WindowResult(0.0, seconds, total, rank(values, decision.labels, decision.k,
+                                                                  decision.threshold, decision.mask),
+                                        file=name, aggregate=how, windows=len(windows))
+                      for how, values in (("mean", stacked.mean(axis=0)), ("max", stacked.max(axis=0)))}
+        events = [record for w in windows for record in w.events] + decision.finish(seconds)
+        return cls(name or "", seconds, windows, aggregates["mean"], aggregates["max"], events, list(decision.detected))
 
     def records(self) -> list[dict]:
         return [w.to_dict() for w in self.windows] + [self.mean.to_dict(), self.max.to_dict()]
@@ -158,56 +212,57 @@ def window_inputs(wave: np.ndarray, starts: list[int], windowing: Windowing, ext
 
 
 def window_logits(backend, wave: np.ndarray, starts: list[int], windowing: Windowing, extractor=None) -> np.ndarray:
-    """Logits of the windows at `starts`. A backend with ``run_audio`` (TensorRT with the CUDA fbank) takes the
-    windows' audio and computes features on its device, into the engine's input: no feature round trip.
-    Others get host features (:func:`window_inputs`) through ``run``."""
-    run_audio = getattr(backend, "run_audio", None)
-    if run_audio is not None:
-        return run_audio([wave[s:s + windowing.window] for s in starts])
+    """Logits of the windows at `starts`. A backend that :class:`~astedge.runtime.backends.RunsAudio` (TensorRT with
+    the CUDA fbank) takes the windows' audio and computes features on its device, into the engine's input: no
+    feature round trip. Others get host features (:func:`window_inputs`) through ``run``."""
+    if isinstance(backend, RunsAudio):
+        return backend.run_audio([wave[s:s + windowing.window] for s in starts])
     return backend.run(window_inputs(wave, starts, windowing, extractor))
 
 
-def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
-                      mask: np.ndarray | None = None, batch_size: int = 8, extractor=None, name: str | None = None,
-                      smoother=None, detector=None) -> FileResult:
-    """Classify mono audio at the model's rate in sliding windows, `batch_size` windows per backend call.
-
-    A `smoother` (:class:`astedge.runtime.scores.Smoother`) smooths the scores windows report; a `detector`
-    (:class:`astedge.runtime.events.EventDetector`) turns them into events (``FileResult.events``, and each window's
-    ``events``). The clip-level mean and max aggregate the model's own scores.
-    """
+def iter_windows(backend, wave: np.ndarray, windowing: Windowing, decision: Decision, *, batch_size: int = 8,
+                 extractor=None, name: str | None = None) -> Iterator[WindowResult]:
+    """Each window's result of mono audio at the model's rate as soon as its batch (`batch_size` windows per
+    backend call) is through; a batch's time is shared equally by its windows."""
     cfg, rate = windowing.config, windowing.config.sample_rate
     feats.frames_or_error(len(wave), cfg, name)
     if batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     starts = window_starts(len(wave), windowing.window, windowing.hop, tail=True, min_tail=cfg.window_shift)
-    results, all_scores = [], []
     for b in range(0, len(starts), batch_size):
         batch = starts[b:b + batch_size]
         t0 = time.perf_counter()
         logits = window_logits(backend, wave, batch, windowing, extractor)
         share = (time.perf_counter() - t0) * 1e3 / len(batch)
-        scores = activate(logits, backend.task)
-        for s, row, score in zip(batch, logits, scores, strict=True):
-            end = min(len(wave), s + windowing.window)
-            shown = smoother(score) if smoother is not None else score
-            result = WindowResult(s / rate, end / rate, share, rank(shown, backend.labels, k, threshold, mask),
-                                  file=name, logits=row)
-            if detector is not None:
-                result.events = detector.update(s / rate, end / rate, shown)
-            results.append(result)
-            all_scores.append(score)
-    events = [record for r in results for record in r.events]
-    if detector is not None:
-        events += detector.finish(len(wave) / rate)
-    stacked = np.stack(all_scores)
-    total = sum(r.latency_ms for r in results)
-    seconds = len(wave) / rate
-    aggregates = {}
-    for how, values in (("mean", stacked.mean(axis=0)), ("max", stacked.max(axis=0))):
-        aggregates[how] = WindowResult(0.0, seconds, total, rank(values, backend.labels, k, threshold, mask),
-                                       file=name, aggregate=how, windows=len(results))
-    return FileResult(name or "", seconds, results, aggregates["mean"], aggregates["max"], events)
+        for s, row in zip(batch, logits, strict=True):
+            yield decision(s / rate, min(len(wave), s + windowing.window) / rate, row, share, file=name)
+
+
+def classify_windows(backend, wave: np.ndarray, windowing: Windowing, decision: Decision, *, batch_size: int = 8,
+                     extractor=None, name: str | None = None,
+                     on_window: Callable[[WindowResult], None] | None = None) -> FileResult:
+    """Every window of mono audio at the model's rate through `decision`, collected into the file's result;
+    `on_window` hears each window's result as soon as it is ready."""
+    results = []
+    for result in iter_windows(backend, wave, windowing, decision, batch_size=batch_size, extractor=extractor,
+                               name=name):
+        results.append(result)
+        if on_window is not None:
+            on_window(result)
+    return FileResult.collect(name, len(wave) / windowing.config.sample_rate, results, decision)
+
+
+def classify_waveform(backend, wave: np.ndarray, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
+                      mask: np.ndarray | None = None, smoother=None, detector=None, **options) -> FileResult:
+    """Classify mono audio at the model's rate in sliding windows (:func:`classify_windows`; `options`: batch_size,
+    extractor, name, on_window).
+
+    A `smoother` (:class:`astedge.runtime.scores.Smoother`) smooths the scores windows report; a `detector`
+    (:class:`astedge.runtime.events.EventDetector`) turns them into events (``FileResult.events``, and each window's
+    ``events``). The clip-level mean and max aggregate the model's own scores.
+    """
+    decision = Decision(backend.labels, backend.task, k, threshold, mask, smoother or Smoother(), detector)
+    return classify_windows(backend, wave, windowing, decision, **options)
 
 
 def classify_file(backend, path: str | Path, windowing: Windowing, *, max_seconds: float | None = 3600.0,
@@ -219,7 +274,7 @@ def classify_file(backend, path: str | Path, windowing: Windowing, *, max_second
     return classify_waveform(backend, wave, windowing, name=str(path), **options)
 
 
-def clip_scores(backend, waves, windowing: Windowing, *, batch_size: int = 16) -> np.ndarray:
+def clip_scores(backend, waves, windowing: Windowing, *, batch_size: int = 16, extractor=None) -> np.ndarray:
     """Clip-level probabilities ``[clips, classes]``: each clip's windows through `backend`, the maximum over them
     (a clip shorter than the window is one padded window). What calibration and accuracy on labelled clips use."""
     cfg = windowing.config
@@ -228,10 +283,10 @@ def clip_scores(backend, waves, windowing: Windowing, *, batch_size: int = 16) -
         if len(wave) < cfg.window_size:
             wave = np.pad(wave, (0, cfg.window_size - len(wave)))
         starts = window_starts(len(wave), windowing.window, windowing.hop, tail=True, min_tail=cfg.window_shift)
-        if hasattr(backend, "run_audio"):  # features on the backend's device (see window_logits)
+        if isinstance(backend, RunsAudio):  # features on the backend's device (see window_logits)
             segments += [wave[s:s + windowing.window] for s in starts]
         else:
-            rows.append(window_inputs(wave, starts, windowing))
+            rows.append(window_inputs(wave, starts, windowing, extractor))
         owners += [clip] * len(starts)
     if segments:
         logits = [backend.run_audio(segments[i:i + batch_size]) for i in range(0, len(segments), batch_size)]

@@ -8,7 +8,7 @@ without gradients. Three kinds, from a spec string:
 
 - ``timm:NAME`` (``timm:resnet18``, ``timm:mobilenetv3_small_100``, ...): a timm CNN with one input
   channel on the same fbank input, trained first on the same data with the same augmentation
-  (:func:`astedge.train.loop.train_teacher`) and cached in the run folder as ``teacher.safetensors``;
+  (:func:`train_cnn_teacher`) and cached in the run folder as ``teacher.safetensors``;
 - a teacher checkpoint (that ``teacher.safetensors``), or an astedge AST checkpoint (``.safetensors``);
 - an export folder (ONNX Runtime / TensorRT through :mod:`astedge.runtime.backends`).
 
@@ -18,7 +18,10 @@ converted back to raw log-mel and re-normalized, padded or cropped its way; labe
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from astedge.features import fbank as feats
 from astedge.errors import UserError
-from astedge.files import atomic_write
+from astedge.features import fbank as feats
+from astedge.measure import metrics
+from astedge.model.tensorfile import read_header, read_tensors, write_tensors
+from astedge.train.clips import ClipDataset, RunData, epoch_indices, predict
+from astedge.train.objectives import label_loss, objective
+from astedge.train.optimization import make_optimizer, steps_per_epoch, train_epoch
+from astedge.train.recipes import Recipe
+from astedge.train.run_state import RunState
 
 TEACHER_FORMAT = "1"
 TIMM_PREFIX = "timm:"
@@ -65,40 +74,29 @@ def timm_name(spec: str) -> str | None:
 def save_cnn(path: Path, model: CnnClassifier, *, labels, task: str, features: feats.FbankConfig,
              fingerprint: str, metrics: dict) -> Path:
     """A trained CNN teacher as safetensors + JSON metadata (no pickle), atomically."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"astedge_teacher": TEACHER_FORMAT, "timm": model.name, "labels": json.dumps(list(labels)),
-                "task": task, "feature_config": json.dumps(features.to_dict()), "fingerprint": fingerprint,
-                "metrics": json.dumps(metrics)}
-    with atomic_write(path) as handle:
-        handle.write(save(tensors, metadata=metadata))
-    return path
+    return write_tensors(path, model.state_dict(), {
+        "astedge_teacher": TEACHER_FORMAT, "timm": model.name, "labels": list(labels), "task": task,
+        "feature_config": features.to_dict(), "fingerprint": fingerprint, "metrics": metrics})
 
 
 def read_metadata(path: Path) -> dict | None:
     """A teacher checkpoint's metadata; None for any other file (an AST checkpoint, a foreign file)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError):
+        metadata = read_header(path)
+    except UserError:
         return None
     return metadata if metadata.get("astedge_teacher") == TEACHER_FORMAT else None
 
 
 def load_cnn(path: Path) -> tuple[CnnClassifier, dict]:
     """A teacher checkpoint's CNN (eval mode) and its metadata."""
-    from safetensors.torch import load_file
-
     metadata = read_metadata(path)
     if metadata is None:
         raise UserError("is not an astedge teacher checkpoint", path)
     labels = json.loads(metadata["labels"])
     model = CnnClassifier(metadata["timm"], len(labels))
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(read_tensors(path, framework="pt")[0])
     except RuntimeError as err:
         raise UserError(f"weights do not fit timm:{metadata['timm']} ({str(err).splitlines()[0]})", path) from None
     return model.eval(), metadata
@@ -154,7 +152,7 @@ def _columns(teacher_labels, student_labels, source) -> list[int]:
 
 def load_teacher(spec: str | Path, labels, features: feats.FbankConfig, device: torch.device) -> Teacher:
     """A :class:`Teacher` from a teacher checkpoint, an AST checkpoint or an export folder (not ``timm:``)."""
-    from astedge.runtime.backends import resolve_model
+    from astedge.runtime.model_path import resolve_model
 
     path = Path(spec)
     if path.is_file() and read_metadata(path) is not None:
@@ -180,3 +178,80 @@ def load_teacher(spec: str | Path, labels, features: feats.FbankConfig, device: 
 
     return Teacher(f"{backend.name} export {path}", run, _columns(backend.labels, labels, path),
                    _converter(features, backend.feature_config))
+
+
+# ---------------------------------------------------------------------------------------------
+# A timm CNN teacher, trained on the student's data first
+
+
+#: How a timm CNN teacher is trained (its own values, whatever the student's recipe: a CNN from scratch learns
+#: well with these; measured on the keyword data, see benchmarks/results/training-*.md).
+TEACHER_TRAINING = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, schedule="cosine",
+                        wa_start=0, wa_end=0, drop_path=0.0)
+
+
+def teacher_for(recipe: Recipe, run: RunData, train_set: ClipDataset, val_set: ClipDataset, labels, task: str,
+                loss_name: str, run_dir: Path, device, world: int, say):
+    """The recipe's teacher: loaded, or (timm:NAME) trained on this data first and cached in the run folder."""
+    name = timm_name(recipe.teacher)
+    if name is None:
+        teacher = load_teacher(recipe.teacher, labels, run.features, device)
+        say(f"teacher: {teacher.describe}")
+        return teacher
+    path = run_dir / "teacher.safetensors"
+    fingerprint = _teacher_fingerprint(name, run, labels, recipe)
+    cached = read_metadata(path) if path.is_file() else None
+    if cached is not None and cached.get("fingerprint") == fingerprint:
+        say(f"teacher: timm:{name} from {path} (cached: trained on the same data with the same recipe)")
+    else:
+        if world > 1:
+            raise UserError(f"train the timm:{name} teacher in one process first (astedge train ... --teacher "
+                            f"timm:{name}), then pass --teacher RUN/teacher.safetensors to the distributed run")
+        train_cnn_teacher(name, recipe, train_set, val_set, labels, task, loss_name, path, fingerprint, device, say)
+    return load_teacher(path, labels, run.features, device)
+
+
+def _teacher_fingerprint(name: str, run: RunData, labels, recipe: Recipe) -> str:
+    """What a cached teacher must have been trained on: files (path, size, mtime), features, labels, recipe."""
+    files = [(str(i.path), i.path.stat().st_size, i.path.stat().st_mtime_ns, i.targets)
+             for split in ("train", "val") for i in run.splits[split]]
+    fields = {k: v for k, v in recipe.to_dict().items()
+              if k not in ("teacher", "distillation", "distill_alpha", "distill_tau", "model", "depth", "patch_size",
+                           "fstride", "tstride", "init", "pos_embed", "preset", "variant", "num_workers")}
+    blob = json.dumps([name, files, list(labels), run.features.to_dict(), fields, TEACHER_TRAINING], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def train_cnn_teacher(name: str, recipe: Recipe, train_set: ClipDataset, val_set: ClipDataset, labels, task: str,
+                      loss_name: str, path: Path, fingerprint: str, device, say) -> Path:
+    """Train a timm CNN (one input channel) on the student's data and augmentation; keep its best epoch."""
+    teacher_recipe = recipe.with_overrides({**TEACHER_TRAINING, "epochs": recipe.teacher_epochs or recipe.epochs})
+    torch.manual_seed(recipe.seed)
+    model = CnnClassifier(name, len(labels)).to(device)
+    optimizer = make_optimizer(model, teacher_recipe)
+    fn = objective(model, label_loss(loss_name, recipe.label_smoothing))
+    metric = metrics.main_metric(task)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    say(f"teacher: training timm:{name} ({params_m:.2f} M parameters, 1 input channel) for {teacher_recipe.epochs} "
+        "epochs on the same data and augmentation")
+    state, best, best_state = RunState(), -math.inf, None
+    total = steps_per_epoch(len(train_set), recipe.batch_size, 1) * teacher_recipe.epochs
+    for epoch in range(1, teacher_recipe.epochs + 1):
+        started = time.perf_counter()
+        train_set.epoch = epoch
+        loader = torch.utils.data.DataLoader(train_set, batch_size=recipe.batch_size,
+                                             sampler=epoch_indices(len(train_set), epoch, recipe.seed, 0, 1),
+                                             drop_last=len(train_set) > recipe.batch_size)
+        losses, _ = train_epoch(fn, model, loader, optimizer, torch.amp.GradScaler("cuda", enabled=False),
+                                teacher_recipe, epoch, state, total, device, False)
+        value = metrics.evaluate(*predict(model, val_set, 2 * recipe.batch_size, device, task), task)[metric]
+        if value > best:
+            best, best_state = value, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        say(f"teacher epoch {epoch}: loss {np.mean(losses):.4f}, val {metric} {value:.4f}, "
+            f"{time.perf_counter() - started:.1f} s")
+    model.load_state_dict(best_state)
+    save_cnn(path, model, labels=labels, task=task, features=train_set.features, fingerprint=fingerprint,
+             metrics={metric: best})
+    say(f"teacher: timm:{name} val {metric} {best:.4f}, saved as {path} (reuse it: --teacher {path})")
+    return path
+

@@ -165,7 +165,7 @@ def tensorrt_engines(size: str, stack, log) -> tuple:
     import tempfile
 
     from astedge.runtime.backends.tensorrt import ContextEngine, TensorRTBackend
-    from astedge.deploy.export import random_export
+    from astedge.measure.random_weights import random_export
     from astedge.model.config import model_config
 
     profile = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "e2e.toml"

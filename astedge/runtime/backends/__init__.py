@@ -1,9 +1,10 @@
 """Inference backends behind one small interface: construct from a model path, ``run(fbank [B, T, F]) -> logits``.
 
-A model path is an export folder (``astedge export``), its ``astedge.json``, an ``.onnx`` inside it, or an
-astedge ``.safetensors`` checkpoint (:func:`resolve_model`). Every backend offers :class:`Backend`:
-``name``, ``precision``, ``labels``, ``task``, ``feature_config``, ``device`` ("cuda" or "cpu"),
-``run`` and ``close``.
+A model path is what :func:`astedge.runtime.model_path.resolve_model` accepts. Every backend offers
+:class:`Backend`: ``name``, ``precision``, ``labels``, ``task``, ``feature_config``, ``device`` ("cuda" or
+"cpu"), ``run`` and ``close``. A backend that keeps features on its device also offers the optional
+capabilities :class:`RunsAudio` (windows of audio in, logits out) and :class:`OpensStreams` (a device session
+for a live stream's windows); the runtime checks them with ``isinstance`` and prefers them when present.
 
 Each backend lives in its own module and imports only its own runtime, so the Jetson runtime (no torch)
 imports just the one it uses. Adding a backend is one module plus one entry in :data:`BACKENDS`
@@ -22,9 +23,11 @@ import numpy as np
 from astedge import artefact as art
 from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig
+from astedge import precision as precision_table
+from astedge.runtime.model_path import resolve_model
 
-#: What a user may ask a backend for: "auto", or one of the artefact's precisions.
-PRECISIONS = ("auto", *art.PRECISIONS)
+#: What a user may ask a backend for: "auto", or one of the artefact's precisions (one table: astedge.precision).
+PRECISIONS = precision_table.RUNTIME_PRECISIONS
 
 
 @runtime_checkable
@@ -43,6 +46,25 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the runtime's resources (device memory, sessions)."""
+
+
+@runtime_checkable
+class RunsAudio(Protocol):
+    """Optional capability: features computed on the backend's device (TensorRT with the CUDA fbank), so windows of
+    audio go in and only logits come back: no feature round trip through the host."""
+
+    def run_audio(self, waves) -> np.ndarray:
+        """Logits ``[N, classes]`` of N windows of audio at the model's rate (a list of 1-D float32 arrays)."""
+
+
+@runtime_checkable
+class OpensStreams(Protocol):
+    """Optional capability: a device session for a live stream's windows, each hop's frames computed on the device."""
+
+    def open_stream(self, windowing):
+        """For a stream's :class:`astedge.runtime.windows.Windowing`: a session with ``classify(read, start, end)
+        -> logits | None``, ``frames_computed`` and ``close()``; or None when this backend or machine cannot run
+        one here (the runtime then computes features on the host)."""
 
 
 #: name -> (module, class, constructor keywords). Each class is built as ``cls(path, precision=..., **keywords)``.
@@ -64,76 +86,9 @@ def backend_names() -> list[str]:
     return [*ALIASES, *BACKENDS]
 
 
-@dataclass(frozen=True)
-class ModelPath:
-    """What a user's model path points at: an export folder (with maybe one chosen .onnx) or a checkpoint."""
-
-    kind: str  # "export" or "checkpoint"
-    path: Path  # the export folder, or the .safetensors file
-    onnx: Path | None = None  # an .onnx file the user named inside the export folder
-
-
-def resolve_model(path: str | Path) -> ModelPath:
-    """Classify a model path; anything else is a :class:`UserError` that says what is accepted."""
-    path = Path(path)
-    accepted = ("pass an export folder (astedge export), its astedge.json or model.onnx, or an astedge "
-                ".safetensors checkpoint")
-    if not path.exists():
-        raise UserError(f"does not exist; {accepted}", path)
-    if path.is_dir():
-        if not (path / art.METADATA_FILE).is_file():
-            found = sorted(p.name for p in path.glob("*.safetensors"))
-            hint = f" (it holds {', '.join(found)}: pass that file)" if found else ""
-            raise UserError(f"has no {art.METADATA_FILE}: not an export folder{hint}; {accepted}", path)
-        return ModelPath("export", path)
-    if path.suffix == ".safetensors":
-        return ModelPath("checkpoint", path)
-    if path.name == art.METADATA_FILE or path.suffix in (".onnx", ".plan"):
-        folder = art.artefact_dir(path)
-        return ModelPath("export", folder, path if path.suffix == ".onnx" else None)
-    raise UserError(f"is not a model file; {accepted}", path)
-
-
-def model_configs(path: str | Path):
-    """(ModelConfig, FbankConfig) of the model behind a model path, read without torch or weights."""
-    from astedge.model.config import ModelConfig
-
-    ref = resolve_model(path)
-    if ref.kind == "export":
-        meta = art.read_metadata(ref.path)
-        return ModelConfig.from_dict(meta["model_config"]), FbankConfig.from_dict(meta["feature_config"])
-    from astedge.model.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(ref.path, weights=False)
-    return checkpoint.model_config, checkpoint.feature_config
-
-
-#: Seconds between live windows when neither --hop nor the export's device profile says otherwise.
-DEFAULT_HOP_SECONDS = 1.0
-
-
-def stream_hop(path: str | Path) -> float:
-    """The hop a live stream defaults to: the export's device profile ``[stream] hop_seconds`` (the per-window
-    latency budget it was built for), else :data:`DEFAULT_HOP_SECONDS`."""
-    ref = resolve_model(path)
-    if ref.kind == "export":
-        profile = art.read_metadata(ref.path).get("profile") or {}
-        return float(profile.get("hop_seconds") or DEFAULT_HOP_SECONDS)
-    return DEFAULT_HOP_SECONDS
-
-
-def export_thresholds(path: str | Path) -> dict[str, float] | None:
-    """The per-class event thresholds an export carries (``astedge export --thresholds``), else None."""
-    ref = resolve_model(path)
-    if ref.kind == "export":
-        return art.read_metadata(ref.path).get("thresholds") or None
-    return None
-
-
 def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+    """`precision`, or the one :class:`UserError` every precision door gives: "auto" or a precision of the table."""
+    return precision_table.check_precision(precision, auto=True)
 
 
 def check_input(fbank: np.ndarray, frames: int, bins: int) -> np.ndarray:
@@ -142,12 +97,6 @@ def check_input(fbank: np.ndarray, frames: int, bins: int) -> np.ndarray:
     if x.ndim != 3 or x.shape[1:] != (frames, bins) or x.shape[0] < 1:
         raise UserError(f"the model takes input [batch, {frames}, {bins}], got {list(x.shape)}")
     return x
-
-
-def export_metadata(folder: Path) -> tuple[dict, tuple[str, ...], str, FbankConfig]:
-    """An export folder's astedge.json with its labels, task and feature config."""
-    meta = art.read_metadata(folder)
-    return meta, tuple(meta["labels"]), meta["task"], FbankConfig.from_dict(meta["feature_config"])
 
 
 def _construct(name: str, path, precision: str, threads: int | None) -> Backend:

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from astedge import artefact as art
-from astedge.runtime.backends import check_input, check_precision, export_metadata, resolve_model
+from astedge.runtime.backends import check_input, check_precision
+from astedge.runtime.model_path import export_metadata, resolve_model
 from astedge.errors import UserError
+from astedge.precision import PRECISIONS
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 #: Where the TensorRT provider caches the engines it builds (inside the export folder).
@@ -103,7 +105,7 @@ class OnnxRuntimeBackend:
         fp16_file = files.get("onnx_fp16")
         if named is not None:
             recorded = str(self.meta.get("precisions", {}).get(named.name, "fp32"))
-            named_precision = recorded.split(" ")[0] if recorded.split(" ")[0] in art.PRECISIONS else "fp32"
+            named_precision = recorded.split(" ")[0] if recorded.split(" ")[0] in PRECISIONS else "fp32"
             if precision not in ("auto", named_precision):
                 raise UserError(f"is the {named_precision} model but precision {precision} was asked for", named)
             return named, named_precision

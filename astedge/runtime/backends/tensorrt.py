@@ -20,6 +20,7 @@ of TensorRT 10.3, 10.8, 10.16 and 11.4 by test doubles built from those bindings
 from __future__ import annotations
 
 import warnings
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from astedge import artefact as art
 from astedge.features.cuda_driver import CudaError, CudaUnavailable, Driver, Resources, shared_driver
 from astedge.features.device_pipeline import BatchPipeline, StreamPipeline
 from astedge.errors import UserError
+from astedge.runtime.backends import check_precision
+from astedge.runtime.model_path import export_metadata, resolve_model
 
 MIN_TENSORRT_MAJOR = 10
 
@@ -133,77 +136,18 @@ def stream_profile(profiles: list[tuple]) -> int | None:
     return next((i for i, (low, _, _) in enumerate(profiles) if low[0] <= 1), None)
 
 
-class EngineEventTimer:
-    """GPU compute time of the engine: timing events (driver API) recorded on the stream just before and after
-    each ``execute_async_v3``. :meth:`take`, after ``run`` returned (it waits for the stream), sums the calls
-    since the last take. A CUDA error turns the timer off (take returns None); benchmarks go on with wall time.
-    While it is attached the pipelines run eagerly (no graphs), so that every execution is bracketed."""
-
-    def __init__(self, driver: Driver):
-        self.driver = driver
-        self.events: list[int] = []
-        self.free: list[int] = []
-        self.used: list[tuple[int, int]] = []
-        self.error: str | None = None
-        self._start: int | None = None
-
-    @classmethod
-    def attach(cls, backend) -> "EngineEventTimer | None":
-        """A timer for a backend that runs a TensorRT engine through the driver API, else None."""
-        runner = getattr(backend, "runner", None)
-        if runner is None or not isinstance(getattr(runner, "driver", None), Driver):
-            return None
-        timer = cls(runner.driver)
-        runner.set_timer(timer)
-        return timer
-
-    def _event(self) -> int:
-        if self.free:
-            return self.free.pop()
-        event = self.driver.event(timing=True)
-        self.events.append(event)
-        return event
+class ExecutionTimer(Protocol):
+    """What brackets each engine execution while attached to an :class:`EngineRunner` (:meth:`EngineRunner.set_timer`):
+    the hook ``astedge bench`` times GPU compute with (:class:`astedge.measure.gpu_timer.EngineEventTimer`)."""
 
     def start(self, stream: int) -> None:
-        self._start = None
-        if self.error:
-            return
-        try:
-            self._start = self._event()
-            self.driver.record(self._start, stream)
-        except CudaError as err:
-            self.error, self._start = str(err), None
+        """Called on the engine's stream just before ``execute_async_v3``."""
 
     def stop(self, stream: int) -> None:
-        if self._start is None or self.error:
-            return
-        try:
-            end = self._event()
-            self.driver.record(end, stream)
-            self.used.append((self._start, end))
-        except CudaError as err:
-            self.error = str(err)
-
-    def take(self) -> float | None:
-        """Milliseconds of GPU compute since the last take (None if nothing ran or the timer failed)."""
-        used, self.used = self.used, []
-        total = 0.0
-        for start, end in used:
-            self.free += [start, end]
-            if not self.error:
-                try:
-                    total += self.driver.elapsed_ms(start, end)
-                except CudaError as err:
-                    self.error = str(err)
-        return None if self.error or not used else total
+        """Called just after it was enqueued."""
 
     def close(self) -> None:
-        events, self.events, self.free, self.used = self.events, [], [], []
-        for event in events:
-            try:
-                self.driver.destroy_event(event)
-            except CudaError:
-                pass
+        """Release what it holds; called when it is detached or the runner closes."""
 
 
 class ContextEngine:
@@ -291,7 +235,7 @@ class EngineRunner:
     def __init__(self, plan: bytes, trt=None, driver: Driver | None = None, *, graphs: bool = True):
         self.trt = trt = trt or import_tensorrt()
         self.graphs = graphs
-        self.timer: EngineEventTimer | None = None
+        self.timer: ExecutionTimer | None = None
         self.resources = Resources()
         self._batch: BatchPipeline | None = None
         self.sessions: list[StreamSession] = []
@@ -366,7 +310,7 @@ class EngineRunner:
         self.sessions.append(session)
         return session
 
-    def set_timer(self, timer: EngineEventTimer | None) -> None:
+    def set_timer(self, timer: ExecutionTimer | None) -> None:
         """Bracket executions with `timer` (None: stop); the batch pipeline runs without graphs meanwhile."""
         if self.timer is not None and self.timer is not timer:
             self.timer.close()
@@ -393,11 +337,10 @@ class EngineRunner:
 class TensorRTBackend:
     """The engine of an export folder, checked against this machine's TensorRT, GPU and platform before loading.
 
-    The :class:`astedge.runtime.backends.Backend` of choice on a Jetson: tensorrt + numpy, no torch. Besides ``run``
-    (host features) it offers the device-resident hooks the runtime prefers: ``run_audio`` and
-    ``open_stream``. The engine's precision is fixed when it is built; asking for another one is an error.
-    `trt`, `driver`, `fbank_library` and `extractors` ({"model": ..., "frames": ...}: the fbank kernels to use)
-    are for tests and benchmarks (doubles, a chosen library).
+    The Backend of choice on a Jetson (tensorrt + numpy, no torch), with the device paths the runtime prefers:
+    it RunsAudio and OpensStreams (:mod:`astedge.runtime.backends`). Its precision is the engine's; asking for another
+    is an error. `trt`, `driver`, `fbank_library` and `extractors` ({"model": ..., "frames": ...}: the fbank kernels
+    to use) are for tests and benchmarks (doubles, a chosen library).
     """
 
     name = "tensorrt"
@@ -405,8 +348,6 @@ class TensorRTBackend:
 
     def __init__(self, path, precision: str = "auto", *, trt=None, driver: Driver | None = None,
                  fbank_library=None, extractors: dict | None = None, graphs: bool = True):
-        from astedge.runtime.backends import check_precision, export_metadata, resolve_model
-
         check_precision(precision)
         ref = resolve_model(path)
         if ref.kind != "export":
@@ -428,7 +369,6 @@ class TensorRTBackend:
         self.folder, self.meta = folder, meta
         self._fbank_library = fbank_library
         self._extractors: dict[str, object] = dict(extractors or {})
-        self.timer: EngineEventTimer | None = None
 
     def _extractor(self, kind: str):
         """The CUDA fbank for `kind` ("model" input or normalized "frames"), or the numpy reference (with the
@@ -473,24 +413,7 @@ class TensorRTBackend:
                           RuntimeWarning, stacklevel=2)
             return None
 
-    def time_gpu(self, enabled: bool = True) -> None:
-        """Bracket each ``execute_async_v3`` with CUDA events (``astedge bench``'s GPU compute time)."""
-        if enabled and self.timer is None:
-            self.timer = EngineEventTimer.attach(self)
-        elif not enabled and self.timer is not None:
-            self.runner.set_timer(None)
-            self.timer = None
-
-    @property
-    def gpu_timing(self) -> bool:
-        return self.timer is not None
-
-    def take_gpu_ms(self) -> float | None:
-        """GPU compute milliseconds since the last call (None when not timing, or nothing ran)."""
-        return self.timer.take() if self.timer is not None else None
-
     def close(self) -> None:
-        self.time_gpu(False)
         try:
             self.runner.close()
         finally:

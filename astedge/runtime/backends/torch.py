@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astedge.runtime.backends import check_input, check_precision, resolve_model
+from astedge.runtime.backends import check_input, check_precision
+from astedge.runtime.model_path import resolve_model
 from astedge.errors import UserError
 from astedge.files import sha256_file
 

@@ -1,0 +1,116 @@
+"""Option groups the runtime commands share, declared once, and the ClassifierOptions they build.
+
+Typer reads a command's options from its signature. A parameter whose default is a :class:`Group` stands for the
+group's options: :func:`grouped` puts them in its place (same flags, same order in ``--help``) and hands the
+command their values as one dict, which :func:`classifier_options` turns into
+:class:`astedge.runtime.classifier.ClassifierOptions`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from astedge.cli.common import BACKEND_HELP, PRECISION_HELP, SMOOTHING, SMOOTHING_WINDOWS
+
+
+class Group:
+    """Typer options declared once: ``name=(annotation, typer.Option(...))`` in order."""
+
+    def __init__(self, **options: tuple):
+        self.options = options
+
+    def but(self, **changes: tuple | None) -> "Group":
+        """The group with some options declared otherwise (e.g. their help), or left out (None)."""
+        merged = {**self.options, **changes}
+        return Group(**{name: option for name, option in merged.items() if option is not None})
+
+
+def grouped(command):
+    """`command` with each :class:`Group` parameter expanded into the group's options; it receives their values as
+    one dict under the parameter's name."""
+    members, parameters = {}, []
+    for parameter in inspect.signature(command).parameters.values():
+        if not isinstance(parameter.default, Group):
+            parameters.append(parameter)
+            continue
+        members[parameter.name] = list(parameter.default.options)
+        parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
+                                         annotation=annotation)
+                       for name, (annotation, option) in parameter.default.options.items()]
+
+    @functools.wraps(command)
+    def run(**values):
+        for group, names in members.items():
+            values[group] = {name: values.pop(name) for name in names}
+        return command(**values)
+
+    run.__signature__ = inspect.Signature(parameters)
+    hints = {p.name: p.annotation for p in parameters if not isinstance(p.annotation, str)}
+    run.__annotations__ = {**command.__annotations__, **hints}
+    return run
+
+
+WINDOWS = Group(
+    window=(Optional[float], typer.Option(None, "--window", help="Window in seconds (default: the model's, e.g. 10 s "
+                                          "for AudioSet models).")),
+    hop=(Optional[float], typer.Option(None, "--hop", help="Seconds between windows (default: the export's stream "
+                                       "hop, 1 s). Multiples of 10 ms compute only the new frames each hop.")),
+    top_k=(int, typer.Option(5, "-k", "--top-k", min=1, help="Labels per window.")),
+    threshold=(Optional[float], typer.Option(None, "--threshold", help="Only report scores >= this (with --events: "
+                                             "the on-threshold of classes without their own, default 0.5).")),
+    smoothing=(str, SMOOTHING),
+    smoothing_windows=(int, SMOOTHING_WINDOWS),
+    allow=(list[str], typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated).")),
+    deny=(list[str], typer.Option([], "--deny", help="Never these labels (repeatable, or comma-separated).")),
+)
+
+EVENT_OUTPUT = Group(
+    events=(bool, typer.Option(False, "--events", help="Print one JSON line when an event starts and one when it "
+                               "ends (smoothing, thresholds with hysteresis, N-of-M confirmation, merging).")),
+    events_csv=(Optional[Path], typer.Option(None, "--events-csv", help="Also write the ended events to this CSV "
+                                             "(onset,offset,label,...).")),
+    on_event=(Optional[str], typer.Option(None, "--on-event", help="Run this shell command per event, the event "
+                                          "JSON on its stdin (its own worker: capture never waits; failures and "
+                                          "drops are counted).")),
+)
+
+DECISION = Group(
+    thresholds=(Optional[Path], typer.Option(None, "--thresholds", help="Per-class thresholds (JSON from astedge "
+                                             "calibrate; default: those exported into the model's astedge.json, "
+                                             "else --threshold for every class).")),
+    off_ratio=(float, typer.Option(0.8, "--off-ratio", help="Hysteresis: an event ends below threshold x this.")),
+    confirm=(Optional[str], typer.Option(None, "--confirm", help="N/M: an event starts when its class is on in N of "
+                                         "the last M windows (default 1/1).")),
+    min_duration=(float, typer.Option(0.0, "--min-duration", help="Seconds an event must last before it is "
+                                      "reported.")),
+    merge_gap=(float, typer.Option(0.0, "--merge-gap", help="Seconds of silence that still continue an event.")),
+    trim=(float, typer.Option(0.0, "--trim", help="Seconds to move each onset later and offset earlier: a window "
+                              "fires before its sound fills half of it (choose it on a labelled stream with "
+                              "astedge evaluate).")),
+)
+
+BACKEND = (str, typer.Option("auto", "--backend", help=BACKEND_HELP))
+RUNNING = Group(backend=BACKEND, precision=(str, typer.Option("auto", "--precision", help=PRECISION_HELP)))
+
+
+def classifier_options(*groups: dict, outputs: dict | None = None, **fixed):
+    """The ClassifierOptions of a command's grouped option values (and `fixed` ones).
+
+    With the event `outputs` (--events, --events-csv, --on-event) the decision layer runs when any of them is asked
+    for, and --threshold is both the events' on-threshold and, unless --events prints events instead of windows,
+    the windows' report threshold. Without them --threshold is the events' on-threshold only.
+    """
+    from astedge.runtime.classifier import ClassifierOptions
+
+    values = {name: value for group in groups for name, value in group.items()} | fixed
+    threshold = values.pop("threshold", None)
+    if outputs is not None:
+        values["events"] = bool(outputs["events"] or outputs["events_csv"] is not None or outputs["on_event"])
+    reports = outputs is not None and not outputs["events"]
+    return ClassifierOptions(**values, threshold=threshold if reports else None,
+                             event_threshold=0.5 if threshold is None else threshold)

@@ -1,0 +1,52 @@
+"""The run folder's files besides the checkpoints: the folder check at the start, ``recipe.json`` and ``result.json``
+(written whole), ``metrics.jsonl`` (a line an epoch) and ``curves.png`` (redrawn after each epoch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from astedge.errors import UserError
+from astedge.files import atomic_write
+
+
+def open_run_folder(run_dir: Path, resume: bool, force: bool) -> None:
+    """Make `run_dir`; refuse a file there, or a folder holding a run unless resuming or forced."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("exists and is not a folder; give the run a folder with -o", run_dir)
+    if (run_dir / "last.safetensors").exists() and not (resume or force):
+        raise UserError("already holds a training run: pass --resume to continue it or --force to start over",
+                        run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """`data` as indented JSON, atomically."""
+    with atomic_write(path, "w") as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+
+
+def log_epoch(run_dir: Path, history: list[dict], metric: str) -> None:
+    """Append the last epoch's record to ``metrics.jsonl`` and redraw ``curves.png``."""
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(history[-1]) + "\n")
+    plot_curves(history, run_dir / "curves.png", metric)
+
+
+def plot_curves(history: list[dict], path: Path, metric: str) -> None:
+    """Training loss and validation metric per epoch, as a PNG beside the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    left.set(xlabel="epoch", ylabel="train loss", title="loss")
+    right.plot(epochs, [h[metric] for h in history], marker="o", color="tab:green")
+    right.set(xlabel="epoch", ylabel=f"val {metric}", title=metric)
+    fig.tight_layout()
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png", dpi=80)
+    plt.close(fig)
