@@ -316,8 +316,8 @@ def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 4800
         rows.append((start / rate, (start + n) / rate, label))
         gap = rng.uniform(*gaps)
         if rng.random() < 0.5 and gap > 0.4:  # a distractor inside the gap, away from the events
-            d_len = int((gap - 0.2) * rate)
             d_start = start + n + int(0.1 * rate)
+            d_len = min(int((gap - 0.2) * rate), total - d_start)  # the last gap may run past the recording's end
             distractor = _distractor(rng, d_len, rate)
             wave[d_start:d_start + d_len] += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (
                 rng.uniform(-35, -15) / 20)
