@@ -98,6 +98,7 @@ OFF = WaveAugment(p=0.0)
 
 
 def audio_files(folder: str | Path) -> list[Path]:
+    """The audio files under `folder` (none when it is not a folder)."""
     from astedge.data.datasets import AUDIO_SUFFIXES
 
     folder = Path(folder)
@@ -116,7 +117,7 @@ def load_bank(folder: str | Path, rate: int) -> list[np.ndarray]:
     bank = [load_audio(path, rate) for path in files]
     silent = [path for path, wave in zip(files, bank) if not np.any(wave)]
     if silent:
-        raise UserError("is silent: nothing to mix in", silent[0])
+        raise UserError("is silent (all zeros): a noise recording or impulse response needs sound", silent[0])
     return bank
 
 
@@ -134,17 +135,11 @@ def seeded(key: tuple[int, ...]):
         np.random.set_state(saved_np)
 
 
-def _transforms():
-    """audiomentations' base class and helpers, imported when augmentation is used (the import takes a second)."""
-    from audiomentations.core.transforms_interface import BaseWaveformTransform
-    from audiomentations.core.utils import calculate_desired_noise_rms, calculate_rms
-
-    return BaseWaveformTransform, calculate_rms, calculate_desired_noise_rms
-
-
 def _custom_steps():
-    """The three steps audiomentations has no in-memory form of, on its base class (its p and parameters)."""
-    base, rms, noise_rms = _transforms()
+    """The three steps audiomentations has no in-memory form of, on its base class (its p and parameters).
+    Imported when augmentation is used: audiomentations takes a second to import."""
+    from audiomentations.core.transforms_interface import BaseWaveformTransform as base
+    from audiomentations.core.utils import calculate_desired_noise_rms as noise_rms, calculate_rms as rms
 
     class Speed(base):
         """Speed perturbation: the clip resampled to play `factor` times faster (pitch and tempo together)."""
