@@ -13,6 +13,7 @@ from astedge.cli import inputs  # noqa: F401, I001
 from astedge.cli import training  # noqa: F401
 from astedge.cli import deploy  # noqa: F401
 from astedge.cli import runtime  # noqa: F401
+from astedge.cli import scoring  # noqa: F401
 from astedge.cli import measure  # noqa: F401
 from astedge.cli.app import app, err_console
 from astedge.errors import UserError
