@@ -1,8 +1,8 @@
 """What the runtime commands print: JSON Lines records with ``--json``, their human views without.
 
-Every record is one object with a ``"type"``: ``window`` and ``aggregate`` (:meth:`astedge.runtime.windows.WindowResult.to_dict`),
-``event`` (:meth:`astedge.runtime.events.Event.record`), ``class`` and ``summary``. The README's "Records" section
-lists their fields. Without ``--json`` the same content is shown as text lines and tables.
+Every record is one object with a ``"type"``: ``window`` and ``aggregate``
+(:meth:`astedge.runtime.windows.WindowResult.to_dict`), ``event`` (:meth:`astedge.runtime.events.Event.record`),
+``class`` and ``summary``. The README's "Records" section lists their fields. Without ``--json`` the same content is shown as text lines and tables.
 """
 
 from __future__ import annotations
@@ -80,11 +80,12 @@ class EventOutput:
             if record["event"] == "end":
                 self.ended.append(record)
 
-    def close(self) -> dict:
-        """Write the CSV (atomically) and wait for the hook; returns the hook's figures for a summary."""
+    def close(self, write: bool = True) -> dict:
+        """Write the CSV (atomically; not when `write` is False: a run that failed) and wait for the hook; returns
+        the hook's figures for a summary."""
         from astedge.runtime.events import write_events_csv
 
-        if self.csv_path is not None:
+        if self.csv_path is not None and write:
             write_events_csv(self.csv_path, self.ended)
         return {"on_event": self.hook.close()} if self.hook is not None else {}
 

@@ -170,8 +170,10 @@ def classify(
         try:
             for path, seconds in files:
                 _classify_one(classifier, path, seconds, output, as_json, events=outputs["events"])
-        finally:
-            output.close()
+        except BaseException:
+            output.close(write=False)  # no --events-csv of a run that did not finish
+            raise
+    output.close()
 
 
 def _audio_files(paths: list[Path]) -> list[tuple[Path, float]]:

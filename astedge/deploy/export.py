@@ -400,7 +400,7 @@ def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DevicePr
 def _check_int8_request(profile: DeviceProfile, calibration, min_agreement) -> None:
     """Fail before any work: INT8 needs a readable folder of audio and a sensible agreement threshold; the other
     precisions take neither."""
-    from astedge.audio.decode import audio_files
+    from astedge.audio.decode import audio_files, audio_info
 
     if profile.precision != "int8":
         if calibration is not None or min_agreement is not None:
@@ -408,7 +408,8 @@ def _check_int8_request(profile: DeviceProfile, calibration, min_agreement) -> N
         return
     if calibration is None:
         raise UserError("INT8 export needs calibration audio: --calibration AUDIO_DIR (clips from the model's domain)")
-    audio_files(calibration, "calibration folder")
+    for path in audio_files(calibration, "calibration folder"):
+        audio_info(path)  # an unreadable clip is refused now, not after minutes of export
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise UserError(f"--int8-min-agreement must be a fraction in [0, 1], got {min_agreement}")
 

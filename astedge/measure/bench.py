@@ -11,6 +11,9 @@ Three stages are timed, each on its own and together, for each backend and batch
 - ``gpu_compute`` (TensorRT backend only): CUDA events recorded on the engine's stream around each
   ``execute_async_v3`` (trtexec's "GPU Compute Time": no copies, no host overhead).
 
+Contenders are backends at a precision: each backend asked for at ``precision``, and with ``auto`` an export's INT8
+model (``export --int8``) on each ONNX Runtime backend too, as its own row (:func:`load_contenders`).
+
 How it is measured: every backend is loaded first; then, per batch size, warm-up rounds (excluded)
 and timed rounds run the backends round-robin (:func:`astedge.timing.round_robin`; each round: fbank,
 model, end-to-end of every backend), so a burst of other load on the machine hits every backend

@@ -2,7 +2,7 @@
 
 One bark heard in ten overlapping 10 s windows is one event here. Per class, window after window:
 
-    smoothed scores (:class:`astedge.runtime.scores.Smoother`: EMA or a median over the last N windows)
+    smoothed scores (:class:`astedge.runtime.scores.Smoother`: EMA, or a median or max over the last N windows)
       -> on/off thresholds (one global, per class from a file, or calibrated; hysteresis: on >= on, off < off)
       -> N-of-M confirmation (the class must be on in N of the last M windows) and a minimum duration
       -> an event: ``start`` when confirmed, ``end`` once the class stayed off for the merge gap
@@ -11,16 +11,17 @@ One bark heard in ten overlapping 10 s windows is one event here. Per class, win
 A window's scores describe its audio ``[start, end)``; an event's onset and offset are the centres of its
 first and last windows above the threshold (for a sound that fills half a window, that is where it
 starts), moved back by the smoothing's lag (a median or EMA over N windows answers (N - 1) / 2 windows
-late; a max over N windows rises at once and falls N - 1 windows late: its onsets have no lag, its offsets that
-one). An event already on in the stream's first window starts where the audio starts, and one still on
+late; a max over N windows rises at once and falls N - 1 windows late: no lag at onsets, that lag at
+offsets). An event already on in the stream's first window starts where the audio starts, and one still on
 in its last window ends where the audio ends: no window is centred earlier or later than that. A window
 classifier fires before a sound fills half of it, so its on-windows' centres reach beyond the sound;
 ``trim`` (seconds, chosen on a labelled stream with ``astedge evaluate``) moves onsets later and
-offsets earlier by that much; ``min_duration`` applies to the trimmed event, and an event that trimming would
-leave without length is never reported. ``first_detected_at`` is when the event was confirmed: the end of the confirming window in
-audio time (what decision latency is measured from) and the wall clock. Multi-label models may have
-overlapping events of different classes; single-label (softmax) models one at a time: only the top class
-can be on. Torch-free and shared by ``listen``, ``classify`` and ``evaluate``.
+offsets earlier by that much. ``min_duration`` applies to the trimmed event, and an event without length
+(one on-window, or one that trimming leaves empty) is never reported. ``first_detected_at`` is when the
+event was confirmed: the end of the confirming window in audio time (what decision latency is measured
+from) and the wall clock. Multi-label models may have overlapping events of different classes;
+single-label (softmax) models one at a time: only the top class can be on. Torch-free and shared by
+``listen``, ``classify`` and ``evaluate``.
 """
 
 from __future__ import annotations
