@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -167,12 +167,18 @@ def test_the_event_hook_never_blocks_and_counts(tmp_path):
     report = hook.close()
     assert report["run"] == 3 and report["failed"] == 0
     assert [json.loads(line)["k"] for line in out.read_text().splitlines()] == [0, 1, 2]
-    slow = EventHook("sleep 1", queue_size=1)
-    started = time.perf_counter()
-    for k in range(5):
-        slow.submit({"k": k})
-    assert time.perf_counter() - started < 0.5  # the caller never waits for the command
-    report = slow.close(wait=5)
+    gate = tmp_path / "gate"  # each command waits until the test creates this file
+    slow, submitted = EventHook(f"while [ ! -e {gate} ]; do sleep 0.02; done", queue_size=1), threading.Event()
+
+    def submit_all():
+        for k in range(5):
+            slow.submit({"k": k})
+        submitted.set()
+
+    threading.Thread(target=submit_all, daemon=True).start()
+    assert submitted.wait(60) and slow.run == 0  # every submit returned while the first command still waits
+    gate.touch()
+    report = slow.close(wait=10)
     assert report["dropped"] >= 3 and report["run"] + report["dropped"] == 5
     failing = EventHook("exit 3")
     failing.submit({"k": 0})
