@@ -25,7 +25,7 @@ C_LIBRARY_NOTE = re.compile(rb"^(Note: |Warning: |\[[^\]\n]*libmpg123[^\]\n]*\] 
 _lock = threading.Lock()
 _depth = 0
 _saved_fd: int | None = None
-_sink = None  # one temporary file for the process, emptied after each use
+_sink: int | None = None  # one unnamed temporary file for the process (a descriptor), emptied after each use
 
 
 @contextmanager
@@ -51,8 +51,9 @@ def _enter() -> None:
             _saved_fd = None
             return
         if _sink is None:
-            _sink = tempfile.TemporaryFile()
-        os.dup2(_sink.fileno(), 2)
+            _sink, name = tempfile.mkstemp(prefix="astedge-stderr-")
+            os.unlink(name)
+        os.dup2(_sink, 2)
 
 
 def _leave() -> None:
@@ -70,7 +71,7 @@ def _leave() -> None:
 
 def _drain() -> bytes:
     """What reached descriptor 2 while it was captured; the sink is emptied for the next use."""
-    sink = _sink.fileno()
+    sink = _sink
     size = os.fstat(sink).st_size
     if not size:
         return b""
