@@ -577,6 +577,7 @@ def test_listen_on_a_microphone_or_one_line_why_not(model, tmp_path, case, fragm
         return
     assert result.returncode == 0, stderr
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    summary = records[-1]["summary"]
-    assert summary["source_rate"] == 48000 and summary["resampled"] and summary["audio_s"] == pytest.approx(1.5)
-    assert [(r["start"], r["end"]) for r in records[:-1]] == [(0.0, 1.0), (0.5, 1.5)]
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["source_rate"] == 48000 and summary["resampled"]
+    assert summary["audio_s"] == pytest.approx(1.5)
+    assert [(r["type"], r["start"], r["end"]) for r in records[:-1]] == [("window", 0.0, 1.0), ("window", 0.5, 1.5)]
