@@ -178,3 +178,13 @@ def test_quiet_c_stderr_is_shared_by_threads_and_restored_by_the_last(capfd):
     thread.join()
     os.write(2, b"after both\n")
     assert capfd.readouterr().err == "main left first\nafter both\n"
+
+
+def test_a_process_forked_during_a_capture_writes_to_the_terminal(capfd):
+    with quiet_c_stderr():
+        pid = os.fork()
+        if pid == 0:  # the child: its stderr is the terminal again, not the parent's capture
+            os.write(2, b"Note: the child's own line\n")
+            os._exit(0)
+        os.waitpid(pid, 0)
+    assert capfd.readouterr().err == "Note: the child's own line\n"

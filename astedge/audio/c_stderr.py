@@ -89,6 +89,18 @@ def _pass_on(data: bytes) -> None:
         os.write(2, kept)
 
 
+def _after_fork_in_child() -> None:
+    """A child forked during a capture (a data loader worker) gets the terminal back and its own lock and sink."""
+    global _lock, _depth, _saved_fd, _sink
+    if _saved_fd is not None:
+        os.dup2(_saved_fd, 2)
+        os.close(_saved_fd)
+    _lock, _depth, _saved_fd, _sink = threading.Lock(), 0, None, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _flush_python_stderr() -> None:
     try:
         sys.stderr.flush()

@@ -106,7 +106,7 @@ def _kill_point(point: str, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _resume(setup: "_Setup", trainer: "_Trainer", process: "_Process") -> RunState:
+def _resume(setup: _Setup, trainer: _Trainer, process: _Process) -> RunState:
     """Where `--resume` continues: after the last committed epoch (its checkpoints and logs rewritten, in case the
     cut came after its state file), or at epoch 1 when none was committed; one line says which."""
     state = resume_run(process.run_dir, trainer.model, trainer.optimizer)
