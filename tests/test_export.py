@@ -648,27 +648,33 @@ def test_backend_without_engine_says_build_it(exported):
         trt_backend.TensorRTBackend(folder)
 
 
-def test_no_gpu_is_one_user_error():
-    try:
+@pytest.mark.parametrize("failure", [cd.CudaUnavailable("libcuda.so.1 not found (no NVIDIA driver)"),
+                                     cd.CudaError("cuInit", 100, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device")])
+def test_no_gpu_is_one_user_error(monkeypatch, failure):
+    def no_driver(device=0):
+        raise failure
+
+    monkeypatch.setattr(trt_backend, "shared_driver", no_driver)
+    with pytest.raises(UserError) as err:
         trt_backend.current_gpu()
-    except UserError as err:  # no libcuda here, or no usable GPU: one clear line
-        assert "no CUDA GPU visible" in str(err) and "\n" not in str(err)
+    assert str(err.value) == f"no CUDA GPU visible: {failure}" and "\n" not in str(err.value)
+    orin = cd.Driver(lib=FakeCuda(name="Orin", cc=(8, 7), integrated=True))  # and with a GPU, its description
+    assert {k: trt_backend.current_gpu(orin)[k] for k in ("name", "compute_capability", "integrated")} == \
+        {"name": "Orin", "compute_capability": "8.7", "integrated": True}
 
 
 # --- build-engine and the backend end to end on the doubles (one version's TensorRT names, libcuda on the CPU)
 
 
-def _perfect_engine(folder):
-    """The logits of an engine that reproduces the export's reference logits on its verification inputs."""
-    data = np.load(folder / "verification.npz")
-    inputs, logits = data["fbank"], data["logits_onnx"]
+def _network_engine(folder, wrong: bool = False):
+    """An engine double that computes the network on whatever reaches its input binding: the export's FP16 ONNX
+    (what a strongly typed build compiles) in ONNX Runtime, so verification meets real FP16 differences; `wrong`
+    swaps the classes (an engine that computes something else)."""
+    session = ort.InferenceSession(str(folder / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
 
     def fn(x):
-        out = np.zeros((len(x), logits.shape[1]), np.float32)
-        for i, row in enumerate(x):
-            match = np.flatnonzero((inputs == row).all(axis=(1, 2)))
-            out[i] = logits[match[0]] if len(match) else 0.0
-        return out
+        logits = session.run(None, {"fbank": np.ascontiguousarray(x, np.float32)})[0]
+        return logits[:, ::-1] if wrong else logits
 
     return fn
 
@@ -685,8 +691,8 @@ def doubles(monkeypatch, exported, tmp_path):
     monkeypatch.setattr(trt_backend, "shared_driver", lambda device=0: driver)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
-    def use(version):
-        trt, calls = fake_tensorrt(version, cuda=cuda, logits_fn=_perfect_engine(folder))
+    def use(version, wrong=False):
+        trt, calls = fake_tensorrt(version, cuda=cuda, logits_fn=_network_engine(folder, wrong))
         monkeypatch.setattr(eng, "import_tensorrt", lambda: trt)
         return trt, calls
 
@@ -706,6 +712,18 @@ def test_build_engine_records_platform_layers_and_profiles(doubles, version):
     assert json.loads((folder / eng.LAYERS_FILE).read_text())["layers"][0]["type"] == "Myelin"
     assert engine["timing_cache"].endswith(f"timing-{version}-orin-000102030405.cache")
     assert cuda.live() == {}  # the verification runner released everything
+    figures = summary["verification"]  # the engine's own FP16 arithmetic against the FP32 ONNX's logits
+    assert 0 < figures["max_abs_diff"] and figures["max_abs_diff"] <= 0.05 * figures["reference_max_abs"]
+
+
+def test_an_engine_that_computes_something_else_is_refused(doubles):
+    folder, cuda, driver, use = doubles
+    use("10.8.0.43", wrong=True)
+    before = art.read_metadata(folder)
+    with pytest.raises(verify.VerificationError, match="the TensorRT engine fails verification"):
+        eng.build_engine(folder / "model.onnx", profiles.load_profile("jetson-orin-nano"), log=lambda m: None)
+    assert not (folder / "model.plan").exists() and art.read_metadata(folder) == before
+    assert cuda.live() == {}
 
 
 def test_export_and_build_engine_resolve_the_same_profile(doubles, checkpoint, tmp_path):
@@ -819,16 +837,26 @@ def _tensorrt_usable() -> bool:
     return ok
 
 
-@pytest.mark.tensorrt
-@pytest.mark.skipif(not _tensorrt_usable(), reason="needs the TensorRT Python bindings and a CUDA GPU")
-def test_real_engine_build_and_run(exported, tmp_path):
+SMALL_PROFILE = dict(name="test", min_batch=1, opt_batch=2, max_batch=4, workspace_mib=1024, builder_optimization_level=1)
+NEEDS_TENSORRT = pytest.mark.skipif(not _tensorrt_usable(), reason="needs the TensorRT Python bindings and a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def real_engine(exported, tmp_path_factory):
+    """A copy of the export folder with a real engine built in it, and build-engine's summary."""
     import shutil
 
-    folder = tmp_path / "kws"
+    folder = tmp_path_factory.mktemp("real-engine") / "kws"
     shutil.copytree(exported[0], folder)
-    small = profiles.DeviceProfile(name="test", min_batch=1, opt_batch=2, max_batch=4, workspace_mib=1024,
-                                   builder_optimization_level=1)
-    summary = eng.build_engine(folder / "model.onnx", small, timing_cache=tmp_path / "cache", log=lambda m: None)
+    summary = eng.build_engine(folder / "model.onnx", profiles.DeviceProfile(**SMALL_PROFILE),
+                               timing_cache=folder.parent / "cache", log=lambda m: None)
+    return folder, summary
+
+
+@pytest.mark.tensorrt
+@NEEDS_TENSORRT
+def test_real_engine_build_and_run(real_engine):
+    folder, summary = real_engine
     figures = summary["verification"]
     assert figures["passed"] and figures["top1_agreement"] >= 0.875 and figures["max_abs_diff"] <= 5e-2
     meta = art.read_metadata(folder)
@@ -846,13 +874,25 @@ def test_real_engine_build_and_run(exported, tmp_path):
     host = backend.run(np.stack([C.HostFbank(config)(w) for w in waves]))
     for _ in range(3):
         assert np.abs(backend.run_audio(waves) - host).max() <= 5e-3  # FP16 engine: inputs differ by <= 1 ulp of logf
-    session = backend.open_stream(Windowing.from_seconds(config, 1.0, 0.5))
-    if session is not None:  # needs the CUDA fbank library
-        stream = np.concatenate(waves)
-        for start in range(0, 48001, 8000):
-            out = session.classify(lambda a, b: stream[a:b], start, start + 16000)
-            expected = backend.run(C.HostFbank(config)(stream[start:start + 16000])[None])[0]
-            assert np.abs(out - expected).max() <= 5e-3
     backend.close()
     with pytest.raises(UserError, match="already has an engine"):
-        eng.build_engine(folder, small, log=lambda m: None)
+        eng.build_engine(folder, profiles.DeviceProfile(**SMALL_PROFILE), log=lambda m: None)
+
+
+@pytest.mark.tensorrt
+@NEEDS_TENSORRT
+@pytest.mark.skipif(C.find_library() is None, reason="live windows on the device need the CUDA fbank library "
+                    "(cmake -B build && cmake --build build); without it the listener computes features on the host")
+def test_real_engine_streams_live_windows_on_the_device(real_engine):
+    folder, _ = real_engine
+    backend = trt_backend.TensorRTBackend(folder)
+    config = backend.feature_config
+    session = backend.open_stream(Windowing.from_seconds(config, 1.0, 0.5))
+    assert session is not None, "the CUDA fbank library is there, yet the device stream did not open"
+    rng = np.random.default_rng(0)
+    stream = np.concatenate([(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(4)])
+    for start in range(0, 48001, 8000):
+        out = session.classify(lambda a, b: stream[a:b], start, start + 16000)
+        expected = backend.run(C.HostFbank(config)(stream[start:start + 16000])[None])[0]
+        assert np.abs(out - expected).max() <= 5e-3
+    backend.close()

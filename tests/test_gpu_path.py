@@ -539,6 +539,12 @@ def test_listener_runs_windows_on_the_device_in_its_inference_thread(rng, host_l
 # --- the real GPU ----------------------------------------------------------------------------------------
 
 
+#: The CUDA fbank vs its host build, every cell of the model input (normalized units): built with -fmad=false, only
+#: the device's logf may differ from glibc's, by an ulp or two; 1e-5 (9e-5 log-mel) leaves room for that and is far
+#: below the host build's own bound against numpy (2.4e-4 log-mel).
+GPU_TOLERANCE = 1e-5
+
+
 @pytest.fixture(scope="module")
 def gpu():
     try:
@@ -551,11 +557,11 @@ def gpu():
 
 
 class _DeviceEngine:
-    """A stand-in engine on the real GPU: copies the first `classes` floats of its input to its output (one
-    D2D copy), so the pipeline's kernel output is checked through the logits without TensorRT."""
+    """A stand-in engine on the real GPU: copies its whole input binding to its output (one D2D copy a clip), so
+    every cell the CUDA fbank wrote into the binding is checked through the "logits", without TensorRT."""
 
-    def __init__(self, driver, frames, bins, classes=5, max_batch=4):
-        self.driver, self.frames, self.bins, self.classes = driver, frames, bins, classes
+    def __init__(self, driver, frames, bins, max_batch=4):
+        self.driver, self.frames, self.bins, self.classes = driver, frames, bins, frames * bins
         self.min_batch, self.max_batch = 1, max_batch
 
     def bind(self, batch, input_ptr, output_ptr, stream):
@@ -576,8 +582,8 @@ def test_gpu_batch_pipeline_runs_graphs_on_the_device(gpu, rng, host_library):
     reference = C.HostFbank(SMALL, library=host_library)
     for _ in range(3):
         waves = (0.1 * rng.standard_normal((4, 16000))).astype(np.float32)
-        logits = pipeline.run_audio(waves)
-        assert np.abs(logits - reference(waves)[:, 0, :5]).max() <= 4e-6  # only logf may differ (1 ulp)
+        logits = pipeline.run_audio(waves).reshape(len(waves), SMALL.target_length, SMALL.num_mel_bins)
+        assert np.abs(logits - reference(waves)).max() <= GPU_TOLERANCE
     assert pipeline.graphs.counts == {"eager": 1, "capture": 1, "replay": 1}
     pipeline.close()
 
@@ -586,13 +592,13 @@ def test_gpu_batch_pipeline_runs_graphs_on_the_device(gpu, rng, host_library):
 def test_gpu_stream_pipeline_matches_the_host_build(gpu, rng, host_library):
     driver, _ = gpu
     frames = C.CudaFbank(SMALL, model_input=False, normalize=True)
-    engine = _DeviceEngine(driver, SMALL.target_length, SMALL.num_mel_bins, classes=128, max_batch=1)
+    engine = _DeviceEngine(driver, SMALL.target_length, SMALL.num_mel_bins, max_batch=1)
     pipeline = dp.StreamPipeline(driver, engine, frames, SMALL)
     stream = (0.1 * rng.standard_normal(16000 * 4)).astype(np.float32)
     reference = C.HostFbank(SMALL, library=host_library)
     for start, end in _windows(len(stream), 16000, 4000):
-        logits = pipeline.classify(lambda a, b: stream[a:b], start, end)
-        assert np.abs(logits - reference(stream[start:end])[0]).max() <= 4e-6
+        logits = pipeline.classify(lambda a, b: stream[a:b], start, end).reshape(SMALL.target_length, -1)
+        assert np.abs(logits - reference(stream[start:end])[0]).max() <= GPU_TOLERANCE
     assert pipeline.graphs.counts["replay"] > 0
     pipeline.close()
     frames.close()

@@ -30,13 +30,13 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imported(name: str, path: Path, known: set[str]) -> set[str]:
-    """The astedge modules `name` imports anywhere in its file."""
+def import_statements(name: str, path: Path):
+    """(module, names) of every import statement in the file of module `name`, in functions too; relative imports
+    resolved; ``import a.b`` gives (``a.b``, [])."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    targets: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            targets.update(alias.name for alias in node.names)
+            yield from ((alias.name, []) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -44,8 +44,15 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            targets.add(module)
-            targets.update(f"{module}.{alias.name}" for alias in node.names)  # `from astedge import features`
+            yield module, [alias.name for alias in node.names]
+
+
+def imported(name: str, path: Path, known: set[str]) -> set[str]:
+    """The astedge modules `name` imports anywhere in its file."""
+    targets: set[str] = set()
+    for module, names in import_statements(name, path):
+        targets.add(module)
+        targets.update(f"{module}.{alias}" for alias in names)  # `from astedge import features`
     out = set()
     for target in targets:
         while target and target not in known:  # `astedge.runtime.backends.tensorrt.EngineRunner` -> its module
@@ -177,10 +184,39 @@ def test_every_module_has_a_docstring():
     assert missing == []
 
 
-@pytest.mark.parametrize("name", sorted(set(modules()) - {"astedge.__main__"}))  # __main__ runs the CLI
-def test_every_module_imports(name):
-    module = importlib.import_module(name)
-    assert module.__name__ == name and module.__doc__
+def unresolved_imports(name: str, path: Path) -> list[str]:
+    """The astedge modules and names that module `name` imports (in functions too, which run only when called) but
+    that do not exist: a lazy ``from astedge.x import renamed`` fails only when its function first runs."""
+    import importlib.util
+
+    missing = []
+    for module, names in import_statements(name, path):
+        if module.split(".")[0] != "astedge":
+            continue
+        try:
+            target = importlib.import_module(module)
+        except ImportError as err:
+            missing.append(f"{module} ({err})")
+            continue
+        is_package = hasattr(target, "__path__")  # its submodules count as names too
+        missing += [f"{module}.{alias}" for alias in names if alias != "*" and not hasattr(target, alias)
+                    and not (is_package and importlib.util.find_spec(f"{module}.{alias}"))]
+    return missing
+
+
+def test_the_import_check_finds_a_name_that_does_not_exist(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("def later():\n    from astedge.features.fbank import fbank, no_such_function\n"
+                      "    from astedge.no_such_module import x\n    import astedge.audio.decode\n")
+    assert unresolved_imports("astedge.probe", source) == [
+        "astedge.features.fbank.no_such_function", "astedge.no_such_module (No module named 'astedge.no_such_module')"]
+
+
+def test_every_module_imports_and_every_name_it_imports_exists():
+    found = modules()
+    for name in sorted(set(found) - {"astedge.__main__"}):  # __main__ runs the CLI
+        importlib.import_module(name)
+    assert {name: missing for name, path in found.items() if (missing := unresolved_imports(name, path))} == {}
 
 
 def test_every_package_is_installed_by_pyproject():

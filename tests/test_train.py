@@ -307,21 +307,24 @@ def test_the_state_file_keeps_its_layout_both_ways(tmp_path):
     _old_save_state(tmp_path / "old.safetensors", optimizer, progress, wa)
 
     restored = make_optimizer(model, recipe)
-    state = load_state(tmp_path / "old.safetensors", restored)  # an old file, read now
-    assert state.progress() == progress and _same_tensors(state.wa_sum, wa)
+    state, weights = load_state(tmp_path / "old.safetensors", restored)  # an old file, read now
+    assert state.progress() == progress and _same_tensors(state.wa_sum, wa) and weights == {}
     before, after = optimizer.state_dict(), restored.state_dict()
     assert after["param_groups"] == json.loads(json.dumps(before["param_groups"]))  # betas come back as a list
     assert after["state"].keys() == before["state"].keys()
     assert all(_same_tensors(after["state"][i], before["state"][i]) for i in before["state"])
 
-    save_state(tmp_path / "new.safetensors", optimizer, RunState(**progress, wa_sum=wa))  # a file now, read as then
+    save_state(tmp_path / "new.safetensors", model, optimizer, RunState(**progress, wa_sum=wa))  # now, read as then
     (old_tensors, old_meta, old_saved), (tensors, meta, saved) = (_old_load_state(tmp_path / name)
                                                                   for name in ("old.safetensors", "new.safetensors"))
+    weights = {k[6:]: tensors.pop(k) for k in list(tensors) if k.startswith("model.")}  # the weights moved in since
     assert _same_tensors(tensors, old_tensors) and meta == old_meta and saved["progress"] == old_saved["progress"]
+    assert _same_tensors(weights, model.state_dict())
 
 
 def test_a_run_folder_in_the_old_state_layout_resumes(tmp_path, tiny_data):
-    """A cut run whose state file is written as astedge wrote it before resumes exactly as one written now."""
+    """A cut run whose state file is written as astedge wrote it before (no weights: they come from last.safetensors
+    of the same epoch) resumes exactly as one written now."""
     import shutil
 
     from safetensors import safe_open
@@ -338,8 +341,8 @@ def test_a_run_folder_in_the_old_state_layout_resumes(tmp_path, tiny_data):
         metadata = handle.metadata()
     progress, meta = json.loads(metadata["progress"]), json.loads(metadata["optimizer"])
     assert progress["epoch"] == 1 and any(k.startswith("optimizer.") for k in load_file(str(state_file)))
-    state_file.write_bytes(save(load_file(str(state_file)), metadata={"progress": json.dumps(progress),
-                                                                       "optimizer": json.dumps(meta)}))
+    then = {k: v for k, v in load_file(str(state_file)).items() if not k.startswith("model.")}  # no weights then
+    state_file.write_bytes(save(then, metadata={"progress": json.dumps(progress), "optimizer": json.dumps(meta)}))
     runs = [train(data, tmp_path / name, load_recipe("demo", overrides=TINY), resume=True, **quiet)
             for name in ("now", "then")]
     assert [[h["epoch"] for h in r.history] for r in runs] == [[1, 2], [1, 2]]

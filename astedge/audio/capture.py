@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astedge.audio.c_stderr import quiet_c_stderr
 from astedge.errors import UserError
 
 PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
@@ -92,9 +93,12 @@ class FileSource(_ThreadSource):
         import soundfile as sf
 
         started, done = time.perf_counter(), 0
-        with sf.SoundFile(str(self.path)) as handle:
+        with quiet_c_stderr():  # libmpg123's notes on a damaged MP3 stay off the terminal, block by block
+            handle = sf.SoundFile(str(self.path))
+        with handle:
             while not self._stop.is_set():
-                block = handle.read(self.block, dtype="float32", always_2d=True)
+                with quiet_c_stderr():
+                    block = handle.read(self.block, dtype="float32", always_2d=True)
                 if not len(block):
                     break
                 if self.live:  # deliver each block when its last sample would have been recorded

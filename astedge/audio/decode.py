@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astedge.audio.c_stderr import quiet_c_stderr
 from astedge.errors import UserError
 
 #: File suffixes read as audio when a folder is searched (soundfile's formats, plus mp3/opus through libsndfile).
@@ -27,6 +28,9 @@ READ_BLOCK_FRAMES = 1 << 16
 #: Louder than this (60 dB over full scale) is not float audio in [-1, 1] but a scaling mistake, typically
 #: integer sample values stored as float; far louder values would overflow the fbank into inf/NaN.
 MAX_PEAK = 1000.0
+
+#: How a refusal of a damaged file in a known format begins.
+DAMAGED = "corrupt or truncated"
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -77,15 +81,43 @@ def audio_info(path: str | Path):
     if path.stat().st_size == 0:
         raise UserError("is empty (0 bytes)", path)
     try:
-        info = sf.info(os.fspath(path))
+        with quiet_c_stderr():
+            info = sf.info(os.fspath(path))
     except (RuntimeError, sf.LibsndfileError) as err:  # libsndfile: bad header, unknown format, truncation
-        reason = str(err).split(":")[-1].strip().rstrip(".") or "unreadable"
-        raise UserError(f"not a readable audio file ({reason}); astedge reads WAV, FLAC, OGG, Opus, MP3 and "
-                        "the other formats of libsndfile; convert others first, e.g. ffmpeg -i IN -ar 16000 OUT.wav",
+        reason = _decode_failure(err, path)
+        if reason.startswith(DAMAGED):  # a known format: converting it with ffmpeg is not the advice
+            raise UserError(reason, path) from None
+        raise UserError(f"not a readable audio file ({reason}); astedge reads WAV, FLAC, OGG, Opus, MP3 and the "
+                        "other formats of libsndfile; convert others first, e.g. ffmpeg -i IN -ar 16000 OUT.wav",
                         path) from None
     if info.frames == 0 or info.samplerate <= 0:
         raise UserError("contains no audio samples", path)
     return info
+
+
+def _decode_failure(err: Exception, path: Path) -> str:
+    """libsndfile's reason for refusing `path`, or a truthful one where its own misleads.
+
+    For a damaged MP3 libsndfile says "File does not exist or is not a regular file (possibly a pipe?)"
+    about a file that exists: its MP3 decoder found no frame it could decode.
+    """
+    reason = str(err).split(":")[-1].strip().rstrip(".") or "unreadable"
+    if "does not exist or is not a regular file" not in reason:
+        return reason
+    if _looks_like_mp3(path):
+        return f"{DAMAGED} MP3 data (no decodable MPEG audio frame)"
+    return f"{DAMAGED} audio data"
+
+
+def _looks_like_mp3(path: Path) -> bool:
+    """An .mp3 name, an ID3 tag or an MPEG audio frame sync at the start."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(3)
+    except OSError:
+        head = b""
+    return Path(path).suffix.lower() == ".mp3" or head == b"ID3" or (
+        len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
@@ -100,13 +132,15 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | 
     if max_seconds is not None and seconds > max_seconds:
         raise UserError(f"is {seconds:.1f} s long, over the {max_seconds:g} s limit for this operation", path)
     blocks = []
-    try:  # mixed to mono block by block: only the mono signal is ever held whole
-        with sf.SoundFile(os.fspath(path)) as handle:  # read(), not blocks(): some codecs (GSM 6.10) cannot seek
+    # Mixed to mono block by block: only the mono signal is ever held whole. read(), not blocks(): some codecs
+    # (GSM 6.10) cannot seek.
+    try:
+        with quiet_c_stderr(), sf.SoundFile(os.fspath(path)) as handle:
             rate = handle.samplerate
             while len(block := handle.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)):
                 blocks.append(to_mono(block))
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise UserError(f"could not be decoded ({str(err).split(':')[-1].strip()})", path) from None
+        raise UserError(f"could not be decoded ({_decode_failure(err, path)})", path) from None
     mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     return prepare(mono, rate, sample_rate, source=path)
 

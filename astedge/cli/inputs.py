@@ -139,15 +139,13 @@ def import_(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
     """Convert a published AST checkpoint into one self-describing astedge .safetensors file."""
-    from astedge.model.checkpoint import save_checkpoint
     from astedge.model.importer import import_source
     from astedge.model.labels import read_labels
 
     names = read_labels(labels) if labels is not None else None
     result = import_source(source, labels=names, fstride=fstride, tstride=tstride, target_length=target_length,
                            dataset=dataset, task=task)
-    save_checkpoint(output, result.state, result.model_config, feature_config=result.feature_config,
-                    labels=result.labels, task=result.task, provenance=result.provenance)
+    result.save(output)
     cfg = result.model_config
     summary = {"source": str(source), "output": str(output), "source_format": result.provenance["source_format"],
                "model_config": cfg.to_dict(), "feature_config": result.feature_config.to_dict(),

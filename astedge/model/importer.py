@@ -17,6 +17,7 @@ from astedge.model.convert import detect_layout, from_hf, from_official, hf_conf
 from astedge.errors import UserError, some
 from astedge.features.fbank import FbankConfig
 from astedge.files import sha256_file
+from astedge.model.checkpoint import load_checkpoint, save_checkpoint
 from astedge.model.config import ModelConfig
 from astedge.model.tensorfile import read_header, read_tensors
 
@@ -86,6 +87,11 @@ class Imported:
     task: str
     provenance: dict = field(default_factory=dict)
 
+    def save(self, path: str | Path) -> Path:
+        """Write it as one self-describing astedge checkpoint (:func:`astedge.model.checkpoint.save_checkpoint`)."""
+        return save_checkpoint(path, self.state, self.model_config, feature_config=self.feature_config,
+                               labels=self.labels, task=self.task, provenance=self.provenance)
+
 
 def import_source(source: str | Path, *, labels: list[str] | None = None, fstride: int | None = None,
                   tstride: int | None = None, target_length: int | None = None, dataset: str | None = None,
@@ -154,8 +160,6 @@ def _import_hf_folder(folder: Path, **options) -> Imported:
 
 
 def _import_astedge(path: Path) -> Imported:
-    from astedge.model.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     return Imported(state={k: torch.from_numpy(v) for k, v in ckpt.state_dict.items()},
                     model_config=ckpt.model_config, feature_config=ckpt.feature_config, labels=list(ckpt.labels),

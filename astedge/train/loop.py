@@ -3,9 +3,10 @@ teacher through the distillation token; the data side is :mod:`astedge.train.cli
 
 One code path for a single CPU process and for `torchrun` data-parallel training (DDP; gloo on
 CPU, NCCL on GPUs): every rank draws the same per-epoch order from the seed and takes its shard.
-Rank 0 validates, logs and writes. Each epoch ends with `last.safetensors` (+ `last.state.safetensors`
-for resuming: optimizer, schedule, weight-averaging sums) and, when it improves, `best.safetensors`,
-all written atomically, so an interruption loses at most the epoch in progress.
+Rank 0 validates, logs and writes. Each epoch ends with `last.state.safetensors` first (the commit: weights,
+optimizer, schedule, weight-averaging sums; :mod:`~astedge.train.run_state`), then `last.safetensors` and, when
+it improves, `best.safetensors`, all written atomically, so an interruption loses at most the epoch in progress
+and `--resume` rewrites the checkpoints a cut left behind.
 
 The parts: what is minimized (:mod:`~astedge.train.objectives`), how the weights move
 (:mod:`~astedge.train.optimization`), where a run stands (:mod:`~astedge.train.run_state`), the warning for runs
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,7 @@ from astedge.train.objectives import distill_loss, label_loss, objective
 from astedge.train.optimization import make_optimizer, steps_per_epoch, train_epoch
 from astedge.train.recipes import Recipe, describe_variant
 from astedge.train.run_folder import log_epoch, open_run_folder, write_json
-from astedge.train.run_state import RunState, resume_run, save_state
+from astedge.train.run_state import STATE_FILE, RunState, check_resumable, resume_run, save_state
 from astedge.train.teacher import teacher_for
 
 
@@ -74,25 +76,49 @@ def train(data: DatasetIndex, run_dir: str | Path, recipe: Recipe, *, resume: bo
     process = _Process.start(Path(run_dir), log, show_progress)
     if process.lead:
         open_run_folder(process.run_dir, resume, force)
+        if resume:
+            check_resumable(process.run_dir)
     torch.manual_seed(recipe.seed)
     process.say(describe_variant(recipe))
     setup = _prepare(data, recipe, cache_dir, process)
     trainer = _build(setup, process)
-    state = RunState()
-    if resume and (process.run_dir / "last.state.safetensors").exists():
-        state = resume_run(process.run_dir, trainer.model, trainer.optimizer)
-        process.say(f"resuming after epoch {state.epoch} (best {setup.metric} {state.best_value:.4f} at epoch "
-                    f"{state.best_epoch})")
+    state = _resume(setup, trainer, process) if resume else RunState()
     if process.lead:
         write_json(process.run_dir / "recipe.json", {**recipe.to_dict(), "loss": setup.loss_name})
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
         record = _run_epoch(setup, trainer, process, state, epoch)
-        improved = state.record(record, setup.metric)
+        state.record(record, setup.metric)
         if process.lead:
-            _save_epoch(setup, trainer, process, state, improved)
+            _save_epoch(setup, trainer, process, state)
         if process.world > 1:
             dist.barrier()
     return _finish(setup, trainer, process, state)
+
+
+#: Test hook (tests/test_interrupt.py): ``ASTEDGE_KILL_AT=POINT:EPOCH`` makes the process SIGKILL itself at POINT
+#: of EPOCH: ``steps`` (the epoch's steps done, nothing of it written) or ``state`` (its state file written, its
+#: checkpoints and logs not yet), so tests show what a real interruption there leaves to resume.
+KILL_HOOK = "ASTEDGE_KILL_AT"
+
+
+def _kill_point(point: str, epoch: int) -> None:
+    if os.environ.get(KILL_HOOK) == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _resume(setup: _Setup, trainer: _Trainer, process: _Process) -> RunState:
+    """Where `--resume` continues: after the last committed epoch (its checkpoints and logs rewritten, in case the
+    cut came after its state file), or at epoch 1 when none was committed; one line says which."""
+    state = resume_run(process.run_dir, trainer.model, trainer.optimizer)
+    if state is None:
+        process.say(f"{process.run_dir}: no finished epoch to resume from (cut in its first); starting at epoch 1")
+        return RunState()
+    process.say(f"resuming after epoch {state.epoch} (best {setup.metric} {state.best_value:.4f} at epoch "
+                f"{state.best_epoch})")
+    if process.lead:
+        _save_checkpoints(setup, trainer.model, process.run_dir, state)
+        log_epoch(process.run_dir, state.history, setup.metric)
+    return state
 
 
 @dataclass
@@ -265,6 +291,7 @@ def _run_epoch(setup: _Setup, trainer: _Trainer, process: _Process, state: RunSt
         losses, label_losses = train_epoch(trainer.objective_fn, trainer.net, loader, trainer.optimizer,
                                            trainer.scaler, recipe, epoch, state, trainer.total_steps, process.device,
                                            trainer.use_amp, bar)
+    _kill_point("steps", epoch)
     if recipe.wa_start and recipe.wa_start <= epoch <= recipe.wa_end:
         state.add_to_average(trainer.model)
     return {"epoch": epoch, "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
@@ -286,20 +313,29 @@ def _validate(model: nn.Module, val_set: ClipDataset, batch_size: int, device, t
     return metrics.evaluate(scores, targets, task)
 
 
-def _save_epoch(setup: _Setup, trainer: _Trainer, process: _Process, state: RunState, improved: bool) -> None:
-    """Rank 0 after an epoch: the checkpoints and the state to resume from, the run folder's logs, one line."""
+def _save_epoch(setup: _Setup, trainer: _Trainer, process: _Process, state: RunState) -> None:
+    """Rank 0 after an epoch: the state to resume from (the commit, first), the checkpoints, the run folder's logs,
+    one line."""
     run_dir, metric, record = process.run_dir, setup.metric, state.history[-1]
     epoch = record["epoch"]
-    if improved:
-        setup.save(run_dir / "best.safetensors", trainer.model, {"epoch": epoch, metric: record[metric]})
-    setup.save(run_dir / "last.safetensors", trainer.model, {"epoch": epoch, metric: record[metric]})
-    save_state(run_dir / "last.state.safetensors", trainer.optimizer, state)
+    save_state(run_dir / STATE_FILE, trainer.model, trainer.optimizer, state)
+    _kill_point("state", epoch)
+    _save_checkpoints(setup, trainer.model, run_dir, state)
     log_epoch(run_dir, state.history, metric)
     process.say(f"epoch {epoch}: loss {record['train_loss']:.4f}, val {metric} {record[metric]:.4f}"
-                f"{' (best)' if improved else ''}, lr {record['lr']:.2e}, {record['seconds']:.1f} s")
+                f"{' (best)' if state.best_epoch == epoch else ''}, lr {record['lr']:.2e}, {record['seconds']:.1f} s")
     warning = trainer.check.update(record)
     if warning:
         process.say(warning)
+
+
+def _save_checkpoints(setup: _Setup, model: nn.Module, run_dir: Path, state: RunState) -> None:
+    """`last.safetensors`, and `best.safetensors` when the state's last epoch is the best, stamped with the epoch."""
+    record = state.history[-1]
+    stamp = {"epoch": record["epoch"], setup.metric: record[setup.metric]}
+    if state.best_epoch == record["epoch"]:
+        setup.save(run_dir / "best.safetensors", model, stamp)
+    setup.save(run_dir / "last.safetensors", model, stamp)
 
 
 def _finish(setup: _Setup, trainer: _Trainer, process: _Process, state: RunState) -> TrainResult:

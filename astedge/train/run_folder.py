@@ -1,5 +1,5 @@
 """The run folder's files besides the checkpoints: the folder check at the start, ``recipe.json`` and ``result.json``
-(written whole), ``metrics.jsonl`` (a line an epoch) and ``curves.png`` (redrawn after each epoch)."""
+(written whole), ``metrics.jsonl`` (a line an epoch, rewritten whole) and ``curves.png`` (redrawn after each epoch)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def log_epoch(run_dir: Path, history: list[dict], metric: str) -> None:
-    """Append the last epoch's record to ``metrics.jsonl`` and redraw ``curves.png``."""
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(history[-1]) + "\n")
+    """Write ``metrics.jsonl`` (a line an epoch, from the run state's history: a resumed run's file has every
+    committed epoch once) and redraw ``curves.png``."""
+    with atomic_write(run_dir / "metrics.jsonl", "w") as handle:
+        handle.write("".join(json.dumps(record) + "\n" for record in history))
     plot_curves(history, run_dir / "curves.png", metric)
 
 

@@ -1,8 +1,14 @@
 """Where a run stands after an epoch, and resuming from it: `last.state.safetensors` beside `last.safetensors`.
 
-The state file holds the optimizer's tensors (``optimizer.<param index>.<name>``) and the weight-averaging
-sums (``wa.<parameter>``) as tensors, and the rest as JSON metadata (``optimizer``: parameter groups and
-scalar entries; ``progress``: epoch, step, best value and epoch, history): resuming unpickles nothing.
+The state file holds the model's weights (``model.<parameter>``), the optimizer's tensors
+(``optimizer.<param index>.<name>``) and the weight-averaging sums (``wa.<parameter>``) as tensors, and the rest
+as JSON metadata (``optimizer``: parameter groups and scalar entries; ``progress``: epoch, step, best value and
+epoch, history): resuming unpickles nothing.
+
+The state file is the epoch's commit: written first and whole (one atomic rename), before the checkpoints, so a
+run killed at any moment resumes from the last epoch whose state file exists, with that epoch's own weights;
+checkpoints a cut left behind are rewritten from it. State files from before the weights moved in resume from
+``last.safetensors`` only when its epoch stamp (``provenance.epoch``) is the state's epoch.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from astedge.errors import UserError
 from astedge.model.checkpoint import load_checkpoint
 from astedge.model.tensorfile import json_entry, read_tensors, write_tensors
+
+#: The run folder's resume point (the commit) and its checkpoint of the same epoch.
+STATE_FILE, LAST_FILE = "last.state.safetensors", "last.safetensors"
 
 
 @dataclass
@@ -73,24 +83,46 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: di
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_state(path: Path, optimizer: torch.optim.Optimizer, state: RunState) -> Path:
-    """`state` and the optimizer's as one safetensors file (the layout in the module docstring), atomically."""
+def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: RunState) -> Path:
+    """The model's weights, `state` and the optimizer's as one safetensors file (the layout in the module
+    docstring), atomically: the epoch's commit."""
     tensors, meta = _flatten_optimizer(optimizer)
     tensors.update({f"wa.{k}": v for k, v in state.wa_sum.items()})
+    tensors.update({f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     return write_tensors(path, tensors, {"progress": state.progress(), "optimizer": meta})
 
 
-def load_state(path: Path, optimizer: torch.optim.Optimizer) -> RunState:
-    """The run state saved in `path`; `optimizer` gets its saved state back."""
+def load_state(path: Path, optimizer: torch.optim.Optimizer) -> tuple[RunState, dict]:
+    """The run state saved in `path` and the model weights saved with it (empty in older files); `optimizer` gets
+    its saved state back."""
     tensors, metadata = read_tensors(path, framework="pt")
     _restore_optimizer(optimizer, tensors, json_entry(metadata, "optimizer", path))
     progress = json_entry(metadata, "progress", path)
-    return RunState(progress["epoch"], progress["step"], progress["best_value"], progress["best_epoch"],
-                    progress["history"], {k[3:]: v for k, v in tensors.items() if k.startswith("wa.")})
+    state = RunState(progress["epoch"], progress["step"], progress["best_value"], progress["best_epoch"],
+                     progress["history"], {k[3:]: v for k, v in tensors.items() if k.startswith("wa.")})
+    return state, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
-def resume_run(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> RunState:
-    """Model, optimizer and run state as the run folder's last finished epoch left them."""
-    checkpoint = load_checkpoint(run_dir / "last.safetensors")
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in checkpoint.state_dict.items()})
-    return load_state(run_dir / "last.state.safetensors", optimizer)
+def check_resumable(run_dir: Path) -> None:
+    """Refuse a run folder that holds checkpoints but no state file to resume from (one line, before any work)."""
+    if (run_dir / LAST_FILE).exists() and not (run_dir / STATE_FILE).exists():
+        raise UserError(f"holds {LAST_FILE} but no {STATE_FILE} (the optimizer and progress --resume needs); start "
+                        f"over with --force, or fine-tune from it with --init {run_dir / LAST_FILE}", run_dir)
+
+
+def resume_run(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> RunState | None:
+    """Model, optimizer and run state as the run folder's last committed epoch left them; None when no epoch
+    was committed (the run was cut in its first)."""
+    check_resumable(run_dir)
+    if not (run_dir / STATE_FILE).exists():
+        return None
+    state, weights = load_state(run_dir / STATE_FILE, optimizer)
+    if not weights:  # a state file from before the weights moved in: the checkpoint must be of the same epoch
+        checkpoint = load_checkpoint(run_dir / LAST_FILE)
+        stamp = checkpoint.provenance.get("epoch")
+        if stamp != state.epoch:
+            raise UserError(f"{LAST_FILE} is from epoch {stamp} and {STATE_FILE} from epoch {state.epoch}: the run "
+                            "was cut between writing them; start over with --force", run_dir)
+        weights = {k: torch.as_tensor(v) for k, v in checkpoint.state_dict.items()}
+    model.load_state_dict(weights)
+    return state
