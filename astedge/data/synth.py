@@ -140,13 +140,18 @@ def _distractor(rng, n, rate):
     return noise * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t + rng.uniform(0, 6.3))) ** 2
 
 
+#: Levels (dBFS RMS) of the noise floor every clip and recording sits on, and of events above it (SNR, dB): wide
+#: enough that a model learns the sounds, not one recording level (a quiet tone in a long recording is a tone too).
+FLOOR_DB, SNR_DB = (-65.0, -30.0), (3.0, 30.0)
+
+
 def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """One 16 kHz clip without an event: colored noise at -60..-25 dBFS, half the time with a distractor."""
+    """One 16 kHz clip without an event: a colored noise floor, half the time with a distractor."""
     from astedge.audio.decode import resample
 
     rate = int(rng.choice(CAPTURE_RATES))
     n = int(round(seconds * rate))
-    clip = _colored_noise(rng, n) * 10 ** (rng.uniform(-60, -25) / 20)
+    clip = _colored_noise(rng, n) * 10 ** (rng.uniform(*FLOOR_DB) / 20)
     if rng.random() < 0.5:
         distractor = _distractor(rng, n, rate)
         clip += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (rng.uniform(-35, -10) / 20)
@@ -156,9 +161,9 @@ def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 def event_clip(label: str, seconds: float, rng: np.random.Generator,
                fill: tuple[float, float] = (0.4, 1.0)) -> tuple[np.ndarray, float, float]:
-    """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise,
-    made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings; with the
-    event's onset and offset in seconds (its strong label)."""
+    """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades) `SNR_DB` above a
+    colored noise floor at `FLOOR_DB`, made at a random capture rate and brought to 16 kHz by astedge's resampler,
+    like real recordings; with the event's onset and offset in seconds (its strong label)."""
     from astedge.audio.decode import resample
 
     rate = int(rng.choice(CAPTURE_RATES))
@@ -169,13 +174,12 @@ def event_clip(label: str, seconds: float, rng: np.random.Generator,
     ramp = np.linspace(0, 1, fade)
     event[:fade] *= ramp
     event[length - fade:] *= ramp[::-1]
-    event *= 10 ** (rng.uniform(-20, -3) / 20) / (np.abs(event).max() + 1e-9)
+    floor = rng.uniform(*FLOOR_DB)
+    event *= 10 ** ((floor + rng.uniform(*SNR_DB)) / 20) / (np.sqrt(np.mean(event**2)) + 1e-12)
+    event *= min(1.0, 0.9 / (np.abs(event).max() + 1e-12))  # no clipping
     onset = rng.integers(0, n - length + 1)
-    clip = np.zeros(n)
-    clip[onset:onset + length] = event
-    noise = rng.standard_normal(n)
-    signal_rms = np.sqrt(np.mean(event**2)) * np.sqrt(length / n)
-    clip += noise * signal_rms / 10 ** (rng.uniform(5, 30) / 20)  # SNR 5..30 dB
+    clip = _colored_noise(rng, n) * 10 ** (floor / 20)
+    clip[onset:onset + length] += event
     clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
     clip = np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
     return clip, onset / rate, (onset + length) / rate

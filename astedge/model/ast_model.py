@@ -108,6 +108,14 @@ class ASTModel(nn.Module):
         cls, dist = self.forward_tokens(x)
         return (cls + dist) / 2
 
+    def forward_flat(self, x: torch.Tensor) -> torch.Tensor:
+        """The exported model's one output ``[B, output_width]``: the clip logits, then (with a frame head) the frame
+        logits column by column (:attr:`ModelConfig.output_width`; :func:`astedge.runtime.frames.split_output`)."""
+        if not self.config.frame_head:
+            return self(x)
+        clip, frames = self.forward_frames(x)
+        return torch.cat([clip, frames.flatten(1)], dim=1)
+
     def forward(self, x: torch.Tensor, distilled: bool = False):
         """Logits ``[B, classes]`` of the mean of the two tokens (AST's inference). ``distilled=True`` (training
         with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token)."""
@@ -115,6 +123,18 @@ class ASTModel(nn.Module):
             cls, dist = self.forward_tokens(x)
             return self.mlp_head(cls), self.mlp_head(dist)
         return self.mlp_head(self.forward_features(x))
+
+
+class FlatOutput(nn.Module):
+    """What ONNX export traces: the model's one output row (:meth:`ASTModel.forward_flat`), so every runtime (ONNX
+    Runtime, TensorRT, Triton) carries clip and frame logits in one tensor."""
+
+    def __init__(self, net: ASTModel):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_flat(x)
 
 
 def build_model(config: ModelConfig, state_dict: dict | None = None) -> ASTModel:

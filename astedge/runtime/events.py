@@ -119,14 +119,16 @@ class EventDetector:
     """Feed it each window's (smoothed) scores in order; it returns the event records that window completes."""
 
     def __init__(self, labels, task: str, config: EventConfig | None = None, mask: np.ndarray | None = None,
-                 file: str | None = None, lag: float = 0.0):
+                 file: str | None = None, lag: float = 0.0, widen: float = 0.0):
         """`lag`: seconds by which the scores fed in answer late (:attr:`astedge.runtime.scores.Smoother.lag_windows` x
-        the hop); timestamps are moved back by it."""
+        the hop); timestamps are moved back by it. `widen`: seconds an on-window's extent reaches beyond its centre
+        for the event's bounds (frames: half a frame, so an event spans its frames whole; windows: 0, their centres)."""
         self.labels, self.task = list(labels), task
         self.lag = float(lag)
         self._first_start: float | None = None  # the stream's first window start
         self._last: tuple[float, float] | None = None  # (centre, end) of the latest window
         self.config = config or EventConfig()
+        self.trim = self.config.trim - float(widen)  # onsets later and offsets earlier by this (negative: wider)
         self.on = self.config.on_thresholds(self.labels)
         self.off = self.on * self.config.off_ratio
         self.mask = np.ones(len(self.labels), bool) if mask is None else np.asarray(mask, bool)
@@ -134,8 +136,9 @@ class EventDetector:
         self.tracks = [_Track(self.config.confirm_window) for _ in self.labels]
         self.events: list[Event] = []  # every event started so far, in start order
 
-    def update(self, start: float, end: float, scores: np.ndarray) -> list[dict]:
-        """The start and end records this window [start, end) (seconds of audio) causes."""
+    def update(self, start: float, end: float, scores: np.ndarray, decided_at: float | None = None) -> list[dict]:
+        """The start and end records this window (or frame) [start, end) (seconds of audio) causes; `decided_at`: the
+        audio time at which its scores were known (default `end`), an event's ``first_detected_at``."""
         scores = np.asarray(scores, dtype=np.float64)
         first = self._first_start is None
         if first:
@@ -154,15 +157,15 @@ class EventDetector:
             track = self.tracks[index]
             if track.event is None and not above_on[index] and not track.recent and track.run_start is None:
                 continue  # idle class: nothing to do (the common case for 527 classes)
-            out += self._step(index, track, start, end, centre, float(scores[index]), bool(above_on[index]),
-                              bool(above_off[index]), first)
+            out += self._step(index, track, start, end if decided_at is None else decided_at, centre,
+                              float(scores[index]), bool(above_on[index]), bool(above_off[index]), first)
         if self.task == "multiclass":  # a new event may only start once the previous one ended
             starts = [r for r in out if r["event"] == "start"]
             ends = [r for r in out if r["event"] == "end"]
             out = ends + starts
         return out
 
-    def _step(self, index: int, track: _Track, start: float, end: float, centre: float, score: float, on: bool,
+    def _step(self, index: int, track: _Track, start: float, decided_at: float, centre: float, score: float, on: bool,
               still: bool, first: bool) -> list[dict]:
         cfg, out = self.config, []
         if track.event is not None:  # in an event: hysteresis, then the merge gap
@@ -183,9 +186,9 @@ class EventDetector:
             track.run_start, track.recent = None, []  # idle again
         if track.run_start is not None and sum(track.recent) >= cfg.confirm and \
                 track.last_on - track.run_start >= cfg.min_duration:
-            onset = track.run_start if track.run_start == self._first_start else track.run_start + cfg.trim
-            track.event = Event(self.labels[index], index, round(onset, 3), end, _wall_now(), track.candidate_peak,
-                                file=self.file)  # milliseconds, as records and CSV files carry them
+            onset = track.run_start if track.run_start == self._first_start else track.run_start + self.trim
+            track.event = Event(self.labels[index], index, round(onset, 3), decided_at, _wall_now(),
+                                track.candidate_peak, file=self.file)  # milliseconds, as records and CSV files carry them
             self.events.append(track.event)
             out.append(track.event.record("start"))
         return out
@@ -193,7 +196,7 @@ class EventDetector:
     def _close(self, index: int, track: _Track, audio_end: float | None = None) -> dict:
         """End the track's event at its last on-window (trimmed), or at `audio_end` when it lasted to the end."""
         event = track.event
-        offset = audio_end if audio_end is not None else track.last_on - self.config.trim
+        offset = audio_end if audio_end is not None else track.last_on - self.trim
         event.offset = max(round(offset, 3), event.onset)
         track.event, track.run_start, track.recent = None, None, []
         return event.record("end")
