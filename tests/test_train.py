@@ -451,8 +451,8 @@ def test_presets_switch_to_their_from_scratch_variant_when_init_is_random(tmp_pa
     scratch = load_recipe("speechcommands")
     assert (scratch.variant, scratch.preset) == ("scratch", "speechcommands")
     assert all(getattr(scratch, k) == (tuple(v) if isinstance(v, list) else v) for k, v in SCRATCH["speechcommands"].items())
-    assert "from-scratch variant" in describe_variant(scratch)
-    published = load_recipe("speechcommands", overrides={"init": str(tmp_path / "m.safetensors")})
+    assert "from-scratch variant" in describe_variant(scratch) and scratch.augment.p > 0  # augmented from scratch
+    published = load_recipe("speechcommands", overrides={"init": "imagenet:deit_base_distilled_patch16_384.pth"})
     assert published.variant == "pretrained" and (published.lr, published.batch_size, published.loss) == \
         (PRESETS["speechcommands"].lr, 128, "bce")  # AST's values stay for a pretrained init
     assert load_recipe("speechcommands", overrides={"lr": "3e-4"}).lr == 3e-4  # --set still wins over the variant

@@ -1,9 +1,10 @@
-"""Training data: labelled clips -> model inputs, read once, augmented as AST's dataloader does.
+"""Training data: labelled clips -> model inputs, read once, augmented as AST's dataloader does and on the waveform.
 
 :func:`prepare_data` reads headers (unreadable files reported once and skipped), fixes the feature config of
 the run (clip length, window, normalization statistics) and keeps the audio in memory when it fits;
-:class:`ClipDataset` turns a clip into ``(normalized fbank [T, F], target)`` with mixup, time shift, SpecAugment
-and noise, each clip's log-mel computed once; :func:`predict` scores a split. The loop is :mod:`astedge.train.loop`.
+:class:`ClipDataset` turns a clip into ``(normalized fbank [T, F], target)`` with mixup, waveform augmentation
+(:mod:`astedge.train.augment`), time shift, SpecAugment and noise, each clip's log-mel computed once (again only
+for the clips an epoch mixes or augments); :func:`predict` scores a split. The loop is :mod:`astedge.train.loop`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from astedge.features import fbank as feats
 from astedge.data.datasets import DatasetIndex, Item, report_problems
 from astedge.errors import UserError
 from astedge.files import atomic_write
-from astedge.train.recipes import Recipe
+from astedge.train.augment import Augmenter
+from astedge.train.recipes import Recipe, batch_warning
 
 #: Clips whose waveforms together stay under this size are read once and kept in memory.
 PRELOAD_BYTES = 2 << 30
@@ -83,12 +85,14 @@ class FeatureCache:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Items -> (normalized fbank [T, F], target vector), with AST's training augmentation.
+    """Items -> (normalized fbank [T, F], target vector), with AST's training augmentation and the recipe's
+    waveform augmentation (training only: a dataset with ``train=False`` returns every clip as it is).
 
-    Order as in the original dataloader: waveform mixup -> fbank -> pad/crop -> (time shift) -> SpecAugment
-    (masked cells are 0 before normalization) -> normalize -> (Speech Commands) noise and roll.
-    Randomness derives from (seed, epoch, index), so runs and resumed runs repeat exactly. Each clip's
-    log-mel is computed once and kept in memory when the audio is (only mixed clips are recomputed).
+    Order as in the original dataloader: waveform mixup -> waveform augmentation -> fbank -> pad/crop ->
+    (time shift) -> SpecAugment (masked cells are 0 before normalization) -> normalize -> (Speech Commands) noise
+    and roll. Randomness derives from (seed, epoch, index), so runs and resumed runs repeat exactly, whatever the
+    worker count. Each clip's log-mel is computed once and kept in memory when the audio is (only the clips an
+    epoch mixes or augments are recomputed). The augmenter (with its rooms) is made once, here.
     """
 
     def __init__(self, items: list[Item], num_labels: int, features: feats.FbankConfig, recipe: Recipe,
@@ -97,6 +101,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.waves, self.cache = waves, cache
         self.epoch = 0
         self._memo: dict[int, np.ndarray] | None = {} if isinstance(waves, list) else None
+        self.augmenter = Augmenter(recipe.augment, features.sample_rate, recipe.seed) \
+            if train and recipe.augment.p > 0 else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -125,20 +131,24 @@ class ClipDataset(torch.utils.data.Dataset):
             self._memo[index] = cached
         return cached
 
+    def mixed(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """AST's waveform mixup of clip `index` with a random partner: (mixed wave, mixed target)."""
+        other = int(rng.integers(len(self.items)))
+        wave, partner = self.wave(index), self.wave(other)
+        partner = np.pad(partner, (0, max(0, len(wave) - len(partner))))[: len(wave)]
+        lam = rng.beta(10, 10)
+        wave = feats.subtract_mean(lam * feats.subtract_mean(wave) + (1 - lam) * feats.subtract_mean(partner))
+        return wave, lam * self.target(index) + (1 - lam) * self.target(other)
+
     def __getitem__(self, index: int):
         recipe, config = self.recipe, self.features
         rng = np.random.default_rng((recipe.seed, self.epoch, index))
-        target = self.target(index)
+        target, wave = self.target(index), None
         if self.train and recipe.mixup > 0 and rng.random() < recipe.mixup:
-            other = int(rng.integers(len(self.items)))
-            wave, partner = self.wave(index), self.wave(other)
-            partner = np.pad(partner, (0, max(0, len(wave) - len(partner))))[: len(wave)]
-            lam = rng.beta(10, 10)
-            wave = feats.subtract_mean(lam * feats.subtract_mean(wave) + (1 - lam) * feats.subtract_mean(partner))
-            target = lam * target + (1 - lam) * self.target(other)
-            logmel = _fbank(wave, config)
-        else:
-            logmel = self.logmel(index)
+            wave, target = self.mixed(index, rng)
+        if self.augmenter is not None and rng.random() < recipe.augment.p:
+            wave = self.augmenter(self.wave(index) if wave is None else wave, (recipe.seed, self.epoch, index, 1))
+        logmel = self.logmel(index) if wave is None else _fbank(wave, config)
         x = feats.pad_or_crop(logmel, config.target_length)
         if self.train:
             if recipe.time_shift:
@@ -273,6 +283,9 @@ def prepare_data(data: DatasetIndex, recipe: Recipe, say) -> RunData:
         say(report_problems(problems))
     if not splits["train"] or not splits["val"]:
         raise UserError("no readable audio left in the train or validation split")
+    warning = batch_warning(recipe, len(splits["train"]))
+    if warning:
+        say(warning)
 
     features = dataclasses.replace(feats.DEFAULT, clip_seconds=round(float(np.median(lengths["train"])) / rate, 2))
     target = recipe.target_length or default_target_length(lengths["train"], features)

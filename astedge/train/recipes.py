@@ -7,11 +7,13 @@ overridden from a TOML/JSON file or `--set KEY=VALUE`; `Recipe.describe()` is wr
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from astedge.errors import UserError
 from astedge.files import read_toml
+from astedge.train.augment import OFF, WaveAugment
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Recipe:
     mixup: float = 0.0  # probability of waveform mixup, lambda ~ Beta(10, 10)
     balanced_sampling: bool = False  # AudioSet-style class-balanced sampling (weights 1000 / (count + 0.01))
     noise: bool = False  # Speech Commands: additive uniform noise and a +-10 frame roll after normalization
+    augment: WaveAugment = OFF  # waveform augmentation (noise, rooms, band, speed, pitch, shift, gain): augment.py
     norm_stats: str = "computed"  # computed (from the training set) | audioset | esc50 | speechcommands | "MEAN,STD"
     # a teacher through the distillation token (DeiT): "" | timm:NAME (a timm CNN trained first on the same
     # data) | an astedge checkpoint or export folder. The cls token learns the labels, the distillation
@@ -63,7 +66,8 @@ class Recipe:
     wa_start: int = 0
     wa_end: int = 0
     # what this recipe is: the preset it came from and its variant ("pretrained": AST's published values,
-    # which assume ImageNet/AudioSet weights; "scratch": values measured for a random init)
+    # which assume ImageNet/AudioSet weights; "scratch": values measured for a random init; "finetune": those
+    # values fitted to fine-tuning another checkpoint on the data at hand)
     preset: str = ""
     variant: str = ""
     # runtime
@@ -73,18 +77,27 @@ class Recipe:
     val_fraction: float = 0.2
 
     def with_overrides(self, values: dict) -> "Recipe":
+        """These values with `values` applied: field names, or ``augment.FIELD`` for one augmentation setting
+        (applied after an ``augment`` value: true/false, a table of settings)."""
+        values = dict(values)
+        nested = {k.split(".", 1)[1]: values.pop(k) for k in list(values) if k.startswith("augment.")}
         known = {f.name: f for f in fields(self)}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise UserError(f"unknown recipe field(s): {', '.join(unknown)}; known: {', '.join(known)}")
-        return _check(replace(self, **{k: _coerce(getattr(self, k), k, v) for k, v in values.items()}))
+        recipe = replace(self, **{k: _coerce(getattr(self, k), k, v) for k, v in values.items()})
+        if nested:
+            recipe = replace(recipe, augment=recipe.augment.with_values(nested, _coerce))
+        return _check(recipe)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def _coerce(current, name: str, value):
-    """Parse `--set` strings into the field's type (bool, int, float, tuple, None)."""
+    """Parse `--set` strings into the field's type (bool, int, float, tuple, None; augmentation settings)."""
+    if isinstance(current, WaveAugment):
+        return _coerce_augment(current, value)
     if not isinstance(value, str):
         return tuple(value) if isinstance(current, tuple) else value
     text = value.strip()
@@ -107,6 +120,21 @@ def _coerce(current, name: str, value):
     return text
 
 
+def _coerce_augment(current: WaveAugment, value) -> WaveAugment:
+    """``augment``: settings (a WaveAugment or a table of its fields), or on/off: on keeps settings already on,
+    else takes the default ones; off keeps the settings with probability 0."""
+    if isinstance(value, WaveAugment):
+        return value
+    if isinstance(value, dict):
+        return current.with_values(value, _coerce)
+    on = _coerce(False, "augment", value) if isinstance(value, str) else value
+    if not isinstance(on, bool):
+        raise UserError(f"augment takes true, false or a table of settings, got {value!r}")
+    if not on:
+        return replace(current, p=0.0)
+    return current if current.p > 0 else replace(WaveAugment(), noise_dir=current.noise_dir, rir_dir=current.rir_dir)
+
+
 def _check(recipe: "Recipe") -> "Recipe":
     from astedge.model.config import POS_EMBED_MODES
 
@@ -125,6 +153,9 @@ def _check(recipe: "Recipe") -> "Recipe":
         raise UserError("label_smoothing and drop_path must be in [0, 1), distill_alpha in [0, 1], distill_tau > 0")
     if min(recipe.freq_masks, recipe.time_masks, recipe.time_shift) < 0 or recipe.epochs < 1 or recipe.batch_size < 1:
         raise UserError("freq_masks, time_masks and time_shift must be >= 0, epochs and batch_size >= 1")
+    problems = recipe.augment.problems()
+    if problems:
+        raise UserError("; ".join(problems))
     return recipe
 
 
@@ -134,19 +165,21 @@ def _check(recipe: "Recipe") -> "Recipe":
 #: values were measured here (benchmarks/results/training-*.md): a shallower DeiT-Ti, AdamW with warm-up and a
 #: cosine decay, CE with label smoothing, light SpecAugment. For speech, frame tokens (the paper's 128x2 strips,
 #: one token per 20 ms, as KWT): 16x16 patches sat at chance for 4-5 epochs on ten TTS keywords, strips
-#: reached 97 % of held-out voices in 6.
+#: reached 97 % of held-out voices in 6. Waveform augmentation (noise, rooms, band, speed, pitch) is on:
+#: models trained on one set of voices and recordings scored 45-55 % on other synthesizers' voices without it.
 SCRATCH: dict[str, dict] = {
     "speechcommands": dict(model="tiny", depth=4, patch_size=(128, 2), fstride=128, tstride=2, epochs=15,
                            batch_size=32, optimizer="adamw", lr=5e-4, betas=(0.9, 0.999), weight_decay=0.05,
                            warmup_steps=60, warmup_every=1, schedule="cosine", loss="ce", label_smoothing=0.1,
-                           freqm=12, timem=10, freq_masks=1, time_masks=1, time_shift=5, mixup=0.0, noise=False),
+                           freqm=12, timem=10, freq_masks=1, time_masks=1, time_shift=5, mixup=0.0, noise=False,
+                           augment=WaveAugment()),
     "esc50": dict(model="tiny", depth=6, fstride=16, tstride=16, batch_size=32, optimizer="adamw", lr=1e-3,
                   betas=(0.9, 0.999), weight_decay=0.05, warmup_steps=300, warmup_every=1, schedule="cosine",
-                  label_smoothing=0.1, freqm=24, timem=48, freq_masks=2, time_masks=2),
+                  label_smoothing=0.1, freqm=24, timem=48, freq_masks=2, time_masks=2, augment=WaveAugment()),
     "audioset": dict(model="tiny", depth=6, fstride=16, tstride=16, epochs=15, batch_size=32, optimizer="adamw",
                      lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05, warmup_steps=300, warmup_every=1,
                      schedule="cosine", freqm=24, timem=96, freq_masks=2, time_masks=2, mixup=0.5, wa_start=0,
-                     wa_end=0),
+                     wa_end=0, augment=WaveAugment()),
 }
 
 PRESETS: dict[str, Recipe] = {
@@ -170,21 +203,87 @@ PRESETS: dict[str, Recipe] = {
                    wa_start=6, wa_end=7),
 }
 
+#: Where a checkpoint came from (its provenance's source_format) when it is one of the paper's pretrained bases:
+#: an imported AST repository checkpoint or Hugging Face AST model. (An ImageNet DeiT is `imagenet:FILE`.)
+PAPER_BASES = ("ast-official", "hf-v4", "hf-v5")
 
-def load_recipe(preset: str = "demo", config_file: str | Path | None = None, overrides: dict | None = None) -> Recipe:
-    """A preset (its from-scratch variant when `init` ends up random), then a TOML/JSON file's values, then
-    explicit overrides (later wins)."""
+#: The fine-tuning variant (another checkpoint as init, e.g. one trained here on other words): the from-scratch
+#: values at this fraction of their lr, a batch of about one eighth of the training clips (at least
+#: MIN_BATCH, at most the from-scratch batch: at least 8 steps an epoch) and a warm-up of one epoch.
+FINETUNE_LR = 0.5
+CLIPS_PER_BATCH, MIN_BATCH = 8, 4
+#: Fewer optimizer steps per epoch than this draw a warning (AST's batch 128 on 100 clips is one).
+MIN_STEPS_PER_EPOCH = 4
+
+
+def load_recipe(preset: str = "demo", config_file: str | Path | None = None, overrides: dict | None = None,
+                train_clips: int | None = None) -> Recipe:
+    """A preset in the variant its `init` calls for (see :func:`variant_for`), then a TOML/JSON file's values,
+    then explicit overrides (later wins). `train_clips` (the data's training clips) sizes the fine-tuning
+    variant's batch and warm-up; without it they stay the from-scratch values."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     values = _recipe_file(config_file) if config_file else {}
     values.update(overrides or {})
     recipe = PRESETS[preset]
-    init = str(values.get("init", recipe.init))
-    if preset in SCRATCH and init == "random":
+    variant = variant_for(preset, str(values.get("init", recipe.init)))
+    if variant == "scratch":
         recipe = recipe.with_overrides({**SCRATCH[preset], "variant": "scratch"})
-    elif preset in SCRATCH:
+    elif variant == "pretrained":
         recipe = recipe.with_overrides({"variant": "pretrained"})
+    elif variant == "finetune":
+        base = recipe.with_overrides(SCRATCH.get(preset, {}))
+        recipe = base.with_overrides({**finetune_values(base, train_clips), "variant": "finetune"})
     return recipe.with_overrides({"preset": preset, **values})
+
+
+def variant_for(preset: str, init: str) -> str:
+    """``scratch`` (random init, a preset with a from-scratch variant), ``pretrained`` (AST's published values: the
+    init is one of the paper's pretrained bases, by its provenance), ``finetune`` (any other checkpoint), or ""
+    (the demo's own values, from scratch or from a paper base)."""
+    if init == "random":
+        return "scratch" if preset in SCRATCH else ""
+    if is_paper_base(init):
+        return "pretrained" if preset in SCRATCH else ""
+    return "finetune"
+
+
+def is_paper_base(init: str) -> bool:
+    """Whether `init` is ImageNet DeiT (``imagenet:FILE``) or a checkpoint imported from a published AST."""
+    if init.startswith("imagenet:"):
+        return True
+    from astedge.model.checkpoint import load_checkpoint
+
+    return load_checkpoint(init, weights=False).provenance.get("source_format") in PAPER_BASES
+
+
+def finetune_values(base: Recipe, train_clips: int | None) -> dict:
+    """What fine-tuning changes in `base` (the from-scratch values): a lower lr, and (given the data's size) a
+    batch and a one-epoch warm-up that fit it."""
+    values = {"lr": base.lr * FINETUNE_LR, "augment": base.augment if base.augment.p else WaveAugment()}
+    if train_clips:
+        batch = min(base.batch_size, max(MIN_BATCH, train_clips // CLIPS_PER_BATCH))
+        values.update(batch_size=batch, warmup_steps=math.ceil(train_clips / batch), warmup_every=1)
+    return values
+
+
+def batch_warning(recipe: Recipe, train_clips: int) -> str | None:
+    """One line when the batch leaves an epoch fewer than MIN_STEPS_PER_EPOCH optimizer steps (else None)."""
+    steps = train_clips // recipe.batch_size if train_clips > recipe.batch_size else 1
+    if steps >= MIN_STEPS_PER_EPOCH:
+        return None
+    return (f"warning: batch {recipe.batch_size} on {train_clips} training clips leaves {steps} optimizer "
+            f"step{'s' if steps > 1 else ''} per epoch ({steps * recipe.epochs} in the whole run), too few to learn "
+            f"from: try --set batch_size={max(1, train_clips // CLIPS_PER_BATCH)} (about clips / {CLIPS_PER_BATCH})")
+
+
+def augment_options(on: bool | None, noise_dir=None, rir_dir=None) -> dict:
+    """Recipe overrides for `train --augment/--no-augment --noise DIR --rir DIR`: a folder turns augmentation on
+    unless it is switched off."""
+    values = {f"augment.{k}": str(v) for k, v in (("noise_dir", noise_dir), ("rir_dir", rir_dir)) if v is not None}
+    if on is not None or values:
+        values["augment"] = True if on is None else on
+    return values
 
 
 #: What distillation adds to a from-scratch recipe: soft targets at a temperature on the distillation token.
@@ -203,11 +302,18 @@ def distill_recipe(teacher_window_seconds: float, preset: str | None = None, ove
 def describe_variant(recipe: Recipe) -> str:
     """One line saying which values a run uses and why."""
     if recipe.variant == "scratch" and recipe.preset in SCRATCH:
-        return (f"recipe {recipe.preset}, from-scratch variant: init is random, and AST's published values assume "
+        what = (f"recipe {recipe.preset}, from-scratch variant: init is random, and AST's published values assume "
                 "ImageNet or AudioSet weights (from scratch they learn nothing); pass --init to use them")
-    if recipe.variant == "pretrained":
-        return f"recipe {recipe.preset}, AST's published values (init {recipe.init})"
-    return f"recipe {recipe.preset or 'custom'}"
+    elif recipe.variant == "pretrained":
+        what = f"recipe {recipe.preset}, AST's published values (init {recipe.init}, one of the paper's bases)"
+    elif recipe.variant == "finetune":
+        what = (f"recipe {recipe.preset}, fine-tuning variant: {recipe.init} is not one of the paper's pretrained "
+                "bases (ImageNet DeiT, an imported AST), which AST's published values assume; the from-scratch "
+                f"values at lr {recipe.lr:g}, batch {recipe.batch_size} and a {recipe.warmup_steps}-step warm-up, "
+                "fitted to the data")
+    else:
+        what = f"recipe {recipe.preset or 'custom'}"
+    return f"{what}; {recipe.augment.describe()}"
 
 
 def _recipe_file(config_file: str | Path) -> dict:
