@@ -116,9 +116,13 @@ class ASTModel(nn.Module):
         clip, frames = self.forward_frames(x)
         return torch.cat([clip, frames.flatten(1)], dim=1)
 
-    def forward(self, x: torch.Tensor, distilled: bool = False):
+    def forward(self, x: torch.Tensor, distilled: bool = False, frames: bool = False):
         """Logits ``[B, classes]`` of the mean of the two tokens (AST's inference). ``distilled=True`` (training
-        with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token)."""
+        with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token).
+        ``frames=True`` gives (clip logits, frame logits) as :meth:`forward_frames` (through ``forward``, so that a
+        DistributedDataParallel wrapper syncs its gradients)."""
+        if frames:
+            return self.forward_frames(x)
         if distilled:
             cls, dist = self.forward_tokens(x)
             return self.mlp_head(cls), self.mlp_head(dist)

@@ -128,6 +128,14 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
     return write_tensors(path, tensors, metadata)
 
 
+def set_events(path: str | Path, events: dict) -> Path:
+    """Rewrite the checkpoint at `path` (atomically) with `events` as its decision-layer defaults; weights and the
+    rest of its description stay as they are."""
+    path = Path(path)
+    tensors, metadata = read_tensors(path)
+    return write_tensors(path, tensors, {**metadata, "events": events})
+
+
 def load_checkpoint(path: str | Path, weights: bool = True) -> Checkpoint:
     """Read an astedge checkpoint; ``weights=False`` reads only the header (fast, no tensor data).
 
