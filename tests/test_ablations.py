@@ -126,7 +126,7 @@ def ablation_data(tmp_path_factory):
     from astedge.data import synth
 
     root = tmp_path_factory.mktemp("ablation")
-    synth.write_dataset(root / "data", classes=2, per_class=6, seconds=0.5, seed=1, stream_segments=1)
+    synth.write_dataset(root / "data", classes=2, per_class=6, seconds=0.5, seed=1, stream_seconds=10.0)
     import timm
 
     torch.manual_seed(0)

@@ -26,19 +26,23 @@ MIN_DURATIONS = (0.0, 0.1, 0.2, 0.3)
 T_COLLAR, PERCENTAGE_OF_LENGTH = 0.2, 0.2
 
 
-def held_out_streams(data, split: str = "val", *, seconds: float = 60.0, seed: int = 0, sample_rate: int = 16000,
-                     log=None) -> list[tuple[np.ndarray, list[em.Event]]]:
-    """Recordings of about `seconds` each, made of a split's clips back to back in a seeded order, with the true
-    events their strong labels give (a clip with clip labels only counts as one event of its labels over its whole
-    length; the background class is never an event). Raises UserError when the split has no clips."""
+#: Held-out audio calibration listens to at most (a seeded sample of the split's clips beyond it is left out).
+CALIBRATION_SECONDS = 180.0
+
+
+def held_out_streams(data, split: str = "val", *, seconds: float = 60.0, total: float = CALIBRATION_SECONDS,
+                     seed: int = 0, sample_rate: int = 16000, log=None) -> list[tuple[np.ndarray, list[em.Event]]]:
+    """Recordings of about `seconds` each (up to `total` seconds in all), made of a split's clips back to back in a
+    seeded order, with the true events their strong labels give (a clip with clip labels only counts as one event
+    of its labels over its whole length; the background class is never an event). Raises UserError when the split
+    has no clips."""
     from astedge.audio.decode import load_audio
 
     items = list(data.splits.get(split) or [])
     if not items:
         raise UserError(f"the dataset has no {split!r} split to calibrate events on")
-    order = np.random.default_rng(seed).permutation(len(items))
-    streams, waves, truth, at = [], [], [], 0
-    for k, index in enumerate(order):
+    streams, waves, truth, at, heard = [], [], [], 0, 0
+    for index in np.random.default_rng(seed).permutation(len(items)):
         item = items[int(index)]
         wave = load_audio(item.path, sample_rate)
         start = at / sample_rate
@@ -47,9 +51,14 @@ def held_out_streams(data, split: str = "val", *, seconds: float = 60.0, seed: i
                   if data.labels[label] != data.background]
         waves.append(wave)
         at += len(wave)
-        if at >= seconds * sample_rate or k == len(order) - 1:
+        heard += len(wave)
+        if at >= seconds * sample_rate or heard >= total * sample_rate:
             streams.append((np.concatenate(waves).astype(np.float32), truth))
             waves, truth, at = [], [], 0
+        if heard >= total * sample_rate:
+            break
+    if waves:
+        streams.append((np.concatenate(waves).astype(np.float32), truth))
     if log:
         log(f"calibrating events on {len(streams)} held-out stream(s) of {split} clips "
             f"({sum(len(w) for w, _ in streams) / sample_rate:.0f} s, {sum(len(t) for _, t in streams)} events)")
@@ -96,7 +105,7 @@ def calibrate_events(classifier, streams, *, thresholds=THRESHOLDS, medians=MEDI
     frames = recorded_frames(classifier, streams)
     layout, labels = classifier.frame_layout, list(classifier.labels)
     step = layout.step / layout.sample_rate
-    mask = classifier._event_mask()
+    mask = classifier.event_mask()
     scored = [label for label, keep in zip(labels, mask if mask is not None else [True] * len(labels), strict=True)
               if keep]
     truth = {str(k): t for k, (_, t) in enumerate(streams)}

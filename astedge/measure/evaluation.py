@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from astedge.measure import event_metrics as em
+from astedge.measure.psds import psds
 from astedge.errors import UserError
 from astedge.runtime.classifier import as_classifier
 from astedge.timing import percentiles
@@ -98,13 +99,18 @@ def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Even
                     percentage_of_length: float = 0.2, segment: float = 1.0) -> dict:
     """The decision layer of `classifier` (a :class:`~astedge.runtime.classifier.Classifier` with ``events`` on) on
     each file, with the stream's windows, scored against `truth` (``{file: [Event]}``)."""
-    estimated, durations, latencies_ms = {}, {}, []
+    estimated, durations, latencies_ms, scores = {}, {}, [], {}
     for path in audio:
-        result = classifier.classify_file(path, stream=True)
+        decision = classifier.decision(classifier.windowing(stream=True), str(path))
+        if decision.frames is not None:
+            decision.frames.record = []
+        result = classifier.classify_file(path, stream=True, decision=decision)
         estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in result.detected]
         durations[str(path)] = result.seconds
         latencies_ms += [w.latency_ms for w in result.windows]
-    mask = classifier.mask
+        if decision.frames is not None:
+            scores[str(path)] = frame_scores(decision.frames)
+    mask = classifier.event_mask()
     labels = sorted({e.label for events in truth.values() for e in events} | set(classifier.labels if mask is None else
                     [label for label, keep in zip(classifier.labels, mask, strict=True) if keep]))
     event = em.event_based(truth, estimated, labels, t_collar=t_collar, percentage_of_length=percentage_of_length)
@@ -126,9 +132,22 @@ def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Even
                                "detected": latency["detected"], "missed": latency["missed"]},
         "window_ms": percentiles(latencies_ms, (50, 90), stats=False),
         "class_wise_f1": {label: row["f1"] for label, row in event["class_wise"].items()},
+        "psds": psds(scores, truth, durations, list(classifier.labels)) if scores else
+        {"psds1": None, "psds2": None, "reason": "PSDS needs frame scores: a model with a frame head"},
         "estimated": {name: [[e.onset, e.offset, e.label] for e in events] for name, events in estimated.items()},
         "settings": _settings(classifier),
     }
+
+
+def frame_scores(path) -> tuple[np.ndarray, np.ndarray]:
+    """(segment boundaries [T + 1] seconds, scores [T, classes]) of a :class:`~astedge.runtime.frames.FramePath`'s
+    recorded frames after its median filter: the scores its decision layer thresholded (what PSDS sweeps)."""
+    from astedge.runtime.frames import MedianFilter
+
+    smoothed = MedianFilter(path.median.size)
+    frames = smoothed.push(path.record) + smoothed.flush()
+    bounds = np.array([f[0] for f in frames] + [frames[-1][1]]) if frames else np.zeros(1)
+    return bounds, np.stack([f[2] for f in frames]) if frames else np.zeros((0, len(path.detector.labels)))
 
 
 def _settings(classifier) -> dict:

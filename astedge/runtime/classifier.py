@@ -204,7 +204,7 @@ class Classifier:
         o, smoother = self.options, self.options.smoother()
         if self.event_config is None:
             return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother)
-        mask = self._event_mask()
+        mask = self.event_mask()
         if self.frame_layout is not None:
             return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother,
                             frames=self._frame_path(mask, file))
@@ -212,7 +212,7 @@ class Classifier:
                                  lag=smoother.lag_windows * windowing.seconds[1])
         return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother, detector)
 
-    def _event_mask(self) -> np.ndarray | None:
+    def event_mask(self) -> np.ndarray | None:
         """The classes that may become events: the reported ones, never the background class."""
         if self.background is None:
             return self.mask
@@ -231,14 +231,15 @@ class Classifier:
         return FramePath(layout, detector, median=median, delay=delay)
 
     def classify_file(self, path: str | Path, *, stream: bool = False,
-                      on_window: Callable[[WindowResult], None] | None = None) -> FileResult:
+                      on_window: Callable[[WindowResult], None] | None = None,
+                      decision: Decision | None = None) -> FileResult:
         """Classify an audio file (any format soundfile reads, any rate and channel count) in sliding windows;
         `on_window` hears each window's result as soon as it is ready. `stream`: with the stream's windows
         (what a live run would decide: ``astedge evaluate``)."""
         from astedge.audio.decode import load_audio
 
         wave = load_audio(path, self.backend.feature_config.sample_rate, max_seconds=self.options.max_seconds)
-        return self.classify_waveform(wave, name=str(path), stream=stream, on_window=on_window)
+        return self.classify_waveform(wave, name=str(path), stream=stream, on_window=on_window, decision=decision)
 
     def classify_waveform(self, wave: np.ndarray, *, name: str | None = None, stream: bool = False,
                           on_window: Callable[[WindowResult], None] | None = None,
