@@ -93,7 +93,7 @@ def artefact_dir(path: str | Path) -> Path:
     folder = path if path.is_dir() else path.parent
     if not (folder / METADATA_FILE).is_file():
         raise UserError(f"no {METADATA_FILE} in {folder}: not an astedge export folder (make one with "
-                        "`astedge export MODEL -o DIR`)", path)
+                        "`astedge export -m MODEL -o DIR`)", path)
     return folder
 
 

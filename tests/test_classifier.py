@@ -274,13 +274,13 @@ def test_commands_keep_their_flags_and_defaults():
     shared = {"--window", "--hop", "--threshold", "--smoothing", "--smoothing-windows", "--allow", "--deny",
               "--thresholds", "--off-ratio", "--confirm", "--min-duration", "--merge-gap", "--trim", "--backend", "--json"}
     running = {"-m", "--model", "-k", "--top-k", "--events", "--events-csv", "--on-event", "--precision"}
-    assert set(flags["listen"]) == shared | running | {"--device", "--partial", "--source", "--realtime", "--speed",
-                                                        "--rate", "--channels", "--format", "--duration"}
+    assert set(flags["listen"]) == shared | running | {"--mic", "--device", "--partial", "--source", "--realtime",
+                                                        "--speed", "--rate", "--channels", "--format", "--duration"}
     assert set(flags["classify"]) == shared | running | {"audio", "--batch-size", "--max-seconds"}
-    assert set(flags["evaluate"]) == shared | {"model", "audio", "--truth", "--collar", "--offset-percentage",
-                                               "--segment", "--events-csv"}
-    assert set(flags["calibrate"]) == {"model", "data", "-o", "--output", "--split", "--precision", "--labels",
-                                       "--backend", "--json"}
+    assert set(flags["evaluate"]) == shared | {"-m", "--model", "--precision", "audio", "--truth", "--collar",
+                                               "--offset-percentage", "--segment", "--events-csv"}
+    assert set(flags["calibrate"]) == {"-m", "--model", "data", "extra", "-o", "--output", "--split", "--target-precision",
+                                       "--precision", "--labels", "--backend", "--json"}
     assert flags["listen"]["--smoothing-windows"] == flags["classify"]["--smoothing-windows"] == 3
     assert (flags["classify"]["--top-k"], flags["classify"]["--batch-size"], flags["classify"]["--max-seconds"],
             flags["listen"]["--partial"], flags["evaluate"]["--off-ratio"], flags["evaluate"]["--hop"]) == \

@@ -44,7 +44,8 @@ def test_one_event_per_sound_with_hysteresis_and_centre_times():
     records = run(detector, [[s, 0.0, 0.0] for s in dog])
     assert kinds(records) == [("start", "dog"), ("end", "dog")]
     start, end = records
-    assert start["onset"] == 1.0 and start["first_detected_at"] == 1.5  # centre of window 1; confirmed at its end
+    assert start["onset"] == 1.0 and start["first_detected_at"] == 2.0  # centre of window 1; confirmed at the end
+    # of window 2, the first that gives it a length (centres 1.0 .. 1.5): an event is never zero-length
     assert end["offset"] == 2.5 and end["duration"] == 1.5 and end["peak_score"] == 0.9  # centre of window 4
     assert start["first_detected_wall"].endswith("+00:00") and "." in start["first_detected_wall"]
 
@@ -66,7 +67,7 @@ def test_stream_edges_smoothing_lag_and_trim():
                   [[0, 0, 0]] + [[0.9, 0, 0]] * 4 + [[0, 0, 0]] * 2)
     assert [(r["onset"], r.get("offset")) for r in trimmed] == [(1.3, None), (1.3, 2.2)]
     short = run(EventDetector(LABELS, "multilabel", EventConfig(trim=0.4)), [[0, 0, 0], [0.9, 0, 0], [0, 0, 0]])
-    assert [(r["onset"], r.get("offset")) for r in short] == [(1.4, None), (1.4, 1.4)]  # never ends before it starts
+    assert short == []  # trimmed to nothing (1.4 .. 0.6): no event, never a zero-length one
     with pytest.raises(UserError, match="--trim"):
         EventConfig(trim=-0.1)
 
@@ -88,7 +89,7 @@ def test_confirmation_min_duration_and_merging():
 
 
 def test_multilabel_overlaps_and_single_label_one_at_a_time():
-    rows = [[0.9, 0.8, 0.0], [0.9, 0.8, 0.0], [0.1, 0.8, 0.0], [0.1, 0.1, 0.0]]
+    rows = [[0.9, 0.8, 0.0], [0.9, 0.8, 0.0], [0.1, 0.8, 0.0], [0.1, 0.8, 0.0], [0.1, 0.1, 0.0]]
     multi = run(EventDetector(LABELS, "multilabel"), rows)
     assert kinds(multi) == [("start", "dog"), ("start", "siren"), ("end", "dog"), ("end", "siren")]
     single = run(EventDetector(LABELS, "multiclass"), rows)
@@ -233,7 +234,7 @@ def tone_model(tmp_path_factory):
 def test_export_of_a_class_subset_is_verified_against_the_full_model(tone_model, tmp_path):
     (tmp_path / "keep.txt").write_text("high\n0\n")
     summary = exp.export(tone_model / "tones.safetensors", tmp_path / "sub", engine=False, classes=tmp_path / "keep.txt",
-                         log=lambda m: None)
+                         renormalize=True, log=lambda m: None)  # a softmax subset: renormalized, as asked
     from astedge import artefact as art
     from astedge.runtime.backends import choose_backend
 
@@ -255,35 +256,35 @@ def test_export_of_a_class_subset_is_verified_against_the_full_model(tone_model,
 def test_classify_events_and_evaluate_agree_with_the_metrics_computed_directly(tone_model, tmp_path):
     model, stream, truth = tone_model / "export", tone_model / "stream.wav", tone_model / "truth.csv"
     common = ["--hop", "0.1", "--smoothing", "median", "--smoothing-windows", "3", "--threshold", "0.6"]
-    result = cli("classify", str(stream), "-m", str(model), "--events", "--events-csv", str(tmp_path / "ev.csv"),
-                 *common)
+    result = cli("classify", str(stream), "-m", str(model), "--events", "--json", "--events-csv",
+                 str(tmp_path / "ev.csv"), *common)
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = [r for r in map(json.loads, result.stdout.splitlines()) if r["type"] == "event"]
     starts = [r for r in lines if r["event"] == "start"]
     ends = [r for r in lines if r["event"] == "end"]
     assert len(starts) == len(ends) >= 1 and all(r["file"] == str(stream) for r in lines)
     detected = em.read_events_csv(tmp_path / "ev.csv", by_file=True)[str(stream)]
     assert [(e.onset, e.offset, e.label) for e in detected] == [(r["onset"], r["offset"], r["label"]) for r in ends]
-    report = cli("evaluate", str(model), str(stream), "--truth", str(truth), "--json", *common)
+    report = cli("evaluate", str(stream), "-m", str(model), "--truth", str(truth), "--json", *common)
     assert report.returncode == 0, report.stderr
-    got = json.loads(report.stdout)
+    got = json.loads(report.stdout.splitlines()[-1])
     reference = em.read_events_csv(truth)
     expected = em.event_based(reference, detected, CLASSES)
     assert got["event_based"]["f1"] == pytest.approx(expected["micro"]["f1"], nan_ok=True)
     segment = em.segment_based(reference, detected, CLASSES, duration=10.0)
     assert got["segment_based"]["f1"] == pytest.approx(segment["micro"]["f1"], nan_ok=True)
     assert got["true_events"] == 2 and got["detected_events"] == len(detected)
-    text = cli("evaluate", str(model), str(stream), "--truth", str(truth), *common)
+    text = cli("evaluate", str(stream), "-m", str(model), "--truth", str(truth), *common)
     assert text.returncode == 0 and "event-based F1" in text.stdout and "decision latency" in text.stdout
 
 
 def test_listen_events_print_one_start_and_one_end_per_event(tone_model, tmp_path):
     hooked = tmp_path / "hook.jsonl"
     result = cli("listen", "-m", str(tone_model / "export"), "--source", str(tone_model / "stream.wav"), "--hop", "0.1",
-                 "--events", "--smoothing", "median", "--threshold", "0.6", "--on-event", f"cat >> {hooked}",
-                 "--events-csv", str(tmp_path / "live.csv"))
+                 "--events", "--json", "--smoothing", "median", "--threshold", "0.6", "--on-event",
+                 f"cat >> {hooked}", "--events-csv", str(tmp_path / "live.csv"))
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = [r for r in map(json.loads, result.stdout.splitlines()) if r["type"] == "event"]
     assert [r["event"] for r in lines] == ["start", "end"] * (len(lines) // 2) and lines
     assert sorted(json.loads(x)["event"] for x in hooked.read_text().splitlines()) == sorted(r["event"] for r in lines)
     assert len(em.read_events_csv(tmp_path / "live.csv")) == len(lines) // 2
@@ -299,7 +300,7 @@ def test_calibrate_command_and_its_thresholds_in_an_export(tone_model, tmp_path)
         (data / label).mkdir(parents=True)
         for k in range(12):
             sf.write(data / label / f"{label}{k}.wav", (0.3 * make()).astype(np.float32), 16000)
-    result = cli("calibrate", str(tone_model / "export"), str(data), "-o", str(tmp_path / "t.json"), "--json")
+    result = cli("calibrate", str(data), "-m", str(tone_model / "export"), "-o", str(tmp_path / "t.json"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     saved = read_thresholds(tmp_path / "t.json", CLASSES)
@@ -317,6 +318,6 @@ def test_calibrate_command_and_its_thresholds_in_an_export(tone_model, tmp_path)
 
 def test_a_truth_table_with_bad_rows_is_one_line(tone_model, tmp_path):
     (tmp_path / "truth.csv").write_text("onset,offset,label\n1.0,2.0,low\n3.0,x,high\n")
-    result = cli("evaluate", str(tone_model / "export"), str(tone_model / "stream.wav"), "--truth",
+    result = cli("evaluate", str(tone_model / "stream.wav"), "-m", str(tone_model / "export"), "--truth",
                  str(tmp_path / "truth.csv"))
     assert result.returncode == 2 and "truth.csv: row 3" in result.stderr and "Traceback" not in result.stderr

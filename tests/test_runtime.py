@@ -260,7 +260,8 @@ def test_smoothing_against_hand_computed_values():
     median = scores.Smoother("median", windows=3)  # a one-window spike does not pass
     outputs = [median(np.array(x)) for x in ([0.1, 0.9], [0.9, 0.8], [0.2, 0.7], [0.3, 0.1])]
     np.testing.assert_allclose(outputs, [[0.1, 0.9], [0.5, 0.85], [0.2, 0.8], [0.3, 0.7]])
-    assert (median.lag_windows, ema.lag_windows, peak.lag_windows, scores.Smoother("none").lag_windows) == (1, 1, 0.5, 0)
+    assert (median.lags, ema.lags, scores.Smoother("none").lags) == ((1, 1), (1, 1), (0, 0))
+    assert peak.lags == (0, 1) and scores.Smoother("max", windows=5).lags == (0, 4)  # rises at once, falls N - 1 late
     with pytest.raises(UserError, match="--smoothing must be one of"):
         scores.Smoother("mean")
 
@@ -428,11 +429,12 @@ def test_listen_json_lines_and_summary(model, wav):
                  "--deny", "Speech,Dog")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    records, summary = lines[:-1], lines[-1]["summary"]
+    records, summary = lines[:-1], lines[-1]
+    assert summary["type"] == "summary" and {r["type"] for r in records} == {"window"}
     assert len(records) == summary["windows"] == 11 and summary["dropped"] == 0
     assert summary["backend"] == "onnxruntime-cpu" and summary["audio_s"] == 6.0
     for line in records:
-        assert set(line) == {"start", "end", "latency_ms", "top"} and len(line["top"]) == 2
+        assert set(line) == {"type", "start", "end", "latency_ms", "top"} and len(line["top"]) == 2
         assert all(set(t) == {"index", "label", "score"} for t in line["top"])
         assert not {t["label"] for t in line["top"]} & {"Speech", "Dog"}
     assert (records[1]["start"], records[1]["end"]) == (0.5, 1.5)
@@ -449,8 +451,8 @@ def test_listen_ctrl_c_stops_cleanly_with_the_summary(model, wav):
     process.send_signal(signals.SIGINT)
     out, err = process.communicate(timeout=60)
     lines = [json.loads(line) for line in [first, *out.splitlines()]]
-    summary = lines[-1]["summary"]
-    assert process.returncode == 0 and b"Traceback" not in err
+    summary = lines[-1]
+    assert process.returncode == 0 and b"Traceback" not in err and summary["type"] == "summary"
     assert summary["interrupted"] and summary["windows"] == len(lines) - 1 >= 1 and summary["audio_s"] < 6.0
 
 

@@ -8,13 +8,17 @@ from typing import Optional
 import typer
 
 from astedge.cli.app import app, print_json
-from astedge.cli.common import print_figures
+from astedge.cli.common import model_path, print_figures
+from astedge.errors import UserError
 
 
-@app.command("export", epilog="Example: astedge export ast-audioset.safetensors -o ast-audioset/ --profile workstation   "
-                              "(then on the Jetson: astedge build-engine ast-audioset/model.onnx --profile jetson-orin-agx)")
+@app.command("export", epilog="Example: astedge export -m ast-audioset.safetensors -o ast-audioset/ --profile "
+                              "workstation   (then on the Jetson: astedge build-engine ast-audioset/model.onnx "
+                              "--profile jetson-orin-agx)")
 def export_(
-    model: Path = typer.Argument(..., help="astedge checkpoint (.safetensors) from `astedge import` or training."),
+    positional: Optional[Path] = typer.Argument(None, hidden=True),  # the older `astedge export MODEL -o DIR`
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="astedge checkpoint (.safetensors) from "
+                                         "`astedge import` or training (default: $ASTEDGE_MODEL)."),
     output: Path = typer.Option(..., "-o", "--output", help="Artefact folder to create (ONNX, astedge.json, ...)."),
     profile: str = typer.Option("workstation", "--profile",
                                 help="Device profile: workstation, jetson-orin-agx, jetson-orin-nano, or a .toml file."),
@@ -28,6 +32,9 @@ def export_(
                                                help="Also write a Triton model repository entry DIR/<output name>/."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Keep only these outputs: a file of label names or "
                                            "indices, one per line or comma-separated (e.g. 8 of AudioSet's 527)."),
+    renormalize: bool = typer.Option(False, "--renormalize", help="With --classes on a single-label (softmax) "
+                                     "model: accept that the kept classes' scores are renormalized over them, so "
+                                     "audio of a dropped class (e.g. background) scores as a kept one."),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="Per-class event thresholds (astedge "
                                               "calibrate) to carry in astedge.json; listen and classify use them."),
     int8: bool = typer.Option(False, "--int8", help="Alias of --precision int8: also write model.int8.onnx (explicit "
@@ -42,13 +49,16 @@ def export_(
 ) -> None:
     """Export a checkpoint to verified ONNX (FP32, FP16, INT8), a TensorRT engine where possible, and Triton.
 
-    INT8: astedge export MODEL -o DIR --precision int8 --calibration AUDIO_DIR
+    INT8: astedge export -m MODEL -o DIR --precision int8 --calibration AUDIO_DIR
     """
     from astedge.deploy.export import export as run_export
 
-    summary = run_export(model, output, profile=profile, precision=precision, fp16=fp16, int8=int8, engine=engine,
-                         triton_repo=triton_repo, force=force, classes=classes, thresholds=thresholds,
-                         calibration=calibration, int8_min_agreement=int8_min_agreement)
+    if positional is not None and model is not None:
+        raise UserError("give the model once: astedge export -m MODEL -o DIR", positional)
+    summary = run_export(positional or model_path(model), output, profile=profile, precision=precision, fp16=fp16,
+                         int8=int8, engine=engine, triton_repo=triton_repo, force=force, classes=classes,
+                         renormalize=renormalize, thresholds=thresholds, calibration=calibration,
+                         int8_min_agreement=int8_min_agreement)
     if as_json:
         print_json(summary)
         return

@@ -11,7 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from astedge.errors import UserError
-from astedge.cli.app import app, err_console, print_json
+from astedge.cli.app import app, log_choice, print_json, progress
+from astedge.cli.common import MODEL, model_path
+from astedge.cli.options import RUNNING, grouped
 
 
 @app.command(epilog="Example: astedge doctor --json > machine.json")
@@ -53,45 +55,70 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report 
         console.print(f"backend {name}: {mark} {backend['detail']}")
 
 
-@app.command(epilog="Example: astedge features dog_bark.wav -o dog_bark.npy   (then: --raw for log-mel before padding)")
+@app.command(epilog="Example: astedge features dog_bark.wav -o dog_bark.npy   (-m MODEL: the features that model sees; "
+                    "--raw: log-mel before padding)")
 def features(
     audio: Path = typer.Argument(..., help="Audio file (WAV, FLAC, OGG, ...; any rate and channel count)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the float32 \\[frames, mel] .npy array."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="Write the features this model sees: its "
+                                         "feature config and input length (default: $ASTEDGE_MODEL; without either: "
+                                         "AST's AudioSet features, 1024 frames)."),
     raw: bool = typer.Option(False, "--raw", help="Write log-mel energies before padding and normalization."),
-    target_length: Optional[int] = typer.Option(None, "--target-length", min=1,
-                                                help="Frames to pad/crop to (default: the dataset's, 1024)."),
-    dataset: str = typer.Option("audioset", "--dataset", help="Normalization statistics: audioset, esc50, speechcommands."),
+    target_length: Optional[int] = typer.Option(None, "--target-length", min=1, help="Without a model: frames to "
+                                                "pad/crop to (default: the dataset's, 1024)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Without a model: normalization statistics: "
+                                          "audioset (default), esc50, speechcommands."),
     max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
-    """Compute the exact features AST was trained on (Kaldi fbank, 128 mel, 25/10 ms) for one file."""
-    import dataclasses
-
+    """Compute the exact features AST was trained on (Kaldi fbank, 128 mel, 25/10 ms) for one file, or those a
+    given model sees."""
     import numpy as np
 
     from astedge.audio import decode as audio_io
     from astedge.features import fbank as feats
     from astedge.files import atomic_write
 
-    config = feats.DEFAULT.with_dataset(dataset)
-    if target_length is not None:
-        config = dataclasses.replace(config, target_length=target_length)
+    model = model_path(model, required=False)
+    config = _feature_config(model, dataset, target_length)
     if output.exists() and audio.exists() and output.samefile(audio):
         raise UserError("is the input audio; give the features another path with -o", output)
+    if output.is_file() and not force:
+        raise UserError("exists; pass --force to replace it", output)
     wave = audio_io.load_audio(audio, config.sample_rate, max_seconds=max_seconds)
     feats.frames_or_error(len(wave), config, audio)
     logmel = feats.fbank(wave, config)
     result = logmel if raw else feats.normalize(feats.pad_or_crop(logmel, config.target_length), config)
     with atomic_write(output) as handle:
         np.save(handle, np.ascontiguousarray(result, dtype=np.float32))
-    summary = {"file": str(audio), "output": str(output), "seconds": len(wave) / config.sample_rate,
-               "frames": int(logmel.shape[0]), "shape": list(result.shape), "raw": raw,
+    summary = {"file": str(audio), "output": str(output), "model": None if model is None else str(model),
+               "seconds": len(wave) / config.sample_rate, "frames": int(logmel.shape[0]), "shape": list(result.shape),
+               "raw": raw, "target_length": config.target_length,
                "normalization": {"mean": config.mean, "std": config.std}}
     if as_json:
         print_json(summary)
     else:
         typer.echo(f"{output}: {result.shape[0]} x {result.shape[1]} float32 "
                    f"({summary['seconds']:.2f} s, {summary['frames']} frames{', raw log-mel' if raw else ''})")
+
+
+def _feature_config(model: Optional[Path], dataset: Optional[str], target_length: Optional[int]):
+    """The model's feature config (its own dataset statistics and input length), else AST's with --dataset and
+    --target-length."""
+    import dataclasses
+
+    from astedge.features import fbank as feats
+
+    if model is not None:
+        if dataset is not None or target_length is not None:
+            raise UserError(f"--dataset and --target-length describe features without a model; the model {model} "
+                            "fixes both (unset ASTEDGE_MODEL, or leave them out)")
+        from astedge.runtime.model_path import model_configs
+
+        return model_configs(model)[1]
+    config = feats.DEFAULT.with_dataset(dataset or "audioset")
+    return config if target_length is None else dataclasses.replace(config, target_length=target_length)
 
 
 @app.command("import", epilog="Example: astedge import audioset_10_10_0.4593.pth -o ast-audioset.safetensors   "
@@ -133,18 +160,22 @@ def import_(
                    f"from {summary['source_format']}")
 
 
-@app.command(epilog="Example: astedge predict dog_bark.wav --model ast-audioset.safetensors --top-k 5")
+@app.command(epilog="Example: astedge predict dog_bark.wav -m ast-audioset.safetensors --top-k 5   "
+                    "(or an export folder: -m ast-audioset/)")
+@grouped
 def predict(
     audio: Path = typer.Argument(..., help="Audio file (WAV, FLAC, OGG, ...; any rate and channel count)."),
-    model: Path = typer.Option(..., "-m", "--model", help="astedge checkpoint (.safetensors) from `astedge import`."),
+    model: Optional[Path] = MODEL,
     top_k: int = typer.Option(5, "-k", "--top-k", min=1, help="How many classes to print."),
     max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
+    running: dict = RUNNING,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Tag one audio file with a model in PyTorch (the first target-length window, as AST's inference.py)."""
+    """Tag one audio file: the top labels of its first window (the model's input length, as AST's inference.py);
+    classify covers a whole file in sliding windows."""
     from astedge.runtime.predict import predict_file
 
-    result = predict_file(audio, model, k=top_k, max_seconds=max_seconds)
+    result = predict_file(audio, model_path(model), k=top_k, max_seconds=max_seconds, log=log_choice, **running)
     if as_json:
         print_json(result)
         return
@@ -168,15 +199,11 @@ def data_synth(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Write a deterministic procedural dataset of distinct sound classes, plus a labelled stream."""
-    from rich.progress import Progress
-
     from astedge.data import synth
 
     synth.check_classes(classes)
-    with Progress(transient=True, console=err_console) as bar:
-        job = bar.add_task("synthesizing", total=classes * per_class)
-        summary = synth.write_dataset(out, classes, per_class, seconds, seed,
-                                      progress=lambda n, total: bar.update(job, advance=n))
+    with progress("synthesizing", classes * per_class) as advance:
+        summary = synth.write_dataset(out, classes, per_class, seconds, seed, progress=advance)
     result = {"root": str(summary.root), "classes": summary.classes, "clips": summary.clips,
               "stream": str(summary.stream), "stream_truth": str(summary.stream_truth)}
     if as_json:
@@ -189,7 +216,7 @@ def data_synth(
 
 
 @data_app.command("events", epilog="Example: astedge data events long-stream --seconds 300 --rate 44100 --seed 1   "
-                                   "(then: astedge evaluate MODEL long-stream.wav --truth long-stream.csv --hop 0.1)")
+                                   "(then: astedge evaluate long-stream.wav -m MODEL --truth long-stream.csv --hop 0.1)")
 def data_events(
     out: Path = typer.Argument(..., help="Path stem: writes OUT.wav and OUT.csv (onset,offset,label)."),
     seconds: float = typer.Option(300.0, "--seconds", help="Length of the recording."),

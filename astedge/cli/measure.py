@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from astedge.errors import UserError
-from astedge.cli.app import app, err_console, log_line, print_json
-from astedge.cli.common import SMOOTHING, SMOOTHING_WINDOWS
+from astedge.cli.app import app, log_line, print_json, progress, to_json
+from astedge.cli.common import PRECISION_HELP, SMOOTHING, SMOOTHING_WINDOWS, model_path
 
 
 @app.command(epilog="Example: astedge models --size base -o benchmarks/results/models-cpu.md   (--no-latency: counts only)")
@@ -28,15 +27,12 @@ def models(
     """The cost of each configuration (the paper's Tables 5 and 6 by default): patches, params, FLOPs, memory, latency."""
     import os
 
-    from rich.progress import Progress
-
     from astedge.measure import costs
     from astedge.files import atomic_write
 
     configs = costs.configs_from_toml(config, size) if config is not None else costs.paper_configs(size)
-    with Progress(transient=True, console=err_console) as bar:
-        job = bar.add_task("counting, then timing" if latency else "counting", total=len(configs))
-        results = costs.costs(configs, latency=latency, threads=threads, progress=lambda: bar.update(job, advance=1))
+    with progress("counting, then timing" if latency else "counting", len(configs)) as advance:
+        results = costs.costs(configs, latency=latency, threads=threads, progress=advance)
     from astedge.measure.machine import machine_header
 
     header = machine_header()
@@ -46,7 +42,7 @@ def models(
             "configs": [r.to_dict() for r in results]}
     if output is not None:
         with atomic_write(output, "w") as handle:
-            handle.write(json.dumps(data, indent=2) + "\n" if output.suffix == ".json"
+            handle.write(to_json(data, indent=2) + "\n" if output.suffix == ".json"
                          else costs.markdown_table(results, f"# {title}"))
     if as_json:
         print_json(data)
@@ -61,12 +57,14 @@ def models(
 
 
 
-@app.command(epilog="Example: astedge frontier runs/teacher/best.safetensors runs/student/export "
-                    "runs/student/export/model.int8.onnx --eval speech_commands/ --min-accuracy 0.9 -o frontier.md "
-                    "--plot frontier.png")
+@app.command(epilog="Example: astedge frontier -m runs/teacher/best.safetensors -m runs/student/export "
+                    "-m runs/student/export/model.int8.onnx --eval speech_commands/ --min-accuracy 0.9 -o frontier.md "
+                    "--plot frontier.png   (the models may also be listed without -m)")
 def frontier(
-    candidates: list[Path] = typer.Argument(..., help="Models to compare: checkpoints, export folders, or one .onnx "
-                                            "of an export (model.fp16.onnx, model.int8.onnx)."),
+    candidates: list[Path] = typer.Argument(None, help="Models to compare, as -m gives them.", show_default=False),
+    models: list[Path] = typer.Option([], "-m", "--model", help="A model to compare (repeatable): a checkpoint, an "
+                                      "export folder, or one .onnx of an export (model.fp16.onnx, model.int8.onnx); "
+                                      "default: $ASTEDGE_MODEL."),
     eval_data: Path = typer.Option(..., "--eval", help="Labelled data to score them on (its test split, else val)."),
     split: Optional[str] = typer.Option(None, "--split", help="Which split to score on (default test, else val)."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Name the fastest candidate at or "
@@ -85,7 +83,8 @@ def frontier(
     _check_report_suffixes(output)
     if plot is not None:
         require_matplotlib()
-    report = fr.frontier(candidates, eval_data, split=split, rounds=rounds, threads=threads,
+    paths = [*(candidates or []), *models] or [model_path(None)]
+    report = fr.frontier(paths, eval_data, split=split, rounds=rounds, threads=threads,
                          min_accuracy=min_accuracy, log=log_line)
     _write_reports(output, report, fr.markdown)
     if plot is not None:
@@ -97,21 +96,21 @@ def frontier(
         Console().print(fr.markdown(report), markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command(epilog="Example: astedge bench --model ast-audioset/ --backend all --batch 1,8,32 -o bench.json "
-                    "--plot bench.png   (without --model: a random-weight AST of --size, latency only)")
+@app.command(epilog="Example: astedge bench -m ast-audioset/ --backend all --batch 1,8,32 -o bench.json "
+                    "--plot bench.png   (without a model: a random-weight AST of --size, latency only)")
 def bench(
     model: Optional[Path] = typer.Option(None, "-m", "--model", help="Export folder, its astedge.json or model.onnx, "
-                                         "or a .safetensors checkpoint (default: a random-weight AST of --size, "
-                                         "exported to a temp folder: latency only)."),
+                                         "or a .safetensors checkpoint (default: $ASTEDGE_MODEL, else a "
+                                         "random-weight AST of --size, exported to a temp folder: latency only)."),
     size: Optional[str] = typer.Option(None, "--size", help="Without --model: tiny, small or base (default base)."),
     frames: Optional[int] = typer.Option(None, "--frames", min=16, help="Without --model: input frames (default 1024, "
                                          "a 10 s window; 512 = 5 s as ESC-50, 128 = 1 s as Speech Commands)."),
-    backend: str = typer.Option("all", "--backend", help="all (every backend that loads here; the others are listed "
-                                "with why), or comma-separated: tensorrt, onnxruntime-cpu, onnxruntime-cuda, "
-                                "onnxruntime-tensorrt, torch, auto, onnxruntime."),
+    backend: str = typer.Option("all", "--backend", help="all (every backend that loads here, and the export's INT8 "
+                                "model on ONNX Runtime when it has one; the others are listed with why), or "
+                                "comma-separated: tensorrt, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, "
+                                "torch, auto, onnxruntime."),
     batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,8,32."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32 or fp16 (ONNX Runtime: which ONNX file; "
-                                  "TensorRT: must match the engine)."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed rounds per batch size."),
     iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Timed rounds per batch size (default: as many "
                                         "as fit in --seconds, at least 10)."),
@@ -141,8 +140,10 @@ def bench(
     from astedge.measure import bench as benchmarks
     from astedge.measure import bench_report
 
+    model = model_path(model, required=False)
     if model is not None and (size is not None or frames is not None):
-        raise UserError("--size and --frames shape the random model built without --model; they do not apply to --model")
+        raise UserError(f"--size and --frames shape the random model built without a model; they do not apply to "
+                        f"the model {model} (-m or $ASTEDGE_MODEL)")
     _check_report_suffixes(output)
     for target in (*output, plot):
         if target is not None and not target.parent.is_dir():
@@ -176,7 +177,7 @@ def _write_reports(outputs: list[Path], report: dict, markdown) -> None:
 
     for target in outputs:
         with atomic_write(target, "w") as handle:
-            handle.write(json.dumps(report, indent=2) + "\n" if target.suffix == ".json" else markdown(report))
+            handle.write(to_json(report, indent=2) + "\n" if target.suffix == ".json" else markdown(report))
 
 
 def _print_bench(report: dict) -> None:
@@ -192,7 +193,8 @@ def _print_bench(report: dict) -> None:
         table = Table("batch", "stage", "mean", "p50", "p90", "p99", "min", "max", "clips/s", "x RT",
                       box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left",
                       title=f"{entry['name']} ({entry['precision']}, {entry['device']}; fbank: {entry['fbank']}), ms")
-        for r in (r for r in bench_report.rows(report) if r["backend"] == entry["name"]):
+        for r in (r for r in bench_report.rows(report)
+                  if (r["backend"], r["precision"]) == (entry["name"], entry["precision"])):
             table.add_row(str(r["batch"]), bench_report.STAGE_SHORT[r["stage"]],
                           *(bench_report.format_ms(r[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
                                                                    "max_ms")),

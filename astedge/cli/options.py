@@ -61,8 +61,9 @@ WINDOWS = Group(
     hop=(Optional[float], typer.Option(None, "--hop", help="Seconds between windows (default: the export's stream "
                                        "hop, 1 s). Multiples of 10 ms compute only the new frames each hop.")),
     top_k=(int, typer.Option(5, "-k", "--top-k", min=1, help="Labels per window.")),
-    threshold=(Optional[float], typer.Option(None, "--threshold", help="Only report scores >= this (with --events: "
-                                             "the on-threshold of classes without their own, default 0.5).")),
+    threshold=(Optional[float], typer.Option(None, "--threshold", help="A score in [0, 1]: only report scores >= "
+                                             "this (with --events: the on-threshold of classes without their own, "
+                                             "default 0.5).")),
     smoothing=(str, SMOOTHING),
     smoothing_windows=(int, SMOOTHING_WINDOWS),
     allow=(list[str], typer.Option([], "--allow", help="Only these labels (repeatable, or comma-separated).")),
@@ -70,10 +71,13 @@ WINDOWS = Group(
 )
 
 EVENT_OUTPUT = Group(
-    events=(bool, typer.Option(False, "--events", help="Print one JSON line when an event starts and one when it "
-                               "ends (smoothing, thresholds with hysteresis, N-of-M confirmation, merging).")),
+    events=(bool, typer.Option(False, "--events", help="Report sound events instead of windows (smoothing, "
+                               "thresholds with hysteresis, N-of-M confirmation, merging): classify a table per file, "
+                               "listen a line when one starts and one when it ends; with --json their \"event\" "
+                               "records.")),
     events_csv=(Optional[Path], typer.Option(None, "--events-csv", help="Also write the ended events to this CSV "
-                                             "(onset,offset,label,...).")),
+                                             "([file,]onset,offset,label,peak_score,first_detected_at; it reads back "
+                                             "as evaluate --truth).")),
     on_event=(Optional[str], typer.Option(None, "--on-event", help="Run this shell command per event, the event "
                                           "JSON on its stdin (its own worker: capture never waits; failures and "
                                           "drops are counted).")),
@@ -94,8 +98,8 @@ DECISION = Group(
                               "astedge evaluate).")),
 )
 
-BACKEND = (str, typer.Option("auto", "--backend", help=BACKEND_HELP))
-RUNNING = Group(backend=BACKEND, precision=(str, typer.Option("auto", "--precision", help=PRECISION_HELP)))
+RUNNING = Group(backend=(str, typer.Option("auto", "--backend", help=BACKEND_HELP)),
+                precision=(str, typer.Option("auto", "--precision", help=PRECISION_HELP)))
 
 
 def classifier_options(*groups: dict, outputs: dict | None = None, **fixed):

@@ -1,4 +1,4 @@
-"""Commands that run models on audio: listen, classify, calibrate, evaluate.
+"""Commands that run models on audio: listen, classify (calibrate and evaluate: :mod:`astedge.cli.scoring`).
 
 Each parses its options into :class:`astedge.runtime.classifier.ClassifierOptions` (:mod:`astedge.cli.options`),
 runs the :class:`~astedge.runtime.classifier.Classifier` and prints what it returns.
@@ -6,34 +6,28 @@ runs the :class:`~astedge.runtime.classifier.Classifier` and prints what it retu
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from astedge.errors import UserError
-from astedge.cli.app import app, err_console, log_line, print_json
-from astedge.cli.common import MODEL_HELP, EventOutput, model_path, window_line
-from astedge.cli.options import BACKEND, DECISION, EVENT_OUTPUT, RUNNING, WINDOWS, classifier_options, grouped
+from astedge.cli.app import app, err_console, log_choice, print_record, progress
+from astedge.cli.common import MODEL, model_path
+from astedge.cli.options import DECISION, EVENT_OUTPUT, RUNNING, WINDOWS, classifier_options, grouped
+from astedge.cli.records import EventOutput, print_file_head, print_file_tail, window_line
 
 
-def _log_choice(line: str) -> None:
-    log_line(line, style="dim")
-
-
-@app.command(epilog="Example: astedge listen --model ast-audioset/ --hop 1 --smoothing ema   "
-                    "(without a microphone: astedge listen --model ast-audioset/ --source street.wav --realtime --json; "
+@app.command(epilog="Example: astedge listen -m ast-audioset/ --hop 1 --smoothing ema   "
+                    "(without a microphone: astedge listen -m ast-audioset/ --source street.wav --realtime --json; "
                     "arecord -f S16_LE -r 16000 -c 1 -t raw | astedge listen -m ast-audioset/ --source - --realtime)")
 @grouped
 def listen(
-    model: Optional[Path] = typer.Option(None, "-m", "--model", help=MODEL_HELP),
-    device: Optional[str] = typer.Option(None, "--device", help="Microphone: index or part of its name "
-                                         "(astedge doctor lists them); default: the system's input."),
+    model: Optional[Path] = MODEL,
+    mic: Optional[str] = typer.Option(None, "--mic", help="Microphone: index or part of its name (astedge doctor "
+                                      "lists them); default: the system's input. CPU or GPU: --backend."),
+    device: Optional[str] = typer.Option(None, "--device", hidden=True, help="Old name of --mic."),
     windows: dict = WINDOWS,
     outputs: dict = EVENT_OUTPUT,
     decision: dict = DECISION,
@@ -52,21 +46,30 @@ def listen(
     pcm_format: Optional[str] = typer.Option(None, "--format", help="--source -: s16le (default) or f32le."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
     running: dict = RUNNING,
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per window and a final {\"summary\": ...} "
-                                 "(with --events, the event lines too)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines: a {\"type\": \"window\"} record per window, "
+                                 "with --events the \"event\" records too, and a last \"summary\" record."),
 ) -> None:
     """Classify live audio in sliding windows: microphone, a file replayed in real time, or raw PCM on stdin;
     with --events, report sound events (start and end) instead of windows."""
     from astedge.runtime.classifier import Classifier
 
-    open_source = _source_opener(source, device, realtime, speed, rate, channels, pcm_format)
+    open_source = _source_opener(source, _microphone(mic, device), realtime, speed, rate, channels, pcm_format)
     options = classifier_options(windows, decision, running, outputs=outputs, partial=partial, duration=duration)
-    with Classifier.from_options(model_path(model), options, log=_log_choice) as classifier:
-        output = EventOutput(**outputs)
+    output = EventOutput(**outputs, as_json=as_json, lines=True)
+    with Classifier.from_options(model_path(model), options, log=log_choice) as classifier:
         listener = classifier.listen(open_source(classifier.backend.feature_config.sample_rate))
         interrupted = _run_listener(listener, output, as_json)
-    output.detected += listener.decision.detected
     _print_summary({**listener.summary(), **output.close(), "interrupted": interrupted}, as_json)
+
+
+def _microphone(mic: Optional[str], device: Optional[str]) -> Optional[str]:
+    """--mic, or its old name --device (which never chose the CPU or GPU: --backend does)."""
+    if device is not None and mic is not None:
+        raise UserError("--device is the old name of --mic; give one of them")
+    if device is not None and device.lower() in ("cpu", "cuda", "gpu"):
+        raise UserError(f"--device names a microphone (now --mic), not {device!r}: the CPU or GPU is chosen with "
+                        "--backend (e.g. onnxruntime-cpu, onnxruntime-cuda, tensorrt)")
+    return mic if mic is not None else device
 
 
 def _run_listener(listener, output: EventOutput, as_json: bool) -> bool:
@@ -77,11 +80,10 @@ def _run_listener(listener, output: EventOutput, as_json: bool) -> bool:
     console, name = Console(), listener.source.name
     try:
         listener.start()
-        if as_json or output.print_lines:
+        if as_json or output.printing:
             for result in listener.results():
                 if as_json:
-                    sys.stdout.write(json.dumps(result.to_dict()) + "\n")
-                    sys.stdout.flush()
+                    print_record(result.to_dict())
                 output.emit(result.events)
         elif console.is_terminal:
             from rich.live import Live
@@ -112,7 +114,7 @@ def _source_opener(source, device, realtime, speed, rate, channels, pcm_format):
     if source != "-" and (rate is not None or channels is not None or pcm_format is not None):
         raise UserError("--rate, --channels and --format describe raw PCM on stdin (--source -)")
     if source is not None and device is not None:
-        raise UserError("--device selects a microphone; it cannot be combined with --source")
+        raise UserError("--mic selects a microphone; it cannot be combined with --source")
     if speed is not None and not realtime:
         raise UserError("--speed paces a --realtime replay; add --realtime")
     if source == "-":
@@ -125,7 +127,7 @@ def _source_opener(source, device, realtime, speed, rate, channels, pcm_format):
 
 def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps({"summary": summary}) + "\n")
+        print_record({"type": "summary", **summary})
         return
     inference = summary["inference_ms"] or {}
     err_console.print(
@@ -137,11 +139,13 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         highlight=False, soft_wrap=True)
 
 
-@app.command(epilog="Example: astedge classify street.wav park.flac --model ast-audioset/ --hop 5 --json > tags.jsonl")
+@app.command(epilog="Example: astedge classify street.wav park.flac -m ast-audioset/ --hop 5 --json > tags.jsonl   "
+                    "(a folder: its audio files; --events for a table of sound events)")
 @grouped
 def classify(
-    audio: list[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, OGG, ...; any rate and channel count)."),
-    model: Optional[Path] = typer.Option(None, "-m", "--model", help=MODEL_HELP),
+    audio: list[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, OGG, ...; any rate and channel count), or "
+                                       "folders of them."),
+    model: Optional[Path] = MODEL,
     windows: dict = WINDOWS.but(
         top_k=(int, typer.Option(5, "-k", "--top-k", min=1, help="Labels per window and per file.")),
         hop=(Optional[float], typer.Option(None, "--hop", help="Seconds between windows (default: half the window)."))),
@@ -150,135 +154,61 @@ def classify(
     decision: dict = DECISION,
     max_seconds: float = typer.Option(3600.0, "--max-seconds", help="Refuse longer files."),
     running: dict = RUNNING,
-    as_json: bool = typer.Option(False, "--json", help="JSON lines: one per window, then the file's mean and max "
-                                 "records (\"aggregate\"); with --events, the event lines too."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines, each record as soon as it is ready: a "
+                                 "{\"type\": \"window\"} record per window, then the file's \"aggregate\" records "
+                                 "(mean, max); with --events the \"event\" records too."),
 ) -> None:
     """Classify audio files: short ones padded, long ones in sliding windows, plus the clip's mean and max;
-    with --events, the sound events in each file (start and end lines)."""
-    from astedge.audio.decode import audio_info
+    with --events, the sound events in each file (a table of onset, offset, label and peak)."""
     from astedge.runtime.classifier import Classifier
 
-    for path in audio:  # every file's problem before any work
-        audio_info(path)
+    files = _audio_files(audio)
     options = classifier_options(windows, decision, running, outputs=outputs, batch_size=batch_size,
                                  max_seconds=max_seconds)
-    with Classifier.from_options(model_path(model), options, log=_log_choice) as classifier:
-        output = EventOutput(**outputs)
+    output = EventOutput(**outputs, as_json=as_json)
+    with Classifier.from_options(model_path(model), options, log=log_choice) as classifier:
         try:
-            console = Console()
-            for path in audio:
-                result = classifier.classify_file(path)
-                output.detected += result.detected
-                _print_file(result, output, as_json, console)
-        finally:
-            output.close()
+            for path, seconds in files:
+                _classify_one(classifier, path, seconds, output, as_json, events=outputs["events"])
+        except BaseException:
+            output.close(write=False)  # no --events-csv of a run that did not finish
+            raise
+    output.close()
 
 
-def _print_file(result, output: EventOutput, as_json: bool, console: Console) -> None:
-    """One file's windows and aggregates (JSON lines, or a table and window lines), then its event records."""
-    if as_json or output.print_lines:
-        if as_json:
-            sys.stdout.write("".join(json.dumps(record) + "\n" for record in result.records()))
-        output.emit(result.events)
-        sys.stdout.flush()
-        return
-    console.print(f"[bold]{escape(result.file)}[/]  {result.seconds:.2f} s, {len(result.windows)} window(s)",
-                  highlight=False, soft_wrap=True)
-    table = Table("mean", "max", "label", box=None)
-    peaks = {s.index: s.score for s in result.max.top}
-    for score in result.mean.top:
-        peak = peaks.get(score.index)
-        table.add_row(f"{score.score:.4f}", f"{peak:.4f}" if peak is not None else "", escape(score.label))
-    console.print(table)
-    if len(result.windows) > 1:
-        for window_result in result.windows:
-            typer.echo("  " + window_line(window_result))
-    output.emit(result.events)
+def _audio_files(paths: list[Path]) -> list[tuple[Path, float]]:
+    """Each file to classify with its length in seconds, a folder's audio files in its place; every file's problem
+    is found before any work."""
+    from astedge.audio.decode import audio_files, audio_info
+
+    files = [f for p in paths for f in (audio_files(p, "folder to classify") if p.is_dir() else [p])]
+    return [(f, (lambda info: info.frames / info.samplerate)(audio_info(f))) for f in files]
 
 
-@app.command(epilog="Example: astedge calibrate runs/kws/best.safetensors speech_commands/ -o thresholds.json   "
-                    "(then: astedge export MODEL -o DIR --thresholds thresholds.json; --precision 0.95 for fewer false alarms)")
-def calibrate(
-    model: Path = typer.Argument(..., help=MODEL_HELP),
-    data: Path = typer.Argument(..., help="Labelled audio: class folders, a CSV manifest, ESC-50 or Speech Commands."),
-    output: Path = typer.Option(..., "-o", "--output", help="The thresholds file to write (JSON)."),
-    split: str = typer.Option("val", "--split", help="Which split to calibrate on: val (held out from training) or test."),
-    target_precision: Optional[float] = typer.Option(None, "--precision", help="Per class, the lowest threshold reaching "
-                                                     "this precision (the most recall at it); default: maximize F1."),
-    label_file: Optional[Path] = typer.Option(None, "--labels", help="Manifests: label CSV (index,mid,display_name)."),
-    backend: str = BACKEND[1],
-    as_json: bool = typer.Option(False, "--json", help="Print the thresholds and per-class figures as JSON."),
-) -> None:
-    """Pick per-class event thresholds on labelled clips (max F1, or a target precision) for --events."""
-    from astedge.data.datasets import read_dataset
-    from astedge.measure.evaluation import calibrate_thresholds
-    from astedge.runtime.classifier import Classifier, ClassifierOptions
-    from astedge.runtime.events import write_thresholds
+def _classify_one(classifier, path: Path, seconds: float, output: EventOutput, as_json: bool, events: bool) -> None:
+    """One file: its windows shown as they are ready (records, or text lines when it has several and --events is
+    off), progress on stderr while stdout is quiet, then its aggregates (records, or the mean/max table) and its
+    events (records, or their table with --events)."""
+    console = Console()
+    lines = not as_json and not events and seconds > classifier.windowing().seconds[0]
+    if not as_json:
+        print_file_head(console, str(path), seconds)
+    done = 0.0
+    with progress(path.name, seconds, show=not (console.is_terminal and (as_json or lines))) as advance:
+        def on_window(window) -> None:
+            nonlocal done
+            advance(window.end - done)
+            done = window.end
+            if as_json:
+                print_record(window.to_dict())
+            elif lines:
+                typer.echo("  " + window_line(window))
+            output.emit(window.events)
 
-    if not output.parent.is_dir():
-        raise UserError("its folder does not exist", output)
-    dataset = read_dataset(data, label_file=label_file)
-    with Classifier.from_options(model, ClassifierOptions(backend=backend), log=_log_choice) as classifier:
-        result = calibrate_thresholds(classifier, dataset, split, target_precision=target_precision, log=log_line)
-    write_thresholds(output, result["thresholds"], model=str(model), data=str(data), split=split,
-                     method=result["method"], clips=result["clips"], classes=result["classes"])
+        result = classifier.classify_file(path, on_window=on_window)
+    output.emit(result.events[sum(len(w.events) for w in result.windows):])  # those still open at the end
     if as_json:
-        print_json({"output": str(output), **result})
-        return
-    table = Table("label", "threshold", "precision", "recall", "F1", "positives", box=None)
-    for label, row in result["classes"].items():
-        table.add_row(escape(label), f"{row['threshold']:.3f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                      f"{row['f1']:.3f}", str(row["positives"]))
-    Console().print(table)
-    typer.echo(f"{output}: {len(result['thresholds'])} thresholds ({result['method']}, {result['clips']} {split} clips)")
-
-
-@app.command(epilog="Example: astedge evaluate demo/export demo/data/stream.wav --truth demo/data/stream.csv "
-                    "--hop 0.1 --json   (several files: a truth table with a filename column)")
-@grouped
-def evaluate(
-    model: Path = typer.Argument(..., help=MODEL_HELP),
-    audio: list[Path] = typer.Argument(..., help="Recordings to detect events in."),
-    truth: Path = typer.Option(..., "--truth", help="CSV onset,offset,label (or DCASE TSV filename onset offset "
-                               "event_label) of the true events."),
-    windows: dict = WINDOWS.but(top_k=None, threshold=(Optional[float], typer.Option(
-        None, "--threshold", help="On-threshold of classes without their own (0.5)."))),
-    decision: dict = DECISION,
-    collar: float = typer.Option(0.2, "--collar", help="Event-based F1: onset collar in seconds (DCASE: 0.2)."),
-    offset_percentage: float = typer.Option(0.2, "--offset-percentage", help="Offset collar: max(collar, this x the "
-                                            "event's length) (DCASE: 0.2)."),
-    segment: float = typer.Option(1.0, "--segment", help="Segment-based F1: segment length in seconds."),
-    backend: str = BACKEND[1],
-    estimated_csv: Optional[Path] = typer.Option(None, "--events-csv", help="Also write the detected events as CSV."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-) -> None:
-    """Score the event decision layer against true events: event-based F1 (DCASE collars), segment F1,
-    duplicates per true event and decision latency."""
-    from astedge.audio.decode import audio_info
-    from astedge.measure.evaluation import evaluate_events, read_truth
-    from astedge.runtime.classifier import Classifier
-    from astedge.runtime.events import Event, write_events_csv
-
-    for path in audio:
-        audio_info(path)
-    table = read_truth(truth, audio)
-    options = classifier_options(windows, decision, backend=backend, events=True, top_k=1, max_seconds=None)
-    with Classifier.from_options(model, options, log=_log_choice) as classifier:
-        report = evaluate_events(classifier, audio, table, t_collar=collar, percentage_of_length=offset_percentage,
-                                 segment=segment)
-    if estimated_csv is not None:
-        write_events_csv(estimated_csv, [Event(label, 0, onset, onset, "", 0.0, offset=offset, file=name)
-                                         for name, rows in report["estimated"].items() for onset, offset, label in rows])
-    if as_json:
-        print_json(report)
-        return
-    e, g, d, lat = (report["event_based"], report["segment_based"], report["detections_per_true_event"],
-                    report["decision_latency_s"])
-    typer.echo(f"{report['true_events']} true events, {report['detected_events']} detected in "
-               f"{report['audio_seconds']:.1f} s of audio ({report['files']} file(s))")
-    typer.echo(f"event-based F1 {e['f1']:.3f} (precision {e['precision']:.3f}, recall {e['recall']:.3f}; collars "
-               f"{collar:g} s / max({collar:g} s, {offset_percentage:.0%}))")
-    typer.echo(f"segment-based F1 {g['f1']:.3f} ({segment:g} s segments), error rate {g['error_rate']:.3f}")
-    typer.echo(f"detections per true event {d['mean']:.2f} ({d['duplicated']} true events detected more than once)")
-    if lat["p50"] is not None:
-        typer.echo(f"decision latency p50 {lat['p50']:.2f} s, p90 {lat['p90']:.2f} s ({lat['missed']} missed)")
+        print_record(result.mean.to_dict())
+        print_record(result.max.to_dict())
+    else:
+        print_file_tail(console, result, result.events if events else None)

@@ -39,10 +39,11 @@ def _number(text: str, what: str, row: int, path: Path) -> float:
 
 
 def read_events_csv(path: str | Path, *, by_file: bool = False) -> list[Event] | dict[str, list[Event]]:
-    """Events from a CSV `onset,offset,label` or a DCASE TSV `filename onset offset event_label`.
+    """Events from a CSV `[file,]onset,offset,label` (what astedge writes) or a DCASE TSV `filename onset offset
+    event_label`.
 
     The header is required (column order free, extra columns ignored; tab-separated when the header has a
-    tab); the filename column is optional. Bad input raises UserError naming the file and row (rows are
+    tab); the file column (``file``, or DCASE's ``filename``) is optional. Bad input raises UserError naming the file and row (rows are
     file line numbers, the header is row 1). by_file=True returns {filename: events}, keeping files listed
     with empty onset/offset/label (DCASE's files without events); without it a file may hold one filename only.
     """
@@ -62,15 +63,18 @@ def read_events_csv(path: str | Path, *, by_file: bool = False) -> list[Event] |
     if not {"onset", "offset", label_col} <= set(header):
         raise UserError(f"row {reader.line_num}: header {','.join(header)!r} lacks onset, offset and label "
                         "(or event_label) columns", path)
-    col = {name: header.index(name) for name in ("onset", "offset", label_col, "filename") if name in header}
+    file_col = "file" if "file" in header else "filename"
+    col = {name: header.index(name) for name in ("onset", "offset", label_col) if name in header}
+    if file_col in header:
+        col["file"] = header.index(file_col)
     files: dict[str, list[Event]] = {}
     for row in reader:
         n = reader.line_num
         if not any(field.strip() for field in row):
             continue
-        name = row[col["filename"]].strip() if "filename" in col and len(row) > col["filename"] else ""
+        name = row[col["file"]].strip() if "file" in col and len(row) > col["file"] else ""
         events = files.setdefault(name, [])
-        if name and not any(f.strip() for k, f in enumerate(row) if k != col["filename"]):
+        if name and not any(f.strip() for k, f in enumerate(row) if k != col["file"]):
             continue  # a DCASE file without events: its name alone
         if len(row) != len(header):
             raise UserError(f"row {n}: {len(row)} fields, the header has {len(header)}", path)
@@ -82,9 +86,9 @@ def read_events_csv(path: str | Path, *, by_file: bool = False) -> list[Event] |
             raise UserError(f"row {n}: empty label", path)
         events.append(Event(onset_s, offset_s, label.strip()))
     if by_file:
-        if "filename" not in col:
-            raise UserError("no filename column to group the events by", path)
+        if "file" not in col:
+            raise UserError("no file (or filename) column to group the events by", path)
         return files
     if len(files) > 1:
-        raise UserError(f"events of {len(files)} files (filename column); give one file's events", path)
+        raise UserError(f"events of {len(files)} files ({file_col} column); give one file's events", path)
     return next(iter(files.values()), [])

@@ -180,14 +180,16 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
            precision: str | None = None, fp16: bool | None = None, int8: bool = False, engine: bool | None = None,
            triton_repo: str | Path | None = None, triton_name: str | None = None, force: bool = False,
            verify_count: int = VERIFY_COUNT, typing: str = "auto", timing_cache: str | Path | None = None,
-           classes: str | Path | None = None, thresholds: str | Path | None = None,
+           classes: str | Path | None = None, renormalize: bool = False, thresholds: str | Path | None = None,
            calibration: str | Path | None = None, int8_min_agreement: float | None = None, log=None) -> dict:
     """Export a checkpoint into the artefact folder `out_dir` (see :mod:`astedge.artefact`); returns a summary.
 
     `precision` (fp32, fp16, int8; `fp16` and `int8` are its aliases, :func:`astedge.precision.requested_precision`)
     defaults to the profile's; it says which ONNX files are written (:data:`astedge.precision.PRECISION_TABLE`).
     `engine` None builds one when TensorRT and a GPU are usable here, True requires it, False skips it. `classes`
-    (a file of names or indices) keeps only those outputs of the head, verified against the full model;
+    (a file of names or indices) keeps only those outputs of the head, verified against the full model; on a
+    single-label (softmax) model a subset renormalizes the scores over the kept classes, so it is refused unless
+    `renormalize` says that is meant (then recorded, with a warning);
     `thresholds` (``astedge calibrate``'s file) go into ``astedge.json`` for the event decision layer. INT8 also
     writes ``model.int8.onnx`` and ``model.int8.fp16.onnx`` calibrated on the audio folder `calibration` and refused
     below `int8_min_agreement` top-1 agreement with FP32 on held-out clips. Raises :class:`UserError` for bad inputs
@@ -205,11 +207,11 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
         triton.check_destination(triton_repo, name, force)
     if verify_count < 1:
         raise UserError("verify_count must be >= 1")
-    full, checkpoint, per_class = _load_request(checkpoint_path, classes, thresholds)
+    full, checkpoint, per_class = _load_request(checkpoint_path, classes, thresholds, renormalize)
     engine = _engine_wanted(engine, log)
     require_export_dependencies()
 
-    warnings_ = _window_warning(profile, checkpoint.feature_config)
+    warnings_ = _window_warning(profile, checkpoint.feature_config) + _subset_warning(full, checkpoint)
     started = time.perf_counter()
     with art.staged_folder(out_dir, force) as tmp:
         meta = _new_metadata(checkpoint, checkpoint_path, profile)
@@ -234,9 +236,9 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, *, profile: DeviceP
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _load_request(checkpoint_path, classes, thresholds):
+def _load_request(checkpoint_path, classes, thresholds, renormalize: bool = False):
     """The checkpoint, the model exported from it (its `classes` subset, or itself) and the exported classes'
-    `thresholds` (None without a thresholds file)."""
+    `thresholds` (None without a thresholds file). A subset of a softmax head needs `renormalize`."""
     from astedge.model.checkpoint import load_checkpoint
 
     full = checkpoint = load_checkpoint(checkpoint_path)
@@ -244,12 +246,27 @@ def _load_request(checkpoint_path, classes, thresholds):
         from astedge.model.labels import read_class_subset
 
         checkpoint = full.with_classes(read_class_subset(classes, full.labels))
+        dropped = [label for label in full.labels if label not in checkpoint.labels]
+        if full.task == "multiclass" and dropped and not renormalize:
+            raise UserError(f"keeps {len(checkpoint.labels)} of the {len(full.labels)} classes of a single-label "
+                            f"(softmax) model: its scores would be renormalized over the kept ones, so audio of a "
+                            f"dropped class ({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''}) would "
+                            "score as a kept one; export every class and pick them at run time with --allow, or pass "
+                            "--renormalize to mean it", classes)
     per_class = None
     if thresholds is not None:
         from astedge.runtime.events import read_thresholds
 
         per_class = {k: v for k, v in read_thresholds(thresholds, full.labels).items() if k in checkpoint.labels}
     return full, checkpoint, per_class
+
+
+def _subset_warning(full, checkpoint) -> list[str]:
+    """A renormalized softmax subset says so in the summary's warnings (and astedge.json's)."""
+    if full.task != "multiclass" or len(checkpoint.labels) == len(full.labels):
+        return []
+    return [f"the {len(checkpoint.labels)} kept classes' softmax scores are renormalized over them (--renormalize): "
+            f"audio of the {len(full.labels) - len(checkpoint.labels)} dropped classes scores as a kept class"]
 
 
 def _new_metadata(checkpoint, checkpoint_path, profile: DeviceProfile) -> dict:
@@ -391,7 +408,7 @@ def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DevicePr
 def _check_int8_request(profile: DeviceProfile, calibration, min_agreement) -> None:
     """Fail before any work: INT8 needs a readable folder of audio and a sensible agreement threshold; the other
     precisions take neither."""
-    from astedge.audio.decode import audio_files
+    from astedge.audio.decode import audio_files, audio_info
 
     if profile.precision != "int8":
         if calibration is not None or min_agreement is not None:
@@ -399,7 +416,8 @@ def _check_int8_request(profile: DeviceProfile, calibration, min_agreement) -> N
         return
     if calibration is None:
         raise UserError("INT8 export needs calibration audio: --calibration AUDIO_DIR (clips from the model's domain)")
-    audio_files(calibration, "calibration folder")
+    for path in audio_files(calibration, "calibration folder"):
+        audio_info(path)  # an unreadable clip is refused now, not after minutes of export
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise UserError(f"--int8-min-agreement must be a fraction in [0, 1], got {min_agreement}")
 

@@ -11,6 +11,9 @@ Three stages are timed, each on its own and together, for each backend and batch
 - ``gpu_compute`` (TensorRT backend only): CUDA events recorded on the engine's stream around each
   ``execute_async_v3`` (trtexec's "GPU Compute Time": no copies, no host overhead).
 
+Contenders are backends at a precision: each backend asked for at ``precision``, and with ``auto`` an export's INT8
+model (``export --int8``) on each ONNX Runtime backend too, as its own row (:func:`load_contenders`).
+
 How it is measured: every backend is loaded first; then, per batch size, warm-up rounds (excluded)
 and timed rounds run the backends round-robin (:func:`astedge.timing.round_robin`; each round: fbank,
 model, end-to-end of every backend), so a burst of other load on the machine hits every backend
@@ -120,6 +123,11 @@ class Contender:
         return self.backend.name
 
     @property
+    def key(self) -> str:
+        """The contender's name in one report: a backend may run twice, at two precisions (an export's INT8 model)."""
+        return f"{self.backend.name} {self.backend.precision}"
+
+    @property
     def fbank(self) -> str:
         return "cuda" if self.extractor.device == "cuda" else "numpy"
 
@@ -132,35 +140,60 @@ class Contender:
         self.backend.close()
 
 
+#: The backends that run an export's INT8 model (model.int8.onnx) beside its float one.
+INT8_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda")
+
+
 def load_contenders(model, names: list[str], precision: str, threads: int | None,
                     log=None) -> tuple[list[Contender], list[dict]]:
-    """Every backend of `names` that loads (one per backend, in order) and, for the others, why not."""
-    from astedge.runtime.backends import choose_backend
-    from astedge.features.cuda_fbank import extractor_for
-
+    """Every backend of `names` that loads at `precision` (one per backend and precision, in order) and, for the
+    others, why not. With precision auto, an export's INT8 model joins as its own contender on each ONNX Runtime
+    backend that loaded (what ``export --int8`` made is timed beside what it came from)."""
     log = log or (lambda message: None)
     contenders: list[Contender] = []
     unavailable: list[dict] = []
     for name in names:
-        try:
-            choice = choose_backend(model, name, precision, threads)
-        except UserError as err:
-            unavailable.append({"backend": name, "reason": str(err)})
-            continue
-        except Exception as err:  # noqa: BLE001 - a runtime failing in its own way is reported, the others still run
-            unavailable.append({"backend": name, "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
-            continue
-        backend = choice.backend
-        for skipped_name, reason in choice.skipped:
-            if all(u["backend"] != skipped_name for u in unavailable):
-                unavailable.append({"backend": skipped_name, "reason": reason})
-        if any(c.name == backend.name for c in contenders):  # an alias resolving to one already loaded
-            backend.close()
-            continue
-        extractor = extractor_for(backend.device, backend.feature_config, model_input=True, warn=False)
-        contenders.append(Contender(backend, extractor, EngineEventTimer.attach(backend)))
-        log(f"loaded {backend.name} ({backend.precision}, {backend.device}); fbank: {extractor.detail}")
+        _load(model, name, precision, threads, contenders, unavailable, log)
+    if precision == "auto" and _has_int8(model):
+        for name in [c.name for c in contenders if c.name in INT8_BACKENDS and c.backend.precision != "int8"]:
+            _load(model, name, "int8", threads, contenders, unavailable, log)
     return contenders, unavailable
+
+
+def _load(model, name: str, precision: str, threads: int | None, contenders: list[Contender], unavailable: list[dict],
+          log) -> None:
+    """Backend `name` at `precision` into `contenders`, or why not into `unavailable`."""
+    from astedge.runtime.backends import choose_backend
+    from astedge.features.cuda_fbank import extractor_for
+
+    label = name if precision == "auto" else f"{name} {precision}"
+    try:
+        choice = choose_backend(model, name, precision, threads)
+    except UserError as err:
+        unavailable.append({"backend": label, "reason": str(err)})
+        return
+    except Exception as err:  # noqa: BLE001 - a runtime failing in its own way is reported, the others still run
+        unavailable.append({"backend": label, "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+        return
+    backend = choice.backend
+    for skipped_name, reason in choice.skipped:
+        if all(u["backend"] != skipped_name for u in unavailable):
+            unavailable.append({"backend": skipped_name, "reason": reason})
+    if any((c.name, c.backend.precision) == (backend.name, backend.precision) for c in contenders):
+        backend.close()  # an alias resolving to one already loaded
+        return
+    extractor = extractor_for(backend.device, backend.feature_config, model_input=True, warn=False)
+    contenders.append(Contender(backend, extractor, EngineEventTimer.attach(backend)))
+    log(f"loaded {backend.name} ({backend.precision}, {backend.device}); fbank: {extractor.detail}")
+
+
+def _has_int8(model) -> bool:
+    """Whether `model` is an export folder with an INT8 model (and no one .onnx of it was named)."""
+    from astedge import artefact as art
+    from astedge.runtime.model_path import resolve_model
+
+    ref = resolve_model(model)
+    return ref.kind == "export" and ref.onnx is None and bool(art.read_metadata(ref.path)["files"].get("onnx_int8"))
 
 
 # --- measuring ------------------------------------------------------------------------------------------
@@ -174,17 +207,17 @@ def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WA
     window_s = config.window_seconds
     samples = int(round(window_s * config.sample_rate))
     wave = (0.1 * np.random.default_rng(seed).standard_normal((batch, samples))).astype(np.float32)
-    inputs = {c.name: c.extractor(wave) for c in contenders}
-    calls, by_name = {}, {c.name: c for c in contenders}
+    inputs = {c.key: c.extractor(wave) for c in contenders}
+    calls, by_key = {}, {c.key: c for c in contenders}
     for c in contenders:
-        calls[c.name, "fbank"] = lambda c=c: c.extractor(wave)
-        calls[c.name, "model"] = lambda c=c: c.backend.run(inputs[c.name])
-        calls[c.name, "end_to_end"] = lambda c=c: c.backend.run(c.extractor(wave))
-    gpu_ms: dict[str, list[float]] = {c.name: [] for c in contenders}
+        calls[c.key, "fbank"] = lambda c=c: c.extractor(wave)
+        calls[c.key, "model"] = lambda c=c: c.backend.run(inputs[c.key])
+        calls[c.key, "end_to_end"] = lambda c=c: c.backend.run(c.extractor(wave))
+    gpu_ms: dict[str, list[float]] = {c.key: [] for c in contenders}
 
     def read_gpu_timer(record: bool):  # CUDA events are read after each call, outside its timing
         def after(key) -> None:
-            timer = by_name[key[0]].timer
+            timer = by_key[key[0]].timer
             value = timer.take() if timer is not None else None
             if record and key[1] == "model" and value is not None:
                 gpu_ms[key[0]].append(value)
@@ -198,12 +231,12 @@ def measure(contenders: list[Contender], batch: int, *, warmup: int = DEFAULT_WA
     times = round_robin(calls, iters, warmup=0, pause_ms=pause_ms, turn=turn, seconds=limit, min_rounds=MIN_ROUNDS,
                         after=read_gpu_timer(True))
     elapsed = time.perf_counter() - started
-    rounds = len(times[contenders[0].name, "model"])
+    rounds = len(times[contenders[0].key, "model"])
     rows = []
     for c in contenders:
-        series = {stage: times[c.name, stage] for stage in STAGES}
-        if gpu_ms[c.name]:
-            series[GPU_STAGE] = gpu_ms[c.name]
+        series = {stage: times[c.key, stage] for stage in STAGES}
+        if gpu_ms[c.key]:
+            series[GPU_STAGE] = gpu_ms[c.key]
         stages = {stage: {**summarize(ms, batch=batch, audio_seconds=window_s), "samples_ms": [round(v, 4) for v in ms]}
                   for stage, ms in series.items()}
         row = {**c.describe(), "backend": c.name, "batch": batch, "rounds": rounds,
@@ -328,7 +361,7 @@ def benchmark(model: str | Path | None = None, *, size: str = "base", frames: in
         for batch in batch_list:
             timed = (f"{iters} timed round(s)" if iters
                      else f">= {seconds or DEFAULT_SECONDS:g} s and >= {MIN_ROUNDS} rounds")
-            log(f"batch {batch}: {warmup} warm-up round(s), then {timed} of {', '.join(c.name for c in contenders)}")
+            log(f"batch {batch}: {warmup} warm-up round(s), then {timed} of {', '.join(c.key for c in contenders)}")
             results += measure(contenders, batch, warmup=warmup, iters=iters, seconds=seconds, pause_ms=pause_ms)
         streams = [_stream(path, contender, stream, log) for contender in contenders] if stream is not None else []
         header = machine.machine_header()

@@ -25,10 +25,12 @@ from astedge.runtime.classifier import as_classifier
 from astedge.timing import percentiles
 
 
-def score_clips(model, data, split: str = "val", *, batch_size: int = 16, log=None) -> tuple[np.ndarray, np.ndarray]:
+def score_clips(model, data, split: str = "val", *, batch_size: int = 16, log=None,
+                progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(scores ``[clips, classes]`` in the model's label order, 0/1 targets) for a split of `data`
     (a :class:`astedge.data.datasets.DatasetIndex`) through `model` (a Classifier, or a loaded backend with the
-    default options); the data's labels are matched to the model's by name."""
+    default options); the data's labels are matched to the model's by name. Clips are scored `batch_size` at a
+    time as they are read (memory holds one batch of audio, not the split); `progress(clips, total)` hears each."""
     from astedge.audio.decode import load_audio
 
     classifier = as_classifier(model)
@@ -42,15 +44,20 @@ def score_clips(model, data, split: str = "val", *, batch_size: int = 16, log=No
         from astedge.errors import some
 
         raise UserError(f"the model has no output for the data's labels {some(missing)}")
-    config = backend.feature_config
+    rate = backend.feature_config.sample_rate
     targets = np.zeros((len(items), len(backend.labels)), np.float32)
-    waves = []
-    for row, item in enumerate(items):
-        waves.append(load_audio(item.path, config.sample_rate))
-        targets[row, [index[data.labels[t]] for t in item.targets]] = 1.0
+    scores = np.zeros_like(targets, dtype=np.float64)
     if log:
         log(f"scoring {len(items)} {split} clips with {backend.name}")
-    return classifier.clip_scores(waves, batch_size=batch_size), targets
+    for first in range(0, len(items), batch_size):
+        batch = items[first:first + batch_size]
+        waves = [load_audio(item.path, rate) for item in batch]
+        scores[first:first + len(batch)] = classifier.clip_scores(waves, batch_size=batch_size)
+        for row, item in enumerate(batch, start=first):
+            targets[row, [index[data.labels[t]] for t in item.targets]] = 1.0
+        if progress is not None:
+            progress(len(batch), len(items))
+    return scores, targets
 
 
 def clip_metrics(scores: np.ndarray, targets: np.ndarray, task: str, columns: list[int] | None = None) -> dict:
@@ -63,34 +70,39 @@ def clip_metrics(scores: np.ndarray, targets: np.ndarray, task: str, columns: li
 
 
 def calibrate_thresholds(model, data, split: str = "val", *, target_precision: float | None = None,
-                         log=None) -> dict:
+                         log=None, progress=None) -> dict:
     """Per-class thresholds from a labelled split, with what each reaches there (see :func:`astedge.runtime.events.calibrate`)."""
     from astedge.runtime.events import calibrate
 
-    if target_precision is not None and not 0.0 < target_precision <= 1.0:
-        raise UserError(f"--precision must be in (0, 1], got {target_precision}")
-    scores, targets = score_clips(model, data, split, log=log)
+    check_target_precision(target_precision)
+    scores, targets = score_clips(model, data, split, log=log, progress=progress)
     result = calibrate(scores, targets, as_classifier(model).labels, target_precision=target_precision)
     result["method"] = "max F1" if target_precision is None else f"precision >= {target_precision:g}"
     result["clips"] = int(len(scores))
     return result
 
 
+def check_target_precision(target_precision: float | None) -> None:
+    """Calibration's target precision is a score in (0, 1] (None: maximize F1)."""
+    if target_precision is not None and not 0.0 < target_precision <= 1.0:
+        raise UserError(f"--target-precision must be in (0, 1], got {target_precision:g}")
+
+
 def read_truth(path: str | Path, audio: list[Path]) -> dict[str, list[em.Event]]:
-    """The truth table for `audio` files: ``onset,offset,label`` rows for one file, or with a ``filename`` column
-    (matched by file name) for several."""
+    """The truth table for `audio` files: ``onset,offset,label`` rows for one file, or with a ``file`` (or DCASE's
+    ``filename``) column, matched by file name, for several."""
     try:
         by_name = {Path(name).name: events for name, events in em.read_events_csv(path, by_file=True).items()}
     except UserError as err:
-        if "no filename column" not in str(err):
+        if "no file (or filename) column" not in str(err):
             raise
         if len(audio) > 1:
-            raise UserError("has no filename column: with several audio files, say which file each row is of",
+            raise UserError("has no file column: with several audio files, say which file each row is of",
                             path) from None
         return {str(audio[0]): em.read_events_csv(path)}
     missing = [a.name for a in audio if a.name not in by_name]
     if missing:
-        raise UserError(f"has no rows for {', '.join(missing)} (its filename column names "
+        raise UserError(f"has no rows for {', '.join(missing)} (its file column names "
                         f"{', '.join(sorted(by_name)[:5])})", path)
     return {str(a): by_name[a.name] for a in audio}
 
@@ -98,14 +110,20 @@ def read_truth(path: str | Path, audio: list[Path]) -> dict[str, list[em.Event]]
 def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Event]], *, t_collar: float = 0.2,
                     percentage_of_length: float = 0.2, segment: float = 1.0) -> dict:
     """The decision layer of `classifier` (a :class:`~astedge.runtime.classifier.Classifier` with ``events`` on) on
-    each file, with the stream's windows, scored against `truth` (``{file: [Event]}``)."""
-    estimated, durations, latencies_ms, scores = {}, {}, [], {}
+    each file, with the stream's windows, scored against `truth` (``{file: [Event]}``).
+
+    The report holds the figures, ``"classes"`` (each class's event-based counts and scores), ``"events"`` (the
+    detected events' end records, as ``classify --events`` prints them), ``"psds"`` (a frame head's PSDS1/PSDS2)
+    and ``"settings"`` (every window and decision setting used). Scores sed_eval leaves undefined (a class never
+    detected) are NaN."""
+    estimated, durations, latencies_ms, records, scores = {}, {}, [], [], {}
     for path in audio:
         decision = classifier.decision(classifier.windowing(stream=True), str(path))
         if decision.frames is not None:
             decision.frames.record = []
         result = classifier.classify_file(path, stream=True, decision=decision)
         estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in result.detected]
+        records += [e.record("end") for e in result.detected]
         durations[str(path)] = result.seconds
         latencies_ms += [w.latency_ms for w in result.windows]
         if decision.frames is not None:
@@ -131,10 +149,12 @@ def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Even
         "decision_latency_s": {"p50": latency["p50"], "p90": latency["p90"], "mean": latency["mean"],
                                "detected": latency["detected"], "missed": latency["missed"]},
         "window_ms": percentiles(latencies_ms, (50, 90), stats=False),
-        "class_wise_f1": {label: row["f1"] for label, row in event["class_wise"].items()},
+        "classes": {label: {"true_events": row["Nref"], "detected_events": row["Nsys"], "matched": row["Ntp"],
+                            "f1": row["f1"], "precision": row["precision"], "recall": row["recall"]}
+                    for label, row in event["class_wise"].items()},
         "psds": psds(scores, truth, durations, list(classifier.labels)) if scores else
         {"psds1": None, "psds2": None, "reason": "PSDS needs frame scores: a model with a frame head"},
-        "estimated": {name: [[e.onset, e.offset, e.label] for e in events] for name, events in estimated.items()},
+        "events": records,
         "settings": _settings(classifier),
     }
 
@@ -151,10 +171,19 @@ def frame_scores(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _settings(classifier) -> dict:
-    """The windows and decision-layer settings a report was made with."""
+    """Every window and decision-layer setting a report was made with: windows, smoothing and its lags, label
+    filters, thresholds (the per-class ones themselves), hysteresis, confirmation, durations and trim."""
     o, config = classifier.options, classifier.event_config
-    return {**classifier.windowing(stream=True).describe(), "smoothing": o.smoothing,
-            "smoothing_windows": o.smoothing_windows, "threshold": config.threshold,
-            "per_class_thresholds": len(config.thresholds), "off_ratio": config.off_ratio,
+    windowing = classifier.windowing(stream=True)
+    decision = classifier.decision(windowing)
+    path = decision.frames
+    detector = path.detector if path is not None else decision.detector
+    frames = {} if path is None else {"frames": {"frame_s": path.layout.step / path.layout.sample_rate,
+                                                 "median_frames": path.median.size,
+                                                 "delay_s": path.timeline.delay / path.layout.sample_rate,
+                                                 "background": classifier.background}}
+    return {**windowing.describe(), **frames, "smoothing": o.smoothing, "smoothing_windows": o.smoothing_windows,
+            "lag_s": {"onset": detector.onset_lag, "offset": detector.offset_lag}, "allow": list(o.allow), "deny": list(o.deny),
+            "threshold": config.threshold, "thresholds": dict(config.thresholds), "off_ratio": config.off_ratio,
             "confirm": [config.confirm, config.confirm_window], "min_duration": config.min_duration,
-            "merge_gap": config.merge_gap}
+            "merge_gap": config.merge_gap, "trim": config.trim}

@@ -86,6 +86,8 @@ class ClassifierOptions:
             raise UserError("--max-seconds must be > 0")
         if self.duration is not None and not self.duration > 0:
             raise UserError("--duration must be > 0")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:  # events: EventConfig checks theirs
+            raise UserError(f"--threshold must be in [0, 1], got {self.threshold:g} (scores are probabilities)")
         check_label_filters(self.allow, self.deny)
         check_partial(self.partial)
         self.smoother()  # an unknown method or a window count below 1
@@ -200,7 +202,7 @@ class Classifier:
     def decision(self, windowing: Windowing, file: str | None = None) -> Decision:
         """What each window's logits become, fresh for one file or stream: probabilities, the smoother, the reported
         top-k, and the decision layer (with :attr:`ClassifierOptions.events`), its timestamps moved back by the
-        smoother's lag."""
+        smoother's lags (at onsets and at offsets)."""
         o, smoother = self.options, self.options.smoother()
         if self.event_config is None:
             return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother)
@@ -209,7 +211,7 @@ class Classifier:
             return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother,
                             frames=self._frame_path(mask, file))
         detector = EventDetector(self.labels, self.backend.task, self.event_config, mask, file=file,
-                                 lag=smoother.lag_windows * windowing.seconds[1])
+                                 lag=tuple(lag * windowing.seconds[1] for lag in smoother.lags))
         return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother, detector)
 
     def event_mask(self) -> np.ndarray | None:

@@ -2,7 +2,7 @@
 
 One bark heard in ten overlapping 10 s windows is one event here. Per class, window after window:
 
-    smoothed scores (:class:`astedge.runtime.scores.Smoother`: EMA or a median over the last N windows)
+    smoothed scores (:class:`astedge.runtime.scores.Smoother`: EMA, or a median or max over the last N windows)
       -> on/off thresholds (one global, per class from a file, or calibrated; hysteresis: on >= on, off < off)
       -> N-of-M confirmation (the class must be on in N of the last M windows) and a minimum duration
       -> an event: ``start`` when confirmed, ``end`` once the class stayed off for the merge gap
@@ -11,14 +11,17 @@ One bark heard in ten overlapping 10 s windows is one event here. Per class, win
 A window's scores describe its audio ``[start, end)``; an event's onset and offset are the centres of its
 first and last windows above the threshold (for a sound that fills half a window, that is where it
 starts), moved back by the smoothing's lag (a median or EMA over N windows answers (N - 1) / 2 windows
-late). An event already on in the stream's first window starts where the audio starts, and one still on
+late; a max over N windows rises at once and falls N - 1 windows late: no lag at onsets, that lag at
+offsets). An event already on in the stream's first window starts where the audio starts, and one still on
 in its last window ends where the audio ends: no window is centred earlier or later than that. A window
 classifier fires before a sound fills half of it, so its on-windows' centres reach beyond the sound;
 ``trim`` (seconds, chosen on a labelled stream with ``astedge evaluate``) moves onsets later and
-offsets earlier by that much. ``first_detected_at`` is when the event was confirmed: the end of the confirming window in
-audio time (what decision latency is measured from) and the wall clock. Multi-label models may have
-overlapping events of different classes; single-label (softmax) models one at a time: only the top class
-can be on. Torch-free and shared by ``listen``, ``classify`` and ``evaluate``.
+offsets earlier by that much. ``min_duration`` applies to the trimmed event, and an event without length
+(one on-window, or one that trimming leaves empty) is never reported. ``first_detected_at`` is when the
+event was confirmed: the end of the confirming window in audio time (what decision latency is measured
+from) and the wall clock. Multi-label models may have overlapping events of different classes;
+single-label (softmax) models one at a time: only the top class can be on. Torch-free and shared by
+``listen``, ``classify`` and ``evaluate``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from astedge.errors import UserError
 from astedge.files import atomic_write, read_json
 from astedge.timing import utc_now
 
-THRESHOLDS_FORMAT = "1"
+#: 2: each class's threshold is kept once, in "thresholds" ("classes" holds what it reaches); 1 kept it in both.
+THRESHOLDS_FORMAT = "2"
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,14 @@ class EventConfig:
     thresholds: dict = field(default_factory=dict)  # label -> on-threshold
     confirm: int = 1  # N of ...
     confirm_window: int = 1  # ... the last M windows must be on to start an event
-    min_duration: float = 0.0  # seconds: shorter detections are not reported
+    min_duration: float = 0.0  # seconds: shorter detections (after trimming) are not reported
     merge_gap: float = 0.0  # seconds: a class off for less than this continues its event
     trim: float = 0.0  # seconds: onsets later and offsets earlier by this (a window fires before the sound fills half)
 
     def __post_init__(self):
         problems = []
         if not 0.0 <= self.threshold <= 1.0:
-            problems.append(f"threshold must be in [0, 1], got {self.threshold}")
+            problems.append(f"--threshold must be in [0, 1], got {self.threshold:g}")
         if not 0.0 < self.off_ratio <= 1.0:
             problems.append(f"the off-threshold ratio must be in (0, 1], got {self.off_ratio}")
         if not 1 <= self.confirm <= self.confirm_window:
@@ -92,14 +96,15 @@ class Event:
     file: str | None = None
 
     def record(self, kind: str) -> dict:
-        """The JSON line printed when the event starts (``kind="start"``) or ends (``"end"``)."""
-        data = {"event": kind, "label": self.label, "index": self.index, "onset": round(self.onset, 3)}
+        """The ``{"type": "event"}`` record printed when the event starts (``kind="start"``) or ends (``"end"``)."""
+        data = {"type": "event", "event": kind, **({"file": self.file} if self.file is not None else {}),
+                "label": self.label, "index": self.index, "onset": round(self.onset, 3)}
         if kind == "end":
             data["offset"] = round(self.offset, 3)
             data["duration"] = round(self.offset - self.onset, 3)
         data.update(peak_score=round(self.peak_score, 6), first_detected_at=round(self.first_detected_at, 3),
                     first_detected_wall=self.first_detected_wall)
-        return {"file": self.file, **data} if self.file is not None else data
+        return data
 
 
 class _Track:
@@ -119,14 +124,15 @@ class EventDetector:
     """Feed it each window's (smoothed) scores in order; it returns the event records that window completes."""
 
     def __init__(self, labels, task: str, config: EventConfig | None = None, mask: np.ndarray | None = None,
-                 file: str | None = None, lag: float = 0.0, widen: float = 0.0):
-        """`lag`: seconds by which the scores fed in answer late (:attr:`astedge.runtime.scores.Smoother.lag_windows` x
-        the hop); timestamps are moved back by it. `widen`: seconds an on-window's extent reaches beyond its centre
-        for the event's bounds (frames: half a frame, so an event spans its frames whole; windows: 0, their centres)."""
+                 file: str | None = None, lag: float | tuple[float, float] = 0.0, widen: float = 0.0):
+        """`lag`: seconds by which the scores fed in answer late, at onsets and at offsets (a pair:
+        :attr:`astedge.runtime.scores.Smoother.lags` x the hop; one number: both); timestamps are moved back by it.
+        `widen`: seconds an on-window's extent reaches beyond its centre for the event's bounds (frames: half a
+        frame, so an event spans its frames whole; windows: 0, their centres)."""
         self.labels, self.task = list(labels), task
-        self.lag = float(lag)
+        self.onset_lag, self.offset_lag = (float(v) for v in (lag if isinstance(lag, tuple) else (lag, lag)))
         self._first_start: float | None = None  # the stream's first window start
-        self._last: tuple[float, float] | None = None  # (centre, end) of the latest window
+        self._last: tuple[float, float] | None = None  # (offset centre, end) of the latest window
         self.config = config or EventConfig()
         self.trim = self.config.trim - float(widen)  # onsets later and offsets earlier by this (negative: wider)
         self.on = self.config.on_thresholds(self.labels)
@@ -143,8 +149,9 @@ class EventDetector:
         first = self._first_start is None
         if first:
             self._first_start = start
-        centre = max(self._first_start, 0.5 * (start + end) - self.lag)
-        self._last = (centre, end)
+        middle = 0.5 * (start + end)
+        centres = (max(self._first_start, middle - self.onset_lag), max(self._first_start, middle - self.offset_lag))
+        self._last = (centres[1], end)
         above_on = (scores >= self.on) & self.mask
         above_off = (scores >= self.off) & self.mask
         if self.task == "multiclass":  # one event at a time: only the top class can be on
@@ -157,7 +164,7 @@ class EventDetector:
             track = self.tracks[index]
             if track.event is None and not above_on[index] and not track.recent and track.run_start is None:
                 continue  # idle class: nothing to do (the common case for 527 classes)
-            out += self._step(index, track, start, end if decided_at is None else decided_at, centre,
+            out += self._step(index, track, start, end if decided_at is None else decided_at, centres,
                               float(scores[index]), bool(above_on[index]), bool(above_off[index]), first)
         if self.task == "multiclass":  # a new event may only start once the previous one ended
             starts = [r for r in out if r["event"] == "start"]
@@ -165,32 +172,35 @@ class EventDetector:
             out = ends + starts
         return out
 
-    def _step(self, index: int, track: _Track, start: float, decided_at: float, centre: float, score: float, on: bool,
-              still: bool, first: bool) -> list[dict]:
+    def _step(self, index: int, track: _Track, start: float, decided_at: float, centres: tuple[float, float],
+              score: float, on: bool, still: bool, first: bool) -> list[dict]:
+        """One class's window: `centres` are the window's centre moved back by the onset lag and by the offset lag;
+        `decided_at`: when its scores were known (an event's first_detected_at)."""
         cfg, out = self.config, []
         if track.event is not None:  # in an event: hysteresis, then the merge gap
             if still:
-                track.last_on = centre
+                track.last_on = centres[1]
                 track.event.peak_score = max(track.event.peak_score, score)
-            elif centre - track.last_on > cfg.merge_gap:  # no detection within the gap can continue it any more
+            elif centres[1] - track.last_on > cfg.merge_gap:  # no detection within the gap can continue it any more
                 out.append(self._close(index, track))
             return out
         track.recent = (track.recent + [on])[-cfg.confirm_window:]
         if on:
             if track.run_start is None:
-                track.run_start = start if first else centre  # on from the first window: with the audio
+                track.run_start = start if first else centres[0]  # on from the first window: with the audio
                 track.candidate_peak = 0.0
             track.candidate_peak = max(track.candidate_peak, score)
-            track.last_on = centre
+            track.last_on = centres[1]
         elif not any(track.recent):
             track.run_start, track.recent = None, []  # idle again
-        if track.run_start is not None and sum(track.recent) >= cfg.confirm and \
-                track.last_on - track.run_start >= cfg.min_duration:
-            onset = track.run_start if track.run_start == self._first_start else track.run_start + self.trim
-            track.event = Event(self.labels[index], index, round(onset, 3), decided_at, _wall_now(),
-                                track.candidate_peak, file=self.file)  # milliseconds, as records and CSV files carry them
-            self.events.append(track.event)
-            out.append(track.event.record("start"))
+        if track.run_start is not None and sum(track.recent) >= cfg.confirm:
+            onset = round(track.run_start if track.run_start == self._first_start else track.run_start + self.trim, 3)
+            offset = round(track.last_on - self.trim, 3)  # milliseconds, as records and CSV files carry them
+            if offset > onset and offset - onset >= cfg.min_duration - 1e-9:  # the trimmed event is long enough
+                track.event = Event(self.labels[index], index, onset, decided_at, _wall_now(), track.candidate_peak,
+                                    file=self.file)
+                self.events.append(track.event)
+                out.append(track.event.record("start"))
         return out
 
     def _close(self, index: int, track: _Track, audio_end: float | None = None) -> dict:
@@ -278,20 +288,23 @@ class EventHook:
                 "last_error": self.last_error}
 
 
-def write_events_csv(path: str | Path, events: list[Event]) -> Path:
-    """Ended events as ``[filename,]onset,offset,label,peak_score,first_detected_at`` CSV, atomically (the
-    ``onset,offset,label`` columns are what ``astedge evaluate --truth`` reads)."""
+#: The columns of an events CSV (``file`` before them when the events are of named files) and their formats.
+CSV_COLUMNS = {"onset": ".3f", "offset": ".3f", "label": "", "peak_score": ".6f", "first_detected_at": ".3f"}
+
+
+def write_events_csv(path: str | Path, records: list[dict]) -> Path:
+    """Ended events (their ``"end"`` records, :meth:`Event.record`) as ``[file,]onset,offset,label,peak_score,
+    first_detected_at`` CSV, atomically: the columns are the records' own fields, and the file reads back as
+    ``astedge evaluate --truth``."""
     import csv
     import io
 
-    with_file = any(e.file is not None for e in events)
+    columns = {**({"file": ""} if any("file" in r for r in records) else {}), **CSV_COLUMNS}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow((["filename"] if with_file else []) + ["onset", "offset", "label", "peak_score", "first_detected_at"])
-    for e in events:
-        if e.offset is not None:
-            writer.writerow(([e.file] if with_file else []) + [f"{e.onset:.3f}", f"{e.offset:.3f}", e.label,
-                                                               f"{e.peak_score:.6f}", f"{e.first_detected_at:.3f}"])
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([format(record[column], spec) for column, spec in columns.items()])
     with atomic_write(path, "w") as handle:
         handle.write(buffer.getvalue())
     return Path(path)
@@ -303,13 +316,21 @@ def read_thresholds(path: str | Path, labels) -> dict[str, float]:
     """Per-class thresholds from ``astedge calibrate``'s JSON (or a plain ``{label: threshold}`` object).
 
     Every label must be one of the model's and every value a number in [0, 1]: one line naming the file and
-    the entry otherwise.
+    the entry otherwise. A file of format 1 also kept each threshold in its "classes" rows: one that differs from
+    "thresholds" (an edit to one copy) is refused rather than ignored.
     """
     path = Path(path)
     data = read_json(path, "thresholds file")
     table = data.get("thresholds", data) if isinstance(data, dict) else None
     if not isinstance(table, dict) or not table:
         raise UserError("holds no thresholds (expected {\"thresholds\": {label: value, ...}})", path)
+    rows = data.get("classes") if "thresholds" in data else None
+    for label, row in (rows.items() if isinstance(rows, dict) else ()):
+        copy, value = row.get("threshold") if isinstance(row, dict) else None, table.get(label)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (copy, value))
+        if numbers and not math.isclose(copy, value, abs_tol=1e-6):  # format 1 rounded only "thresholds"
+            raise UserError(f"the threshold of {label!r} is {table[label]!r} in \"thresholds\" but {copy!r} in "
+                            "\"classes\": keep the one you mean in \"thresholds\" (the only copy astedge reads)", path)
     return check_thresholds(table, labels, path)
 
 
@@ -345,8 +366,8 @@ def calibrate(scores: np.ndarray, targets: np.ndarray, labels, *, target_precisi
     """Per-class thresholds from clip scores ``[N, C]`` and 0/1 targets: the F1-maximizing threshold, or the
     lowest threshold that reaches `target_precision` (the most recall at that precision).
 
-    Returns ``{"thresholds": {label: t}, "classes": {label: {threshold, precision, recall, f1, positives}}}``;
-    classes without positives keep no threshold (the global one applies).
+    Returns ``{"thresholds": {label: t}, "classes": {label: {precision, recall, f1, positives}}}`` (what each class
+    reaches at its threshold); classes without positives keep no threshold (the global one applies).
     """
     thresholds, report = {}, {}
     for c, label in enumerate(labels):
@@ -369,6 +390,6 @@ def calibrate(scores: np.ndarray, targets: np.ndarray, labels, *, target_precisi
             best = ok[-1] if len(ok) else int(np.flatnonzero(distinct)[0])
         value = float(ranked[best]) if best + 1 >= len(ranked) else float(0.5 * (ranked[best] + ranked[best + 1]))
         thresholds[label] = min(1.0, max(0.0, value))
-        report[label] = {"threshold": thresholds[label], "precision": float(precision[best]),
+        report[label] = {"precision": float(precision[best]),
                          "recall": float(recall[best]), "f1": float(f1[best]), "positives": positives}
     return {"thresholds": thresholds, "classes": report}

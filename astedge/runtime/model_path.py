@@ -45,6 +45,15 @@ def resolve_model(path: str | Path) -> ModelPath:
     raise UserError(f"is not a model file; {accepted}", path)
 
 
+def is_model_path(path: str | Path) -> bool:
+    """Whether `path` is a model path :func:`resolve_model` accepts (an audio file or a dataset folder is not)."""
+    try:
+        resolve_model(path)
+    except UserError:
+        return False
+    return True
+
+
 def model_configs(path: str | Path):
     """(ModelConfig, FbankConfig) of the model behind a model path, read without torch or weights."""
     from astedge.model.config import ModelConfig

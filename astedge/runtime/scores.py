@@ -117,10 +117,15 @@ class Smoother:
         self._count = 0
 
     @property
-    def lag_windows(self) -> float:
-        """How many windows late the smoothed scores answer: (N - 1) / 2 for a median or max over N windows and for
-        an EMA of span N (its centre of mass), 0 without smoothing."""
-        return 0.0 if self.method == "none" else (self.windows - 1) / 2
+    def lags(self) -> tuple[float, float]:
+        """How many windows late the smoothed scores answer at a sound's onset and at its offset: a median over N
+        windows and an EMA of span N (its centre of mass) (N - 1) / 2 at both; a max over N rises with the first
+        loud window (0) and falls N - 1 windows after the last one; no smoothing 0."""
+        if self.method == "none":
+            return 0.0, 0.0
+        if self.method == "max":
+            return 0.0, float(self.windows - 1)
+        return (self.windows - 1) / 2, (self.windows - 1) / 2
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)

@@ -50,11 +50,12 @@ class WindowResult:
     events: list[dict] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        """The JSON record: start, end, latency_ms, top, plus the optional fields that are set."""
-        data = {"start": round(self.start, 6), "end": round(self.end, 6), "latency_ms": round(self.latency_ms, 3),
+        """The JSON record, ``{"type": "window"}`` (or ``"aggregate"``): start, end, latency_ms, top, plus the
+        optional fields that are set."""
+        data = {"type": "aggregate" if self.aggregate else "window",
+                **({"file": self.file} if self.file is not None else {}),
+                "start": round(self.start, 6), "end": round(self.end, 6), "latency_ms": round(self.latency_ms, 3),
                 "top": [{**asdict(s), "score": round(s.score, 6)} for s in self.top]}
-        if self.file is not None:
-            data = {"file": self.file, **data}
         for key in ("aggregate", "windows"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)

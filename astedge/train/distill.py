@@ -126,11 +126,11 @@ def distill(teacher_path: str | Path, audio_dir: str | Path, run_dir: str | Path
         raise UserError("already holds a run: pass --resume to continue it or --force to start over", run_dir)
     teacher = choose_backend(teacher_path).backend  # a UserError when the teacher cannot run here
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         labelled_index = read_dataset(labelled) if labelled is not None else None
         config = teacher.feature_config
         seconds = (recipe.target_length or config.target_length) * config.frame_shift_ms / 1000
         clips = unlabeled_clips(audio_dir, run_dir, seconds, config.sample_rate, log)
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad input leaves no run folder behind
         scores = teacher_labels(teacher, clips, run_dir, log)
         data = pseudo_dataset(clips, scores, teacher.labels, teacher.task, recipe.val_fraction, recipe.seed,
                               labelled_index)

@@ -66,7 +66,7 @@ class OnnxRuntimeBackend(SplitOutputs):
         ref = resolve_model(path)
         if ref.kind != "export":
             raise UserError("ONNX Runtime runs an export folder; export the checkpoint first: "
-                            f"astedge export {ref.path} -o DIR", ref.path)
+                            f"astedge export -m {ref.path} -o DIR", ref.path)
         ort = _import_onnxruntime()
         wanted = PROVIDERS[provider]
         available = ort.get_available_providers()

@@ -352,7 +352,7 @@ class TensorRTBackend(SplitOutputs):
         ref = resolve_model(path)
         if ref.kind != "export":
             raise UserError("TensorRT runs an export folder's engine; export the checkpoint and build the engine on "
-                            f"this device: astedge export {ref.path} -o DIR && astedge build-engine DIR", ref.path)
+                            f"this device: astedge export -m {ref.path} -o DIR && astedge build-engine DIR", ref.path)
         folder = ref.path
         meta, self.labels, self.task, self.feature_config = export_metadata(folder)
         self.frame_layout = frame_layout(meta)
