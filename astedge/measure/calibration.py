@@ -5,7 +5,7 @@ Clip maxima say little about events (a class can top a clip and still start 0.4 
 runtime's own frame path (:class:`astedge.runtime.frames.FramePath`) over long recordings made of a held-out split's
 clips back to back, whose strong labels give the true events. The model runs once per stream; the decision layer is
 then replayed over the recorded frames for every setting of the grid (median filter length, minimum duration, one
-threshold per class), each class scored on its own (a frame head's classes are independent, sigmoid). Torch-free:
+threshold per class), each class scored on its own. Torch-free:
 any backend that loads runs it (training calibrates with its best checkpoint on the torch backend).
 """
 
@@ -42,8 +42,7 @@ def held_out_streams(data, split: str = "val", *, seconds: float = 60.0, total: 
     if not items:
         raise UserError(f"the dataset has no {split!r} split to calibrate events on")
     streams, waves, truth, at, heard = [], [], [], 0, 0
-    for index in np.random.default_rng(seed).permutation(len(items)):
-        item = items[int(index)]
+    for item in _in_stream_order(items, data, seed):
         wave = load_audio(item.path, sample_rate)
         start = at / sample_rate
         spans = item.events if item.events is not None else [(0.0, len(wave) / sample_rate, t) for t in item.targets]
@@ -65,6 +64,18 @@ def held_out_streams(data, split: str = "val", *, seconds: float = 60.0, total: 
     return streams
 
 
+def _in_stream_order(items, data, seed: int):
+    """The clips in a seeded order; with a background class, each clip with events followed by a background clip
+    (cycling through them): events apart, as a recording has them, rather than back to back."""
+    rng = np.random.default_rng(seed)
+    quiet = [i for i in items if data.background is not None and i.targets == (data.labels.index(data.background),)]
+    loud = [i for i in items if i not in quiet] if quiet else items
+    for k, index in enumerate(rng.permutation(len(loud))):
+        yield loud[int(index)]
+        if quiet:
+            yield quiet[k % len(quiet)]
+
+
 def recorded_frames(classifier, streams) -> list[list[tuple[float, float, np.ndarray]]]:
     """Each stream's final frames (start s, end s, stitched scores) through `classifier`'s frame path, as a live
     run would make them (its hop and frame delay), before the median filter."""
@@ -80,10 +91,11 @@ def recorded_frames(classifier, streams) -> list[list[tuple[float, float, np.nda
     return out
 
 
-def _events(frames, labels, step: float, threshold: float, median: int, min_duration: float, mask) -> list:
+def _events(frames, labels, task: str, step: float, threshold: float, median: int, min_duration: float,
+            mask) -> list:
     """The decision layer over recorded frames with one setting (every class at `threshold`)."""
-    detector = EventDetector(labels, "multilabel", EventConfig(threshold=threshold, min_duration=min_duration),
-                             mask, widen=step / 2)
+    detector = EventDetector(labels, task, EventConfig(threshold=threshold, min_duration=min_duration), mask,
+                             widen=step / 2)
     smoothed = MedianFilter(median)
     for start, end, scores in smoothed.push(frames) + smoothed.flush():
         detector.update(start, end, scores)
@@ -114,7 +126,8 @@ def calibrate_events(classifier, streams, *, thresholds=THRESHOLDS, medians=MEDI
         for min_duration in min_durations:
             per_class = {}  # label -> (f1, threshold, counts)
             for threshold in thresholds:
-                estimated = {str(k): _events(f, labels, step, threshold, median, min_duration, mask)
+                estimated = {str(k): _events(f, labels, classifier.backend.task, step, threshold, median, min_duration,
+                                             mask)
                              for k, f in enumerate(frames)}
                 for label, (tp, nsys, nref) in _class_counts(truth, estimated, scored).items():
                     f1 = 2 * tp / (nsys + nref) if nsys + nref else 0.0

@@ -121,6 +121,9 @@ class ASTModel(nn.Module):
         with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token).
         ``frames=True`` gives (clip logits, frame logits) as :meth:`forward_frames` (through ``forward``, so that a
         DistributedDataParallel wrapper syncs its gradients)."""
+        if frames and distilled:  # a teacher and a frame head: (class token, distillation token, frames)
+            tokens = self.encode(x)
+            return self.mlp_head(tokens[:, 0]), self.mlp_head(tokens[:, 1]), self.frame_logits(tokens)
         if frames:
             return self.forward_frames(x)
         if distilled:
@@ -191,9 +194,9 @@ def with_target_length(model: ASTModel, target_length: int, mode: str = "bilinea
 
 
 def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear", drop_path: float = 0.0):
-    """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new head; :func:`from_imagenet`)."""
+    """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new heads; :func:`from_imagenet`)."""
     backbone = from_imagenet(state, config, pos_embed)
-    check_state(backbone, config, optional=("mlp_head.",))
+    check_state(backbone, config, optional=("mlp_head.", "frame_head."))
     model = ASTModel(config, drop_path=drop_path)
     model.load_state_dict(backbone, strict=False)
     return model

@@ -146,10 +146,11 @@ class Classifier:
         config, o, layout = self.backend.feature_config, self.options, self.frame_layout
         if layout is None:
             return Windowing.from_seconds(config, o.window, o.hop, default_hop=self.stream_hop if stream else None)
-        windowing = Windowing.from_seconds(config, o.window, o.hop,
-                                           default_hop=FRAME_HOP_STEPS * layout.step / layout.sample_rate)
+        size = Windowing.from_seconds(config, o.window).window
+        steps = max(1, min(FRAME_HOP_STEPS, size // layout.step))  # windows on the frame grid, within the window
+        windowing = Windowing.from_seconds(config, o.window, o.hop, default_hop=steps * layout.step / layout.sample_rate)
         if windowing.hop % layout.step:
-            raise UserError(f"--hop {o.hop:g} s is not a multiple of this model's frame step "
+            raise UserError(f"--hop {windowing.seconds[1]:g} s is not a multiple of this model's frame step "
                             f"({layout.step / layout.sample_rate:g} s): frame scores of overlapping windows are averaged "
                             "frame by frame")
         return windowing
@@ -224,10 +225,11 @@ class Classifier:
 
     def _frame_path(self, mask: np.ndarray | None, file: str | None) -> FramePath:
         """Frames to events (:class:`~astedge.runtime.frames.FramePath`): the model's calibrated median filter and
-        the frame delay unless the options say otherwise; each frame's scores judged on their own (sigmoid)."""
+        the frame delay unless the options say otherwise; a single-label model's frames one event at a time, as its
+        windows."""
         layout, o = self.frame_layout, self.options
         step = layout.step / layout.sample_rate
-        detector = EventDetector(self.labels, "multilabel", self.event_config, mask, file=file, widen=step / 2)
+        detector = EventDetector(self.labels, self.backend.task, self.event_config, mask, file=file, widen=step / 2)
         median = o.median if o.median is not None else int(self.defaults.get("median_frames") or FRAME_MEDIAN)
         delay = o.frame_delay if o.frame_delay is not None else FRAME_DELAY_STEPS * step
         return FramePath(layout, detector, median=median, delay=delay)

@@ -38,12 +38,7 @@ def objective(net: nn.Module, base, teacher=None, distill=None, alpha: float = 0
     labels, the distillation token the teacher, which sees the same augmented batch. With `frame_weight` (a frame
     head), batches also bring frame targets: see :func:`frame_objective`."""
     if frame_weight is not None:
-        if teacher is not None:
-            from astedge.errors import UserError
-
-            raise UserError("a teacher and a frame head in one run are not supported: train with frame_head=off, or "
-                            "without --teacher")
-        return frame_objective(net, base, frame_weight)
+        return frame_objective(net, base, frame_weight, teacher, distill, alpha)
     if teacher is None:
         def plain(x, y):
             loss = base(net(x).float(), y)
@@ -57,26 +52,40 @@ def objective(net: nn.Module, base, teacher=None, distill=None, alpha: float = 0
     return distilled
 
 
-def frame_objective(net: nn.Module, base, weight: float):
+def frame_objective(net: nn.Module, base, weight: float, teacher=None, distill=None, alpha: float = 0.5):
     """(x, y, frame targets, valid columns, strong, clip weight) -> (loss, clip loss): the clip loss over the windows
     that are one clip (`clip weight` 1; windows cut from two clips have 0), plus `weight` x the frames' loss: BCE
     against the targets over the valid columns where boundaries are known (`strong` 1), else BCE of the clip labels
-    against the frames pooled into a clip score (linear softmax; multiple-instance learning)."""
+    against the frames pooled into a clip score (linear softmax; multiple-instance learning). With a teacher, the
+    clip loss is DeiT's split between the class and distillation tokens, as :func:`objective`'s."""
+
+    def framed(x, y, frame_y, valid, strong, clip_weight):
+        if teacher is None:
+            clip, frames = net(x, frames=True)
+            clip_loss = lambda keep: base(clip[keep].float(), y[keep])  # noqa: E731
+        else:
+            cls, dist, frames = net(x, distilled=True, frames=True)
+            guide = teacher(x)
+            clip_loss = lambda keep: (1 - alpha) * base(cls[keep].float(), y[keep]) + \
+                alpha * distill(dist[keep].float(), guide[keep])  # noqa: E731
+        one_clip = clip_weight > 0
+        label = clip_loss(one_clip) if one_clip.any() else frames.sum() * 0.0
+        return label + weight * frame_loss(frames.float(), y, frame_y, valid, strong), label
+    return framed
+
+
+def frame_loss(frames, y, frame_y, valid, strong):
+    """The frames' loss of a batch: BCE against the targets over the valid columns of windows with known boundaries,
+    BCE of the clip labels against the pooled frames of the others."""
     import torch.nn.functional as F
 
     from astedge.train.frame_targets import pooled
 
-    def framed(x, y, frame_y, valid, strong, clip_weight):
-        clip, frames = net(x, frames=True)
-        clip, frames = clip.float(), frames.float()
-        one_clip = clip_weight > 0
-        label = base(clip[one_clip], y[one_clip]) if one_clip.any() else clip.sum() * 0.0
-        known, total = strong > 0, clip.new_zeros(())
-        if known.any():
-            per_cell = F.binary_cross_entropy_with_logits(frames[known], frame_y[known], reduction="none").mean(-1)
-            total = total + (per_cell * valid[known]).sum() / valid[known].sum().clamp_min(1.0)
-        if (~known).any():
-            clip_scores = pooled(torch.sigmoid(frames[~known]), valid[~known]).clamp(1e-6, 1 - 1e-6)
-            total = total + F.binary_cross_entropy(clip_scores, y[~known].clamp(0, 1))
-        return label + weight * total, label
-    return framed
+    known, total = strong > 0, frames.new_zeros(())
+    if known.any():
+        per_cell = F.binary_cross_entropy_with_logits(frames[known], frame_y[known], reduction="none").mean(-1)
+        total = total + (per_cell * valid[known]).sum() / valid[known].sum().clamp_min(1.0)
+    if (~known).any():
+        clip_scores = pooled(torch.sigmoid(frames[~known]), valid[~known]).clamp(1e-6, 1 - 1e-6)
+        total = total + F.binary_cross_entropy(clip_scores, y[~known].clamp(0, 1))
+    return total
