@@ -74,7 +74,7 @@ def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict,
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", width],
                    "activation": "sigmoid" if task == "multilabel" else "softmax",
                    **({"layout": "[batch, classes + columns x classes]: the clip logits, then each frame column's "
-                                 "logits (sigmoid)"} if frames else {})},
+                                 f"logits ({frames['activation']})"} if frames else {})},
         "frames": frames,
         "events": events or {},
         "files": {},

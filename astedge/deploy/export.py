@@ -270,10 +270,13 @@ def _subset_warning(full, checkpoint) -> list[str]:
 
 
 def _new_metadata(checkpoint, checkpoint_path, profile: DeviceProfile) -> dict:
-    from astedge.runtime.frames import FrameLayout
+    from astedge.runtime.frames import FrameLayout, frame_activation
 
     config = checkpoint.model_config
-    frames = FrameLayout.of(config, checkpoint.feature_config).to_dict() if config.frame_head else None
+    frames = None
+    if config.frame_head:
+        activation = frame_activation(checkpoint.task, checkpoint.events.get("background"))
+        frames = {**FrameLayout.of(config, checkpoint.feature_config).to_dict(), "activation": activation}
     return art.new_metadata(
         labels=checkpoint.labels, task=checkpoint.task, model_config=config.to_dict(),
         feature_config=checkpoint.feature_config.to_dict(), profile=profile.to_dict(),

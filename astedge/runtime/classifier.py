@@ -27,7 +27,7 @@ from astedge.errors import UserError
 from astedge.runtime import model_path
 from astedge.runtime.backends import RunsAudio, choose_backend
 from astedge.runtime.events import EventConfig, EventDetector, check_thresholds, parse_confirm, read_thresholds
-from astedge.runtime.frames import FramePath
+from astedge.runtime.frames import FramePath, frame_activation
 from astedge.runtime.scores import Smoother, check_label_filters, label_mask
 from astedge.runtime.stream import Listener, check_partial
 from astedge.runtime.windows import Decision, FileResult, WindowResult, Windowing, classify_windows, clip_scores
@@ -232,7 +232,8 @@ class Classifier:
         detector = EventDetector(self.labels, self.backend.task, self.event_config, mask, file=file, widen=step / 2)
         median = o.median if o.median is not None else int(self.defaults.get("median_frames") or FRAME_MEDIAN)
         delay = o.frame_delay if o.frame_delay is not None else FRAME_DELAY_STEPS * step
-        return FramePath(layout, detector, median=median, delay=delay)
+        return FramePath(layout, detector, median=median, delay=delay,
+                         activation=frame_activation(self.backend.task, self.background))
 
     def classify_file(self, path: str | Path, *, stream: bool = False,
                       on_window: Callable[[WindowResult], None] | None = None,

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from astedge.errors import UserError
+from astedge.runtime.scores import activate
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class FrameLayout:
     def to_dict(self) -> dict:
         """What ``astedge.json`` records (``frames``), with the frame rate in seconds for readers."""
         return {**asdict(self), "hop_seconds": self.step / self.sample_rate,
-                "first_centre_seconds": (self.offset + self.step / 2) / self.sample_rate, "activation": "sigmoid"}
+                "first_centre_seconds": (self.offset + self.step / 2) / self.sample_rate}
 
     @property
     def step(self) -> int:
@@ -71,6 +72,13 @@ class FrameLayout:
     def columns_seeing(self, frames: int) -> int:
         """How many columns of a window of `frames` real input frames see no padding (at least 1)."""
         return int(np.clip((frames - self.width) // self.stride + 1, 1, self.columns))
+
+
+def frame_activation(task: str, background: str | None) -> str:
+    """How a frame head's logits become scores: a softmax over the classes for single-label data with a background
+    class (each frame is one class, "nothing" included), else a sigmoid per class (events may overlap). Training
+    and the runtime both ask here."""
+    return "softmax" if task == "multiclass" and background else "sigmoid"
 
 
 def split_output(rows: np.ndarray, classes: int, layout: FrameLayout | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -196,13 +204,14 @@ class MedianFilter:
 
 
 class FramePath:
-    """A frame head's route from windows to events, for one file or stream: each window's frame scores (sigmoid)
-    into the :class:`FrameTimeline`, final frames through the :class:`MedianFilter`, then the decision layer (an
+    """A frame head's route from windows to events, for one file or stream: each window's frame scores (`activation`:
+    :func:`frame_activation`) into the :class:`FrameTimeline`, final frames through the :class:`MedianFilter`, then the decision layer (an
     :class:`~astedge.runtime.events.EventDetector` whose events span whole frames). Windows come in order; an
     event's ``first_detected_at`` is the newest audio when its frame was final."""
 
-    def __init__(self, layout: FrameLayout, detector, *, median: int = 1, delay: float = 0.0):
-        self.layout, self.detector = layout, detector
+    def __init__(self, layout: FrameLayout, detector, *, median: int = 1, delay: float = 0.0,
+                 activation: str = "sigmoid"):
+        self.layout, self.detector, self.activation = layout, detector, activation
         self.timeline = FrameTimeline(layout, len(detector.labels), int(round(delay * layout.sample_rate)))
         self.median = MedianFilter(median)
         self._end = 0.0  # the newest window's end
@@ -214,7 +223,7 @@ class FramePath:
         rate = self.layout.sample_rate
         first, last = int(round(start * rate)), int(round(end * rate))
         self._end = end
-        scores = 0.5 * (1.0 + np.tanh(0.5 * np.asarray(frame_logits, np.float64)))  # sigmoid without overflow
+        scores = activate(frame_logits, "multiclass" if self.activation == "softmax" else "multilabel")
         self.timeline.add(first, scores, self.layout.valid_columns(last - first))
         return self._decide(self.median.push(self._kept(self.timeline.release(last))), end)
 

@@ -33,7 +33,7 @@ from astedge.errors import UserError
 from astedge.measure import metrics
 from astedge.model.ast_model import ASTModel, imagenet_init, model_config, with_target_length
 from astedge.model.checkpoint import load_checkpoint, save_checkpoint, set_events
-from astedge.runtime.frames import FrameLayout
+from astedge.runtime.frames import FrameLayout, frame_activation
 from astedge.train.clips import (ClipDataset, FeatureCache, RunData, balanced_weights, check_items, epoch_indices,
                                  predict, prepare_data, targets_of)
 from astedge.train.learning_check import LearningCheck
@@ -213,7 +213,8 @@ def _build(setup: _Setup, process: _Process) -> _Trainer:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     objective_fn = objective(net, label_loss(setup.loss_name, recipe.label_smoothing), setup.teacher,
                              distill_loss(recipe.distillation, setup.task, recipe.distill_tau), recipe.distill_alpha,
-                             recipe.frame_weight if model.config.frame_head else None)
+                             recipe.frame_weight if model.config.frame_head else None,
+                             frame_activation(setup.task, setup.data.background) == "softmax")
     check = LearningCheck(setup.task, targets_of(setup.train_set), targets_of(setup.val_set), setup.loss_name,
                           recipe.label_smoothing, recipe=recipe)
     total_steps = steps_per_epoch(len(setup.train_set), recipe.batch_size, process.world) * recipe.epochs
