@@ -49,10 +49,16 @@ VERIFICATION_FILE = "verification.npz"
 LABELS_FILE = "labels.txt"
 
 
-def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict, profile: dict,
-                 source: dict) -> dict:
-    """The skeleton of ``astedge.json``; export fills ``files``, ``onnx``, ``precisions`` and ``verification``."""
-    frames, mel = model_config["target_length"], model_config["num_mel_bins"]
+def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict, profile: dict, source: dict,
+                 output_width: int | None = None, frames: dict | None = None, events: dict | None = None) -> dict:
+    """The skeleton of ``astedge.json``; export fills ``files``, ``onnx``, ``precisions`` and ``verification``.
+
+    The output holds `output_width` values a row (default: one logit per class): the clip logits, then with a
+    frame head (`frames`: its layout, :class:`astedge.runtime.frames.FrameLayout`) each time column's logits.
+    `events` are the decision layer's calibrated defaults (thresholds, median filter, minimum duration, the
+    background class) that training recorded in the checkpoint."""
+    frames_in, mel = model_config["target_length"], model_config["num_mel_bins"]
+    width = output_width or model_config["num_classes"]
     return {
         "astedge_artefact": FORMAT_VERSION,
         "astedge": __version__,
@@ -63,10 +69,14 @@ def new_metadata(*, labels, task: str, model_config: dict, feature_config: dict,
         "model_config": model_config,
         "feature_config": feature_config,
         "profile": profile,
-        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", frames, mel],
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", frames_in, mel],
                   "layout": "[batch, frames, mel]: normalized log-mel, time-major"},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", model_config["num_classes"]],
-                   "activation": "sigmoid" if task == "multilabel" else "softmax"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", width],
+                   "activation": "sigmoid" if task == "multilabel" else "softmax",
+                   **({"layout": "[batch, classes + columns x classes]: the clip logits, then each frame column's "
+                                 f"logits ({frames['activation']})"} if frames else {})},
+        "frames": frames,
+        "events": events or {},
         "files": {},
         "precisions": {},
         "onnx": {},

@@ -21,31 +21,38 @@ def top_k_sets(logits: np.ndarray, k: int) -> list[set[int]]:
     return [set(map(int, row)) for row in order]
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """How far `candidate` logits ``[N, C]`` are from `reference`: max/mean abs diff, top-1 and top-5 agreement.
+def compare(reference: np.ndarray, candidate: np.ndarray, classes: int | None = None) -> dict:
+    """How far `candidate` outputs ``[N, W]`` are from `reference`: max/mean abs diff over every value, top-1 and
+    top-5 agreement of the clip logits (the first `classes` columns; all of them when None).
 
     Top-1 agreement is the fraction of rows whose arg-max matches; top-5 agreement the mean overlap of
     the two top-5 sets divided by 5 (1.0: the same 5 classes, in any order; ``top5_k`` says how many
-    classes were compared when the head has fewer than 5).
+    classes were compared when the head has fewer than 5). With a frame head (``W > classes``), the frame
+    logits' own max abs diff is ``frames_max_abs_diff``.
     """
     reference = np.asarray(reference, np.float64)
     candidate = np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
         raise ValueError(f"shapes differ: {reference.shape} vs {candidate.shape}")
+    classes = reference.shape[-1] if classes is None else classes
     finite = bool(np.isfinite(candidate).all())
     diff = np.abs(reference - candidate)
-    k = min(5, reference.shape[-1])
-    overlap = [len(a & b) / k for a, b in zip(top_k_sets(reference, k), top_k_sets(candidate, k), strict=True)]
-    return {
+    clip_ref, clip_cand = reference[:, :classes], candidate[:, :classes]
+    k = min(5, classes)
+    overlap = [len(a & b) / k for a, b in zip(top_k_sets(clip_ref, k), top_k_sets(clip_cand, k), strict=True)]
+    figures = {
         "count": int(reference.shape[0]),
         "finite": finite,
         "max_abs_diff": float(diff.max()) if finite else float("inf"),
         "mean_abs_diff": float(diff.mean()) if finite else float("inf"),
         "reference_max_abs": float(np.abs(reference).max()),
-        "top1_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
+        "top1_agreement": float(np.mean(clip_ref.argmax(-1) == clip_cand.argmax(-1))),
         "top5_agreement": float(np.mean(overlap)),
         "top5_k": k,
     }
+    if reference.shape[-1] > classes:
+        figures["frames_max_abs_diff"] = float(diff[:, classes:].max()) if finite else float("inf")
+    return figures
 
 
 #: An FP16 result fails when it has non-finite values or its max abs difference exceeds this fraction

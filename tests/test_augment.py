@@ -196,7 +196,7 @@ def test_time_shift_by_cross_correlation(white, seconds):
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    synth.write_dataset(root, classes=3, per_class=8, seconds=0.5, seed=5, stream_segments=2, segment_seconds=1.0)
+    synth.write_dataset(root, classes=3, per_class=8, seconds=0.5, seed=5, stream_seconds=10.0)
     return root
 
 

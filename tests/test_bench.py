@@ -207,7 +207,7 @@ def test_stream_latency_adds_the_capture_buffer_to_each_hops_work():
     from astedge.runtime.classifier import Classifier, ClassifierOptions
 
     class Slow:
-        name, task, labels = "slow", "multilabel", ("a", "b")
+        name, task, labels, frame_layout = "slow", "multilabel", ("a", "b"), None
         feature_config = FbankConfig(target_length=128)
 
         def run(self, x):

@@ -181,7 +181,7 @@ class FeaturesOnly:
     """A stand-in backend: logits are a fixed projection of its input features; it records what it was given."""
 
     name, precision, device, task = "features", "fp32", "cpu", "multilabel"
-    labels, feature_config = tuple(LABELS), KWS
+    labels, feature_config, frame_layout = tuple(LABELS), KWS, None
 
     def __init__(self):
         self.inputs, self.waves = [], []
@@ -201,6 +201,9 @@ class AudioToo(FeaturesOnly):
     def run_audio(self, waves):
         self.waves.append([np.array(w) for w in waves])
         return FeaturesOnly.run(self, np.stack([F.model_input(np.asarray(w), KWS) for w in waves]))
+
+    def run_audio_frames(self, waves):
+        raise AssertionError("a model without a frame head is never asked for frames")
 
 
 class StreamsToo(FeaturesOnly):

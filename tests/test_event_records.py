@@ -48,7 +48,7 @@ class _Labels:
     """A backend stand-in for the Classifier: labels, task and features (the logits are fed to its decision)."""
 
     name, task, labels, device, precision = "stand-in", "multilabel", tuple(LABELS), "cpu", "fp32"
-    feature_config = FbankConfig(target_length=128)
+    feature_config, frame_layout = FbankConfig(target_length=128), None
 
     def close(self):
         pass

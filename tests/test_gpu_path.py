@@ -454,6 +454,7 @@ class _Backend:
     FakeCuda, as astedge.runtime.backends.tensorrt offers them."""
 
     name, precision, device, task = "double", "fp32", "cuda", "multiclass"
+    frame_layout = None
 
     def __init__(self, host_library, config, device: bool):
         self.labels, self.feature_config = tuple(f"c{i}" for i in range(5)), config
@@ -466,7 +467,11 @@ class _Backend:
             self.frames = HostKernel(self.cuda, C.HostFbank(config, model_input=False, normalize=True, library=host_library))
             self.batch = dp.BatchPipeline(self.driver, self.engine, model, config)
             self.run_audio = self.batch.run_audio
+            self.run_audio_frames = self._no_frames
             self.open_stream = self._open_stream
+
+    def _no_frames(self, waves):
+        raise AssertionError("a model without a frame head is never asked for frames")
 
     def _open_stream(self, windowing):
         engine = NumpyEngine(self.cuda, self.feature_config.target_length, self.feature_config.num_mel_bins, max_batch=1)

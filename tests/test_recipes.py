@@ -23,7 +23,7 @@ from astedge.train.recipes import load_recipe
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    synth.write_dataset(root, classes=3, per_class=10, seconds=0.5, seed=3, stream_segments=3, segment_seconds=1.0)
+    synth.write_dataset(root, classes=3, per_class=10, seconds=0.5, seed=3, stream_seconds=10.0)
     return root
 
 

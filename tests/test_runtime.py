@@ -341,7 +341,7 @@ class SlowBackend:
     """A backend that takes `seconds` per call: inference that cannot keep up."""
 
     name, precision, device, task = "slow", "fp32", "cpu", "multilabel"
-    labels, feature_config = tuple(LABELS), KWS
+    labels, feature_config, frame_layout = tuple(LABELS), KWS, None
 
     def __init__(self, seconds: float):
         self.seconds, self.calls = seconds, 0

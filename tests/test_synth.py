@@ -14,7 +14,7 @@ def _level_db(wave: np.ndarray, rate: int, start: float, end: float) -> float:
 
 
 def test_synth_writes_the_strong_labels_of_every_clip(tmp_path):
-    summary = synth.write_dataset(tmp_path, classes=3, per_class=6, seconds=1.0, seed=4, stream_segments=1,
+    summary = synth.write_dataset(tmp_path, classes=3, per_class=6, seconds=1.0, seed=4, stream_seconds=10.0,
                                   background=True)
     table = read_events_csv(tmp_path / "strong.tsv", by_file=True)
     assert len(table) == summary.clips  # every clip, background ones listed without events

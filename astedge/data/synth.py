@@ -140,13 +140,18 @@ def _distractor(rng, n, rate):
     return noise * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t + rng.uniform(0, 6.3))) ** 2
 
 
+#: Levels (dBFS RMS) of the noise floor every clip and recording sits on, and of events above it (SNR, dB): wide
+#: enough that a model learns the sounds, not one recording level (a quiet tone in a long recording is a tone too).
+FLOOR_DB, SNR_DB = (-65.0, -30.0), (3.0, 30.0)
+
+
 def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """One 16 kHz clip without an event: colored noise at -60..-25 dBFS, half the time with a distractor."""
+    """One 16 kHz clip without an event: a colored noise floor, half the time with a distractor."""
     from astedge.audio.decode import resample
 
     rate = int(rng.choice(CAPTURE_RATES))
     n = int(round(seconds * rate))
-    clip = _colored_noise(rng, n) * 10 ** (rng.uniform(-60, -25) / 20)
+    clip = _colored_noise(rng, n) * 10 ** (rng.uniform(*FLOOR_DB) / 20)
     if rng.random() < 0.5:
         distractor = _distractor(rng, n, rate)
         clip += distractor / (np.abs(distractor).max() + 1e-9) * 10 ** (rng.uniform(-35, -10) / 20)
@@ -156,9 +161,9 @@ def background_clip(seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 def event_clip(label: str, seconds: float, rng: np.random.Generator,
                fill: tuple[float, float] = (0.4, 1.0)) -> tuple[np.ndarray, float, float]:
-    """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades, gain) over noise,
-    made at a random capture rate and brought to 16 kHz by astedge's resampler, like real recordings; with the
-    event's onset and offset in seconds (its strong label)."""
+    """One 16 kHz clip: an event of `label` (a `fill` fraction of the clip, random onset, fades) `SNR_DB` above a
+    colored noise floor at `FLOOR_DB`, made at a random capture rate and brought to 16 kHz by astedge's resampler,
+    like real recordings; with the event's onset and offset in seconds (its strong label)."""
     from astedge.audio.decode import resample
 
     rate = int(rng.choice(CAPTURE_RATES))
@@ -169,13 +174,12 @@ def event_clip(label: str, seconds: float, rng: np.random.Generator,
     ramp = np.linspace(0, 1, fade)
     event[:fade] *= ramp
     event[length - fade:] *= ramp[::-1]
-    event *= 10 ** (rng.uniform(-20, -3) / 20) / (np.abs(event).max() + 1e-9)
+    floor = rng.uniform(*FLOOR_DB)
+    event *= 10 ** ((floor + rng.uniform(*SNR_DB)) / 20) / (np.sqrt(np.mean(event**2)) + 1e-12)
+    event *= min(1.0, 0.9 / (np.abs(event).max() + 1e-12))  # no clipping
     onset = rng.integers(0, n - length + 1)
-    clip = np.zeros(n)
-    clip[onset:onset + length] = event
-    noise = rng.standard_normal(n)
-    signal_rms = np.sqrt(np.mean(event**2)) * np.sqrt(length / n)
-    clip += noise * signal_rms / 10 ** (rng.uniform(5, 30) / 20)  # SNR 5..30 dB
+    clip = _colored_noise(rng, n) * 10 ** (floor / 20)
+    clip[onset:onset + length] += event
     clip = resample(np.clip(clip, -1, 1).astype(np.float32), rate, RATE)
     clip = np.pad(clip, (0, max(0, int(round(seconds * RATE)) - len(clip))))[: int(round(seconds * RATE))]
     return clip, onset / rate, (onset + length) / rate
@@ -196,77 +200,62 @@ def check_classes(count: int) -> list[str]:
     return list(CLASSES)[:count]
 
 
-def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, seconds: float = 1.0, seed: int = 0,
-                  stream_segments: int = 24, segment_seconds: float = 2.0, progress=None,
-                  background: bool = False) -> SynthSummary:
-    """Write `out/<class>/<class>_<i>.wav` (16 kHz PCM16) plus `out/stream.wav` and `out/stream.csv`.
-
-    With `background`, a `background` class of clips without an event (see :func:`background_clip`) too: what a
-    model needs to say "nothing" between events (its random draws come after the classes', which stay the same).
-
-    The stream is `stream_segments` back-to-back segments of `segment_seconds`, each made of events of
-    one class drawn like the clips (`seconds` long, filling 80-100% of it), so a window inside a segment
-    hears that class as the model learned it; stream.csv lists `onset,offset,label` in seconds (one row a
-    segment) and stream-events.csv the same with touching segments of one class joined: one row a sound
-    event, the truth ``astedge evaluate`` takes.
-    """
+def _render(job: tuple[str, int, int, float, int, str]) -> tuple[str, str, str, str]:
+    """Write one clip (a worker process's unit of work) into `folder`; returns its strong-label row. Its randomness
+    is its own ((seed, class, index)), so the bytes do not depend on the number of workers or their order."""
     import soundfile as sf
 
-    from astedge.files import atomic_write
+    label, class_index, index, seconds, seed, folder = job
+    rng = np.random.default_rng((seed, class_index, index))
+    name = f"{label}/{label}_{index:04d}.wav"
+    if label == BACKGROUND:
+        wave, row = background_clip(seconds, rng), (name, "", "", "")  # a clip known to hold no event
+    else:
+        wave, onset, offset = event_clip(label, seconds, rng)
+        row = (name, f"{onset:.3f}", f"{offset:.3f}", label)
+    sf.write(Path(folder) / name, wave, RATE, format="WAV", subtype="PCM_16")
+    return row
+
+
+def write_dataset(out: str | Path, classes: int = 10, per_class: int = 60, seconds: float = 1.0, seed: int = 0,
+                  stream_seconds: float = 60.0, stream_rate: int = 44100, progress=None, background: bool = False,
+                  workers: int | None = None, force: bool = False) -> SynthSummary:
+    """Write `out/<class>/<class>_<i>.wav` (16 kHz PCM16), `out/strong.tsv` (every clip's event: DCASE's strong
+    labels) and a labelled recording `out/stream.wav` + `out/stream.csv` (:func:`write_event_stream`: the truth
+    ``astedge evaluate`` takes).
+
+    With `background`, a `background` class of clips without an event (see :func:`background_clip`) too: what a
+    model needs to say "nothing" between events. Clips are made by `workers` processes (default: one per CPU) into
+    a folder beside `out` that takes its place once everything is written and synced to disk (one sync, not one
+    per file); `out` may exist empty, or with `force`.
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from astedge.artefact import staged_folder
 
     names = check_classes(classes)
     if per_class < 1 or seconds < 0.1:
         raise UserError("--per-class must be >= 1 and --seconds >= 0.1")
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    total = classes * per_class
-    strong = []  # (file, onset, offset, label): every clip's event, as DCASE's strong labels
-    for index in range(per_class):
-        for label in names:
-            folder = root / label
-            folder.mkdir(exist_ok=True)
-            wave, onset, offset = event_clip(label, seconds, rng)
-            with atomic_write(folder / f"{label}_{index:04d}.wav") as handle:
-                sf.write(handle, wave, RATE, format="WAV", subtype="PCM_16")
-            strong.append((f"{label}/{label}_{index:04d}.wav", f"{onset:.3f}", f"{offset:.3f}", label))
-            if progress:
-                progress(1, total)
-    if background:
-        folder = root / BACKGROUND
-        folder.mkdir(exist_ok=True)
-        extra = np.random.default_rng((seed, 1))
-        for index in range(per_class):
-            with atomic_write(folder / f"{BACKGROUND}_{index:04d}.wav") as handle:
-                sf.write(handle, background_clip(seconds, extra), RATE, format="WAV", subtype="PCM_16")
-            strong.append((f"{BACKGROUND}/{BACKGROUND}_{index:04d}.wav", "", "", ""))  # a clip known to hold no event
-            if progress:
-                progress(1, total)
-    with atomic_write(root / "strong.tsv", "w") as handle:
-        handle.write("filename\tonset\toffset\tevent_label\n" + "".join("\t".join(row) + "\n" for row in strong))
-    segments, rows = [], []
-    for k in range(stream_segments):
-        label = names[int(rng.integers(0, classes))]
-        parts = max(1, int(round(segment_seconds / seconds)))
-        clip = np.concatenate([event_clip(label, segment_seconds / parts, rng, fill=(0.8, 1.0))[0] for _ in range(parts)])
-        rows.append((k * segment_seconds, (k + 1) * segment_seconds, label))
-        segments.append(clip)
-    stream, truth = root / "stream.wav", root / "stream.csv"
-    with atomic_write(stream) as handle:
-        sf.write(handle, np.concatenate(segments), RATE, format="WAV", subtype="PCM_16")
-    events = []
-    for a, b, label in rows:
-        if events and events[-1][2] == label and events[-1][1] == a:
-            events[-1] = (events[-1][0], b, label)
-        else:
-            events.append((a, b, label))
-    for path, table in ((truth, rows), (root / "stream-events.csv", events)):
-        with atomic_write(path, "w") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["onset", "offset", "label"])
-            writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in table)
-    return SynthSummary(root, names + ([BACKGROUND] if background else []), total + (per_class if background else 0),
-                        stream, truth)
+    empty = root.is_dir() and not any(root.iterdir())
+    labels = names + ([BACKGROUND] if background else [])
+    jobs = [(label, k, index, seconds, seed) for index in range(per_class) for k, label in enumerate(labels)]
+    with staged_folder(root, force=force or empty) as tmp:
+        for label in labels:
+            (tmp / label).mkdir()
+        work = [job + (str(tmp),) for job in jobs]
+        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            rows = []
+            for row in pool.map(_render, work, chunksize=max(1, len(work) // (8 * (workers or os.cpu_count() or 1)))):
+                rows.append(row)
+                if progress:
+                    progress(1, len(jobs))
+        (tmp / "strong.tsv").write_text("filename\tonset\toffset\tevent_label\n"
+                                        + "".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+        write_event_stream(tmp / "stream", seconds=stream_seconds, rate=stream_rate, seed=seed, classes=names)
+        os.sync()
+    return SynthSummary(root, labels, len(jobs), root / "stream.wav", root / "stream.csv")
 
 
 #: Longest single sound in a long event: the clips' length. A class's sound is defined at this scale (a

@@ -81,11 +81,13 @@ def export_onnx(net, path: str | Path):
     import onnxslim
     import torch
 
+    from astedge.model.ast_model import FlatOutput
+
     cfg = net.config
     example = torch.zeros(2, cfg.target_length, cfg.num_mel_bins)  # batch >= 2: never specialized to 1
     with _quiet(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(net.eval(), (example,), dynamo=True, opset_version=OPSET,
+        program = torch.onnx.export(FlatOutput(net.eval()), (example,), dynamo=True, opset_version=OPSET,
                                     input_names=[art.INPUT_NAME], output_names=[art.OUTPUT_NAME],
                                     dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                                     external_data=False, verbose=False)
@@ -268,11 +270,19 @@ def _subset_warning(full, checkpoint) -> list[str]:
 
 
 def _new_metadata(checkpoint, checkpoint_path, profile: DeviceProfile) -> dict:
+    from astedge.runtime.frames import FrameLayout, frame_activation
+
+    config = checkpoint.model_config
+    frames = None
+    if config.frame_head:
+        activation = frame_activation(checkpoint.task, checkpoint.events.get("background"))
+        frames = {**FrameLayout.of(config, checkpoint.feature_config).to_dict(), "activation": activation}
     return art.new_metadata(
-        labels=checkpoint.labels, task=checkpoint.task, model_config=checkpoint.model_config.to_dict(),
+        labels=checkpoint.labels, task=checkpoint.task, model_config=config.to_dict(),
         feature_config=checkpoint.feature_config.to_dict(), profile=profile.to_dict(),
         source={"checkpoint": str(Path(checkpoint_path).resolve()), "sha256": sha256_file(Path(checkpoint_path)),
-                "provenance": checkpoint.provenance})
+                "provenance": checkpoint.provenance}, output_width=config.output_width, frames=frames,
+        events=checkpoint.events)
 
 
 def _write_models(tmp: Path, meta: dict, full, checkpoint, profile: DeviceProfile, verify_count: int, calibration,
@@ -287,9 +297,10 @@ def _write_models(tmp: Path, meta: dict, full, checkpoint, profile: DeviceProfil
         meta["classes"] = _check_subset(full, checkpoint, net, inputs, log)
     model, arrays = _write_fp32(net, inputs, tmp, meta, log)
     if "onnx_fp16" in exports:
-        arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta, log)
+        arrays["logits_onnx_fp16"] = _write_fp16(model, inputs, arrays["logits_onnx"], profile, tmp, meta,
+                                                 len(checkpoint.labels), log)
     if "onnx_int8" in exports:
-        _write_int8(tmp, checkpoint.feature_config, profile, calibration, int8_min_agreement, meta, log)
+        _write_int8(tmp, checkpoint, profile, calibration, int8_min_agreement, meta, log)
         arrays["logits_onnx_int8"] = onnx_logits(tmp / art.ONNX_INT8_FILE, inputs,
                                                  batch_chunks(len(inputs), max_batch=3))
     art.save_arrays(tmp / art.VERIFICATION_FILE, **arrays)
@@ -351,10 +362,10 @@ def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[ob
                     "simplifier": f"onnxslim {onnxslim.__version__}", "onnx": onnx.__version__,
                     "weights": "external" if (tmp / (art.ONNX_FILE + ".data")).exists() else "inline"}
     with torch.no_grad():
-        reference = net(torch.from_numpy(inputs)).numpy()
+        reference = net.forward_flat(torch.from_numpy(inputs)).numpy()
     chunks = batch_chunks(len(inputs), max_batch=3)
     onnx32 = onnx_logits(tmp / art.ONNX_FILE, inputs, chunks)
-    fp32 = {**compare(reference, onnx32), "reference": f"torch {torch.__version__} (CPU, FP32)",
+    fp32 = {**compare(reference, onnx32, net.config.num_classes), "reference": f"torch {torch.__version__} (CPU, FP32)",
             "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
             "batches": [c.stop - c.start for c in chunks], "tolerance": FP32_TOLERANCE}
     fp32["passed"] = fp32["finite"] and fp32["max_abs_diff"] <= FP32_TOLERANCE
@@ -368,7 +379,7 @@ def _write_fp32(net, inputs: np.ndarray, tmp: Path, meta: dict, log) -> tuple[ob
 
 
 def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DeviceProfile, tmp: Path, meta: dict,
-                log) -> np.ndarray:
+                classes: int, log) -> np.ndarray:
     """model.fp16.onnx, checked against the FP32 ONNX; returns its logits."""
     import onnx
     import onnxruntime
@@ -385,7 +396,7 @@ def _write_fp16(model, inputs: np.ndarray, onnx32: np.ndarray, profile: DevicePr
     chunks = batch_chunks(len(inputs), max_batch=3)
     onnx16 = onnx_logits(tmp / art.ONNX_FP16_FILE, inputs, chunks)
     runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-    half = {**compare(onnx32, onnx16), "reference": "model.onnx on " + runtime, "runtime": runtime,
+    half = {**compare(onnx32, onnx16, classes), "reference": "model.onnx on " + runtime, "runtime": runtime,
             "batches": [c.stop - c.start for c in chunks], "note": FP16_CPU_NOTE}
     failure = fp16_gate(half)
     half["passed"] = failure is None
@@ -414,13 +425,13 @@ def _check_int8_request(profile: DeviceProfile, calibration, min_agreement) -> N
         raise UserError(f"--int8-min-agreement must be a fraction in [0, 1], got {min_agreement}")
 
 
-def _write_int8(tmp: Path, feature_config, profile: DeviceProfile, calibration, min_agreement, meta: dict,
-                log) -> None:
+def _write_int8(tmp: Path, checkpoint, profile: DeviceProfile, calibration, min_agreement, meta: dict, log) -> None:
     """model.int8.onnx and model.int8.fp16.onnx, each refused below the agreement gate against model.onnx."""
     from astedge.deploy.quantize import DEFAULT_MIN_AGREEMENT, write_int8
 
-    result = write_int8(tmp / art.ONNX_FILE, tmp / art.ONNX_INT8_FILE, calibration, feature_config,
+    result = write_int8(tmp / art.ONNX_FILE, tmp / art.ONNX_INT8_FILE, calibration, checkpoint.feature_config,
                         fp16_path=tmp / art.ONNX_INT8_FP16_FILE, fp32_ops=profile.fp32_ops,
+                        classes=len(checkpoint.labels),
                         min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement, log=log)
     meta["files"]["onnx_int8"] = art.ONNX_INT8_FILE
     meta["files"]["onnx_int8_fp16"] = art.ONNX_INT8_FP16_FILE

@@ -305,8 +305,10 @@ def _batches(count: int, batch: int = 4) -> list[slice]:
 
 
 def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.ndarray,
-                    min_agreement: float = DEFAULT_MIN_AGREEMENT, *, labels=None, what: str = "INT8 model") -> dict:
-    """Top-1 agreement (and logit differences, accuracy when `labels` are given) of INT8 vs FP32 on `held_out`.
+                    min_agreement: float = DEFAULT_MIN_AGREEMENT, *, labels=None, what: str = "INT8 model",
+                    classes: int | None = None) -> dict:
+    """Top-1 agreement (and logit differences, accuracy when `labels` are given) of INT8 vs FP32 on `held_out`; the
+    clip logits are the outputs' first `classes` columns (a frame head's follow; all columns when None).
 
     Raises :class:`astedge.verify.VerificationError` (one line, with the measured agreement) when the
     agreement is below `min_agreement`; a value above 1 always refuses.
@@ -317,12 +319,12 @@ def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.n
 
     chunks = _batches(len(held_out))
     fp32, int8 = onnx_logits(fp32_path, held_out, chunks), onnx_logits(int8_path, held_out, chunks)
-    figures = {**compare(fp32, int8), "reference": "FP32 ONNX on ONNX Runtime (CPU)",
+    figures = {**compare(fp32, int8, classes), "reference": "FP32 ONNX on ONNX Runtime (CPU)",
                "inputs": f"{len(held_out)} held-out calibration clips", "min_agreement": min_agreement}
     if labels is not None:
-        labels = np.asarray(labels)
-        figures["accuracy_fp32"] = float(np.mean(fp32.argmax(-1) == labels))
-        figures["accuracy_int8"] = float(np.mean(int8.argmax(-1) == labels))
+        labels, width = np.asarray(labels), classes or fp32.shape[-1]
+        figures["accuracy_fp32"] = float(np.mean(fp32[:, :width].argmax(-1) == labels))
+        figures["accuracy_int8"] = float(np.mean(int8[:, :width].argmax(-1) == labels))
     figures["passed"] = bool(figures["finite"] and figures["top1_agreement"] >= min_agreement)
     if not figures["passed"]:
         measured = "non-finite logits" if not figures["finite"] else f"{figures['top1_agreement']:.2%}"
@@ -335,8 +337,9 @@ def check_agreement(fp32_path: str | Path, int8_path: str | Path, held_out: np.n
 def write_int8(fp32_path: str | Path, out_path: str | Path, audio_dir: str | Path, feature_config, *,
                fp16_path: str | Path | None = None, fp32_ops=None, min_agreement: float = DEFAULT_MIN_AGREEMENT,
                count: int = DEFAULT_CALIBRATION_CLIPS, held_out: int = DEFAULT_HELD_OUT_CLIPS,
-               method: str = DEFAULT_METHOD, exclude=DEFAULT_EXCLUDE, seed: int = 0, log=None) -> dict:
-    """Calibrate, quantize and check: `out_path` (and `fp16_path`, the :func:`int8_fp16` graph, when given) appear
+               method: str = DEFAULT_METHOD, exclude=DEFAULT_EXCLUDE, seed: int = 0, classes: int | None = None,
+               log=None) -> dict:
+    """Calibrate, quantize and check (`classes`: the clip logits' columns, see :func:`check_agreement`): `out_path` (and `fp16_path`, the :func:`int8_fp16` graph, when given) appear
     only when every model written passed the agreement gate against FP32 on the held-out clips.
 
     Returns ``{"quantization": quantize_int8's report, "verification": check_agreement's figures}`` plus
@@ -359,14 +362,15 @@ def write_int8(fp32_path: str | Path, out_path: str | Path, audio_dir: str | Pat
             os.close(fd)
             temps.append(tmp)
         report = quantize_int8(fp32_path, temps[0], calib, exclude=exclude, method=method, log=log)
-        result = {"quantization": report, "verification": check_agreement(fp32_path, temps[0], held, min_agreement)}
+        result = {"quantization": report, "verification": check_agreement(fp32_path, temps[0], held, min_agreement,
+                                                                                 classes=classes)}
         log(f"INT8 vs FP32 on {len(held)} held-out clips: top-1 agreement "
             f"{result['verification']['top1_agreement']:.3f}, max abs logit diff {result['verification']['max_abs_diff']:.3g}")
         if fp16_path is not None:
             model16 = int8_fp16(onnx.load(temps[0]), fp32_ops)
             onnx.checker.check_model(model16, full_check=True)
             onnx.save(model16, temps[1])
-            result["verification_fp16"] = check_agreement(fp32_path, temps[1], held, min_agreement,
+            result["verification_fp16"] = check_agreement(fp32_path, temps[1], held, min_agreement, classes=classes,
                                                           what=f"FP16 INT8 model ({Path(fp16_path).name})")
             result["verification_fp16"]["note"] = ("ONNX Runtime's CPU provider runs the FP16 parts in FP32 behind "
                                                    "casts: this checks the graph and its FP16 rounding")

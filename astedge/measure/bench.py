@@ -261,7 +261,6 @@ def stream_latency(classifier, *, block_ms: float = DEFAULT_BLOCK_MS, hops: int 
     Mic-to-decision = capture buffering (the window's last sample waits for its audio block, `block_ms`) +
     features + inference + decision; a sound also waits on average half a hop for the next window to end.
     """
-    from astedge.runtime.scores import activate
     from astedge.runtime.stream import AudioRing, WindowFeatures
 
     if classifier.event_config is None:  # mic-to-decision needs the decision layer
@@ -281,9 +280,12 @@ def stream_latency(classifier, *, block_ms: float = DEFAULT_BLOCK_MS, hops: int 
         t0 = time.perf_counter()
         x = features.model_input(ring, end - window, end)
         t1 = time.perf_counter()
-        logits = backend.run(x[None])[0]
+        if decision.wants_frames:
+            logits, frames = (part[0] for part in backend.run_frames(x[None]))
+        else:
+            logits, frames = backend.run(x[None])[0], None
         t2 = time.perf_counter()
-        decision.detector.update((end - window) / rate, end / rate, decision.smoother(activate(logits, backend.task)))
+        decision((end - window) / rate, end / rate, logits, 0.0, frame_logits=frames)
         t3 = time.perf_counter()
         ring.release(end - window)
         if k >= warmup:
@@ -292,8 +294,12 @@ def stream_latency(classifier, *, block_ms: float = DEFAULT_BLOCK_MS, hops: int 
     total = block_ms + np.sum([stages[s] for s in stages], axis=0)
     pct = lambda values: percentiles(values, (50, 90), stats=False)  # noqa: E731
     window_s, hop_s = windowing.seconds
-    options = classifier.options
-    return {"backend": backend.name, "window_s": window_s, "hop_s": hop_s,
+    options, path = classifier.options, decision.frames
+    frames = {} if path is None else {  # a frame is decided once final and its median's later frames are in
+        "frame_path": {"frame_s": path.layout.step / rate, "delay_ms": 1e3 * path.timeline.delay / rate,
+                       "median_frames": path.median.size,
+                       "median_wait_ms": 1e3 * path.median.half * path.layout.step / rate}}
+    return {"backend": backend.name, "window_s": window_s, "hop_s": hop_s, **frames,
             "smoothing": [options.smoothing, options.smoothing_windows],
             "incremental_features": windowing.incremental, "hops": hops, "capture_buffer_ms": block_ms,
             **{f"{stage}_ms": pct(v) for stage, v in stages.items()}, "mic_to_decision_ms": pct(total),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from astedge.measure import event_metrics as em
+from astedge.measure.psds import psds
 from astedge.errors import UserError
 from astedge.runtime.classifier import as_classifier
 from astedge.timing import percentiles
@@ -112,16 +113,22 @@ def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Even
     each file, with the stream's windows, scored against `truth` (``{file: [Event]}``).
 
     The report holds the figures, ``"classes"`` (each class's event-based counts and scores), ``"events"`` (the
-    detected events' end records, as ``classify --events`` prints them) and ``"settings"`` (every window and
-    decision setting used). Scores sed_eval leaves undefined (a class never detected) are NaN."""
-    estimated, durations, latencies_ms, records = {}, {}, [], []
+    detected events' end records, as ``classify --events`` prints them), ``"psds"`` (a frame head's PSDS1/PSDS2)
+    and ``"settings"`` (every window and decision setting used). Scores sed_eval leaves undefined (a class never
+    detected) are NaN."""
+    estimated, durations, latencies_ms, records, scores = {}, {}, [], [], {}
     for path in audio:
-        result = classifier.classify_file(path, stream=True)
+        decision = classifier.decision(classifier.windowing(stream=True), str(path))
+        if decision.frames is not None:
+            decision.frames.record = []
+        result = classifier.classify_file(path, stream=True, decision=decision)
         estimated[str(path)] = [em.Event(e.onset, e.offset, e.label, e.first_detected_at) for e in result.detected]
         records += [e.record("end") for e in result.detected]
         durations[str(path)] = result.seconds
         latencies_ms += [w.latency_ms for w in result.windows]
-    mask = classifier.mask
+        if decision.frames is not None:
+            scores[str(path)] = frame_scores(decision.frames)
+    mask = classifier.event_mask()
     labels = sorted({e.label for events in truth.values() for e in events} | set(classifier.labels if mask is None else
                     [label for label, keep in zip(classifier.labels, mask, strict=True) if keep]))
     event = em.event_based(truth, estimated, labels, t_collar=t_collar, percentage_of_length=percentage_of_length)
@@ -145,9 +152,22 @@ def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Even
         "classes": {label: {"true_events": row["Nref"], "detected_events": row["Nsys"], "matched": row["Ntp"],
                             "f1": row["f1"], "precision": row["precision"], "recall": row["recall"]}
                     for label, row in event["class_wise"].items()},
+        "psds": psds(scores, truth, durations, list(classifier.labels)) if scores else
+        {"psds1": None, "psds2": None, "reason": "PSDS needs frame scores: a model with a frame head"},
         "events": records,
         "settings": _settings(classifier),
     }
+
+
+def frame_scores(path) -> tuple[np.ndarray, np.ndarray]:
+    """(segment boundaries [T + 1] seconds, scores [T, classes]) of a :class:`~astedge.runtime.frames.FramePath`'s
+    recorded frames after its median filter: the scores its decision layer thresholded (what PSDS sweeps)."""
+    from astedge.runtime.frames import MedianFilter
+
+    smoothed = MedianFilter(path.median.size)
+    frames = smoothed.push(path.record) + smoothed.flush()
+    bounds = np.array([f[0] for f in frames] + [frames[-1][1]]) if frames else np.zeros(1)
+    return bounds, np.stack([f[2] for f in frames]) if frames else np.zeros((0, len(path.detector.labels)))
 
 
 def _settings(classifier) -> dict:
@@ -155,8 +175,14 @@ def _settings(classifier) -> dict:
     filters, thresholds (the per-class ones themselves), hysteresis, confirmation, durations and trim."""
     o, config = classifier.options, classifier.event_config
     windowing = classifier.windowing(stream=True)
-    detector = classifier.decision(windowing).detector
-    return {**windowing.describe(), "smoothing": o.smoothing, "smoothing_windows": o.smoothing_windows,
+    decision = classifier.decision(windowing)
+    path = decision.frames
+    detector = path.detector if path is not None else decision.detector
+    frames = {} if path is None else {"frames": {"frame_s": path.layout.step / path.layout.sample_rate,
+                                                 "median_frames": path.median.size,
+                                                 "delay_s": path.timeline.delay / path.layout.sample_rate,
+                                                 "background": classifier.background}}
+    return {**windowing.describe(), **frames, "smoothing": o.smoothing, "smoothing_windows": o.smoothing_windows,
             "lag_s": {"onset": detector.onset_lag, "offset": detector.offset_lag}, "allow": list(o.allow), "deny": list(o.deny),
             "threshold": config.threshold, "thresholds": dict(config.thresholds), "off_ratio": config.off_ratio,
             "confirm": [config.confirm, config.confirm_window], "min_duration": config.min_duration,

@@ -108,13 +108,40 @@ class ASTModel(nn.Module):
         cls, dist = self.forward_tokens(x)
         return (cls + dist) / 2
 
-    def forward(self, x: torch.Tensor, distilled: bool = False):
+    def forward_flat(self, x: torch.Tensor) -> torch.Tensor:
+        """The exported model's one output ``[B, output_width]``: the clip logits, then (with a frame head) the frame
+        logits column by column (:attr:`ModelConfig.output_width`; :func:`astedge.runtime.frames.split_output`)."""
+        if not self.config.frame_head:
+            return self(x)
+        clip, frames = self.forward_frames(x)
+        return torch.cat([clip, frames.flatten(1)], dim=1)
+
+    def forward(self, x: torch.Tensor, distilled: bool = False, frames: bool = False):
         """Logits ``[B, classes]`` of the mean of the two tokens (AST's inference). ``distilled=True`` (training
-        with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token)."""
+        with a teacher, as DeiT) gives the logits of each token through the head: (class token, distillation token).
+        ``frames=True`` gives (clip logits, frame logits) as :meth:`forward_frames` (through ``forward``, so that a
+        DistributedDataParallel wrapper syncs its gradients)."""
+        if frames and distilled:  # a teacher and a frame head: (class token, distillation token, frames)
+            tokens = self.encode(x)
+            return self.mlp_head(tokens[:, 0]), self.mlp_head(tokens[:, 1]), self.frame_logits(tokens)
+        if frames:
+            return self.forward_frames(x)
         if distilled:
             cls, dist = self.forward_tokens(x)
             return self.mlp_head(cls), self.mlp_head(dist)
         return self.mlp_head(self.forward_features(x))
+
+
+class FlatOutput(nn.Module):
+    """What ONNX export traces: the model's one output row (:meth:`ASTModel.forward_flat`), so every runtime (ONNX
+    Runtime, TensorRT, Triton) carries clip and frame logits in one tensor."""
+
+    def __init__(self, net: ASTModel):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_flat(x)
 
 
 def build_model(config: ModelConfig, state_dict: dict | None = None) -> ASTModel:
@@ -167,9 +194,9 @@ def with_target_length(model: ASTModel, target_length: int, mode: str = "bilinea
 
 
 def imagenet_init(config: ModelConfig, state: dict, pos_embed: str = "bilinear", drop_path: float = 0.0):
-    """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new head; :func:`from_imagenet`)."""
+    """A fresh :class:`ASTModel` whose backbone starts from an ImageNet state (new heads; :func:`from_imagenet`)."""
     backbone = from_imagenet(state, config, pos_embed)
-    check_state(backbone, config, optional=("mlp_head.",))
+    check_state(backbone, config, optional=("mlp_head.", "frame_head."))
     model = ASTModel(config, drop_path=drop_path)
     model.load_state_dict(backbone, strict=False)
     return model

@@ -6,7 +6,9 @@ the runtime passes. Nothing is ever unpickled, and reading needs only numpy and 
 torch), so a Jetson runtime can read labels and configs without PyTorch.
 
 Metadata keys: ``astedge_format`` (``"1"``), ``model_config``, ``feature_config``, ``labels``,
-``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax) and ``provenance``. The file itself is
+``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax), ``provenance`` and, when training knows them,
+``events``: the decision layer's defaults for this model (the background class that is never an event, and the
+per-class thresholds, median filter and minimum duration calibrated on held-out streams). The file itself is
 written and read by :mod:`astedge.model.tensorfile`; this module says what a checkpoint holds.
 """
 
@@ -40,20 +42,29 @@ class Checkpoint:
     task: str
     provenance: dict = field(default_factory=dict)
     state_dict: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    events: dict = field(default_factory=dict)  # the decision layer's defaults (see the module docstring)
 
     def with_classes(self, indices: list[int]) -> "Checkpoint":
-        """This checkpoint with a head of only the classes at `indices` (their rows of the last Linear, their
-        labels): the backbone is untouched, so those classes' logits are the full model's."""
+        """This checkpoint with heads of only the classes at `indices` (their rows of the last Linear of the clip head
+        and of the frame head, their labels): the backbone is untouched, so those classes' logits are the full
+        model's."""
         from dataclasses import replace
 
         if self.state_dict is None:
             raise ValueError("checkpoint was read without weights (weights=False)")
         rows = np.asarray(indices, dtype=np.int64)
         state = dict(self.state_dict)
-        state["mlp_head.1.weight"] = state["mlp_head.1.weight"][rows]
-        state["mlp_head.1.bias"] = state["mlp_head.1.bias"][rows]
-        return replace(self, model_config=replace(self.model_config, num_classes=len(rows)),
-                       labels=tuple(self.labels[i] for i in rows), state_dict=state)
+        for head in ("mlp_head", "frame_head") if self.model_config.frame_head else ("mlp_head",):
+            state[f"{head}.1.weight"] = state[f"{head}.1.weight"][rows]
+            state[f"{head}.1.bias"] = state[f"{head}.1.bias"][rows]
+        labels = tuple(self.labels[i] for i in rows)
+        events = dict(self.events)
+        if "thresholds" in events:
+            events["thresholds"] = {k: v for k, v in events["thresholds"].items() if k in labels}
+        if events.get("background") not in labels:
+            events.pop("background", None)
+        return replace(self, model_config=replace(self.model_config, num_classes=len(rows)), labels=labels,
+                       state_dict=state, events=events)
 
     def build_model(self):
         """The torch :class:`astedge.model.ast_model.ASTModel` in eval mode with these weights (imports torch)."""
@@ -76,7 +87,7 @@ def _validate(config: ModelConfig, features: FbankConfig, labels, task: str, sou
 
 def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelConfig | None = None, *,
                     feature_config: FbankConfig | None = None, labels=None, task: str = "multilabel",
-                    provenance: dict | None = None) -> Path:
+                    provenance: dict | None = None, events: dict | None = None) -> Path:
     """Write weights and description to `path` atomically (temp file + rename); returns the path.
 
     `model_or_state_dict` is an ASTModel (its ``config`` is used) or a state dict of torch tensors
@@ -103,6 +114,7 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
         "labels": labels,
         "task": task,
         "provenance": provenance,
+        **({"events": events} if events else {}),
     }
     # Weights are stored in float32 whatever they came in (a bfloat16 or float16 Hub checkpoint): numpy
     # cannot read bfloat16 without torch, and precision is chosen at export.
@@ -114,6 +126,14 @@ def save_checkpoint(path: str | Path, model_or_state_dict, model_config: ModelCo
         tensors = {k: torch.as_tensor(v) for k, v in state.items()}
         tensors = {k: t.float() if t.is_floating_point() else t for k, t in tensors.items()}
     return write_tensors(path, tensors, metadata)
+
+
+def set_events(path: str | Path, events: dict) -> Path:
+    """Rewrite the checkpoint at `path` (atomically) with `events` as its decision-layer defaults; weights and the
+    rest of its description stay as they are."""
+    path = Path(path)
+    tensors, metadata = read_tensors(path)
+    return write_tensors(path, tensors, {**metadata, "events": events})
 
 
 def load_checkpoint(path: str | Path, weights: bool = True) -> Checkpoint:
@@ -150,5 +170,8 @@ def load_checkpoint(path: str | Path, weights: bool = True) -> Checkpoint:
     head = None if state is None else state.get("mlp_head.1.weight")
     if head is not None and head.shape[0] != model_config.num_classes:
         raise UserError(f"head has {head.shape[0]} outputs but the config says {model_config.num_classes}", path)
+    events = entry("events") if "events" in metadata else {}
+    if not isinstance(events, dict):
+        raise UserError("checkpoint events metadata is not an object", path)
     return Checkpoint(path=path, model_config=model_config, feature_config=feature_config, labels=tuple(labels),
-                      task=task, provenance=entry("provenance"), state_dict=state)
+                      task=task, provenance=entry("provenance"), state_dict=state, events=events)

@@ -67,9 +67,10 @@ class ModelConfig:
                 (self.target_length - self.patch_size[1]) // self.tstride + 1)
 
     @property
-    def frame_step(self) -> int:
-        """Input frames between two time columns of the token grid: the frame head's step (``tstride``)."""
-        return self.tstride
+    def output_width(self) -> int:
+        """Values per input row of the exported model's one output: the clip logits, then (with a frame head) every
+        time column's logits, column by column."""
+        return self.num_classes * (1 + (self.grid[1] if self.frame_head else 0))
 
     @property
     def num_patches(self) -> int:

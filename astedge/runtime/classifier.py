@@ -27,12 +27,16 @@ from astedge.errors import UserError
 from astedge.runtime import model_path
 from astedge.runtime.backends import RunsAudio, choose_backend
 from astedge.runtime.events import EventConfig, EventDetector, check_thresholds, parse_confirm, read_thresholds
+from astedge.runtime.frames import FramePath, frame_activation
 from astedge.runtime.scores import Smoother, check_label_filters, label_mask
 from astedge.runtime.stream import Listener, check_partial
 from astedge.runtime.windows import Decision, FileResult, WindowResult, Windowing, classify_windows, clip_scores
 
 #: Seconds between a stream's windows when neither the options nor the export's device profile say otherwise.
 DEFAULT_STREAM_HOP = 1.0
+#: A frame head's windows (files and streams): every this many frame steps (0.32 s at 80 ms frames), and frames final
+#: this many steps behind the newest audio; the median filter's length in frames when the model carries none.
+FRAME_HOP_STEPS, FRAME_DELAY_STEPS, FRAME_MEDIAN = 4, 2, 5
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,12 @@ class ClassifierOptions:
     #                                                             JSON file (None: those exported with the model)
     off_ratio: float = 0.8  # hysteresis: an event ends below its on-threshold x this
     confirm: str | tuple[int, int] | None = None  # "N/M" or (N, M): on in N of the last M windows starts an event
-    min_duration: float = 0.0  # seconds an event must last before it is reported
+    min_duration: float | None = None  # seconds an event must last before it is reported (None: the model's, else 0)
     merge_gap: float = 0.0  # seconds of silence that still continue an event
     trim: float = 0.0  # seconds each onset moves later and each offset earlier
+    median: int | None = None  # frame heads: median filter length in frames (None: the model's calibrated one)
+    frame_delay: float | None = None  # frame heads: seconds a frame waits for later windows before it is final
+    background: str | None = None  # the label that means "nothing" and is never an event (None: the model's)
 
     def __post_init__(self):
         object.__setattr__(self, "allow", tuple(self.allow))
@@ -86,16 +93,23 @@ class ClassifierOptions:
         self.smoother()  # an unknown method or a window count below 1
         if self.events:
             self.event_config()  # thresholds, ratios, N/M and durations
+        if self.median is not None and (self.median < 1 or self.median % 2 == 0):
+            raise UserError(f"--median must be an odd number of frames >= 1, got {self.median}")
+        if self.frame_delay is not None and not self.frame_delay >= 0:
+            raise UserError(f"--frame-delay must be >= 0 seconds, got {self.frame_delay}")
 
     def smoother(self) -> Smoother:
         """A fresh smoother (its state is one file's or stream's)."""
         return Smoother(self.smoothing, self.smoothing_windows)
 
-    def event_config(self, thresholds: Mapping[str, float] | None = None) -> EventConfig:
-        """The decision layer's settings, with per-class `thresholds` (checked against the model's labels)."""
+    def event_config(self, thresholds: Mapping[str, float] | None = None,
+                     min_duration: float | None = None) -> EventConfig:
+        """The decision layer's settings, with per-class `thresholds` (checked against the model's labels) and the
+        model's `min_duration` where the options give none."""
         n, m = self.confirm if isinstance(self.confirm, tuple) else parse_confirm(self.confirm)
+        duration = self.min_duration if self.min_duration is not None else (min_duration or 0.0)
         return EventConfig(threshold=self.event_threshold, off_ratio=self.off_ratio, thresholds=dict(thresholds or {}),
-                           confirm=n, confirm_window=m, min_duration=self.min_duration, merge_gap=self.merge_gap,
+                           confirm=n, confirm_window=m, min_duration=duration, merge_gap=self.merge_gap,
                            trim=self.trim)
 
 
@@ -110,14 +124,36 @@ class Classifier:
         self.backend, self.options, self.model = backend, options or ClassifierOptions(), model
         self.labels: tuple[str, ...] = tuple(backend.labels)
         self.mask = label_mask(self.labels, list(self.options.allow), list(self.options.deny))
+        self.defaults = model_path.decision_defaults(model) if model is not None else {}
+        self.background = self._background()
+        self.frame_layout = backend.frame_layout if self.options.events else None  # events from frames
         self.stream_hop = (model_path.stream_hop(model) if model is not None else None) or DEFAULT_STREAM_HOP
-        config, o = backend.feature_config, self.options
-        # The one choice of default hop: half the window for files, the stream hop for streams.
-        self._windowing = {stream: Windowing.from_seconds(config, o.window, o.hop,
-                                                          default_hop=self.stream_hop if stream else None)
-                           for stream in (False, True)}
-        self.event_config = o.event_config(self._thresholds()) if o.events else None
+        self._windowing = {stream: self._make_windowing(stream) for stream in (False, True)}
+        o = self.options
+        self.event_config = o.event_config(self._thresholds(), self.defaults.get("min_duration")) if o.events else None
         self._extractor = None
+
+    def _background(self) -> str | None:
+        """The label that means "nothing": the options', else the model's; never an event."""
+        name = self.options.background if self.options.background is not None else self.defaults.get("background")
+        if name is not None and name not in self.labels:
+            raise UserError(f"--background-class {name!r} is not a label of this model")
+        return name
+
+    def _make_windowing(self, stream: bool) -> Windowing:
+        """The one choice of default hop: a frame head's frame hop when events come from frames, else half the
+        window for files and the stream hop for streams. A frame head's hop must keep windows on its frame grid."""
+        config, o, layout = self.backend.feature_config, self.options, self.frame_layout
+        if layout is None:
+            return Windowing.from_seconds(config, o.window, o.hop, default_hop=self.stream_hop if stream else None)
+        size = Windowing.from_seconds(config, o.window).window
+        steps = max(1, min(FRAME_HOP_STEPS, size // layout.step))  # windows on the frame grid, within the window
+        windowing = Windowing.from_seconds(config, o.window, o.hop, default_hop=steps * layout.step / layout.sample_rate)
+        if windowing.hop % layout.step:
+            raise UserError(f"--hop {windowing.seconds[1]:g} s is not a multiple of this model's frame step "
+                            f"({layout.step / layout.sample_rate:g} s): frame scores of overlapping windows are averaged "
+                            "frame by frame")
+        return windowing
 
     @classmethod
     def from_options(cls, model: str | Path, options: ClassifierOptions | None = None, *,
@@ -141,7 +177,7 @@ class Classifier:
     def _thresholds(self) -> dict[str, float] | None:
         given = self.options.thresholds
         if given is None:
-            return model_path.export_thresholds(self.model) if self.model is not None else None
+            return self.defaults.get("thresholds") or None
         if isinstance(given, Mapping):
             return check_thresholds(dict(given), self.labels)
         return read_thresholds(given, self.labels)
@@ -169,28 +205,54 @@ class Classifier:
         top-k, and the decision layer (with :attr:`ClassifierOptions.events`), its timestamps moved back by the
         smoother's lags (at onsets and at offsets)."""
         o, smoother = self.options, self.options.smoother()
-        detector = None
-        if self.event_config is not None:
-            detector = EventDetector(self.labels, self.backend.task, self.event_config, self.mask, file=file,
-                                     lag=tuple(lag * windowing.seconds[1] for lag in smoother.lags))
+        if self.event_config is None:
+            return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother)
+        mask = self.event_mask()
+        if self.frame_layout is not None:
+            return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother,
+                            frames=self._frame_path(mask, file))
+        detector = EventDetector(self.labels, self.backend.task, self.event_config, mask, file=file,
+                                 lag=tuple(lag * windowing.seconds[1] for lag in smoother.lags))
         return Decision(self.labels, self.backend.task, o.top_k, o.threshold, self.mask, smoother, detector)
 
+    def event_mask(self) -> np.ndarray | None:
+        """The classes that may become events: the reported ones, never the background class."""
+        if self.background is None:
+            return self.mask
+        mask = np.ones(len(self.labels), bool) if self.mask is None else self.mask.copy()
+        mask[self.labels.index(self.background)] = False
+        return mask
+
+    def _frame_path(self, mask: np.ndarray | None, file: str | None) -> FramePath:
+        """Frames to events (:class:`~astedge.runtime.frames.FramePath`): the model's calibrated median filter and
+        the frame delay unless the options say otherwise; a single-label model's frames one event at a time, as its
+        windows."""
+        layout, o = self.frame_layout, self.options
+        step = layout.step / layout.sample_rate
+        detector = EventDetector(self.labels, self.backend.task, self.event_config, mask, file=file, widen=step / 2)
+        median = o.median if o.median is not None else int(self.defaults.get("median_frames") or FRAME_MEDIAN)
+        delay = o.frame_delay if o.frame_delay is not None else FRAME_DELAY_STEPS * step
+        return FramePath(layout, detector, median=median, delay=delay,
+                         activation=frame_activation(self.backend.task, self.background))
+
     def classify_file(self, path: str | Path, *, stream: bool = False,
-                      on_window: Callable[[WindowResult], None] | None = None) -> FileResult:
+                      on_window: Callable[[WindowResult], None] | None = None,
+                      decision: Decision | None = None) -> FileResult:
         """Classify an audio file (any format soundfile reads, any rate and channel count) in sliding windows;
         `on_window` hears each window's result as soon as it is ready. `stream`: with the stream's windows
         (what a live run would decide: ``astedge evaluate``)."""
         from astedge.audio.decode import load_audio
 
         wave = load_audio(path, self.backend.feature_config.sample_rate, max_seconds=self.options.max_seconds)
-        return self.classify_waveform(wave, name=str(path), stream=stream, on_window=on_window)
+        return self.classify_waveform(wave, name=str(path), stream=stream, on_window=on_window, decision=decision)
 
     def classify_waveform(self, wave: np.ndarray, *, name: str | None = None, stream: bool = False,
-                          on_window: Callable[[WindowResult], None] | None = None) -> FileResult:
-        """:meth:`classify_file` of mono audio at the model's rate. Today's path is the window classifier's: each
-        window's logits go through :meth:`decision`; a frame-level head's timeline would branch off here."""
+                          on_window: Callable[[WindowResult], None] | None = None,
+                          decision: Decision | None = None) -> FileResult:
+        """:meth:`classify_file` of mono audio at the model's rate: each window's outputs go through `decision`
+        (default: :meth:`decision`'s, the frame path when events come from a frame head)."""
         windowing = self.windowing(stream)
-        return classify_windows(self.backend, wave, windowing, self.decision(windowing, name),
+        return classify_windows(self.backend, wave, windowing, decision or self.decision(windowing, name),
                                 batch_size=self.options.batch_size, extractor=self._host_extractor(), name=name,
                                 on_window=on_window)
 
@@ -205,10 +267,8 @@ class Classifier:
         windows: start it (or ``with``), then its ``results()`` yields each WindowResult as it is ready, then its
         ``summary()`` and ``finish_events()``."""
         windowing = self.windowing(stream=True)
-        d = self.decision(windowing)
-        return Listener(self.backend, source, windowing, k=d.k, threshold=d.threshold, mask=d.mask,
-                        smoother=d.smoother, detector=d.detector, partial=self.options.partial,
-                        duration=self.options.duration,
+        return Listener(self.backend, source, windowing, decision=self.decision(windowing),
+                        partial=self.options.partial, duration=self.options.duration,
                         extractor=None if windowing.incremental else self.extractor)
 
     def close(self) -> None:

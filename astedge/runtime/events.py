@@ -124,14 +124,17 @@ class EventDetector:
     """Feed it each window's (smoothed) scores in order; it returns the event records that window completes."""
 
     def __init__(self, labels, task: str, config: EventConfig | None = None, mask: np.ndarray | None = None,
-                 file: str | None = None, lag: float | tuple[float, float] = 0.0):
+                 file: str | None = None, lag: float | tuple[float, float] = 0.0, widen: float = 0.0):
         """`lag`: seconds by which the scores fed in answer late, at onsets and at offsets (a pair:
-        :attr:`astedge.runtime.scores.Smoother.lags` x the hop; one number: both); timestamps are moved back by it."""
+        :attr:`astedge.runtime.scores.Smoother.lags` x the hop; one number: both); timestamps are moved back by it.
+        `widen`: seconds an on-window's extent reaches beyond its centre for the event's bounds (frames: half a
+        frame, so an event spans its frames whole; windows: 0, their centres)."""
         self.labels, self.task = list(labels), task
         self.onset_lag, self.offset_lag = (float(v) for v in (lag if isinstance(lag, tuple) else (lag, lag)))
         self._first_start: float | None = None  # the stream's first window start
         self._last: tuple[float, float] | None = None  # (offset centre, end) of the latest window
         self.config = config or EventConfig()
+        self.trim = self.config.trim - float(widen)  # onsets later and offsets earlier by this (negative: wider)
         self.on = self.config.on_thresholds(self.labels)
         self.off = self.on * self.config.off_ratio
         self.mask = np.ones(len(self.labels), bool) if mask is None else np.asarray(mask, bool)
@@ -139,8 +142,9 @@ class EventDetector:
         self.tracks = [_Track(self.config.confirm_window) for _ in self.labels]
         self.events: list[Event] = []  # every event started so far, in start order
 
-    def update(self, start: float, end: float, scores: np.ndarray) -> list[dict]:
-        """The start and end records this window [start, end) (seconds of audio) causes."""
+    def update(self, start: float, end: float, scores: np.ndarray, decided_at: float | None = None) -> list[dict]:
+        """The start and end records this window (or frame) [start, end) (seconds of audio) causes; `decided_at`: the
+        audio time at which its scores were known (default `end`), an event's ``first_detected_at``."""
         scores = np.asarray(scores, dtype=np.float64)
         first = self._first_start is None
         if first:
@@ -160,17 +164,18 @@ class EventDetector:
             track = self.tracks[index]
             if track.event is None and not above_on[index] and not track.recent and track.run_start is None:
                 continue  # idle class: nothing to do (the common case for 527 classes)
-            out += self._step(index, track, start, end, centres, float(scores[index]), bool(above_on[index]),
-                              bool(above_off[index]), first)
+            out += self._step(index, track, start, end if decided_at is None else decided_at, centres,
+                              float(scores[index]), bool(above_on[index]), bool(above_off[index]), first)
         if self.task == "multiclass":  # a new event may only start once the previous one ended
             starts = [r for r in out if r["event"] == "start"]
             ends = [r for r in out if r["event"] == "end"]
             out = ends + starts
         return out
 
-    def _step(self, index: int, track: _Track, start: float, end: float, centres: tuple[float, float], score: float,
-              on: bool, still: bool, first: bool) -> list[dict]:
-        """One class's window: `centres` are the window's centre moved back by the onset lag and by the offset lag."""
+    def _step(self, index: int, track: _Track, start: float, decided_at: float, centres: tuple[float, float],
+              score: float, on: bool, still: bool, first: bool) -> list[dict]:
+        """One class's window: `centres` are the window's centre moved back by the onset lag and by the offset lag;
+        `decided_at`: when its scores were known (an event's first_detected_at)."""
         cfg, out = self.config, []
         if track.event is not None:  # in an event: hysteresis, then the merge gap
             if still:
@@ -189,10 +194,10 @@ class EventDetector:
         elif not any(track.recent):
             track.run_start, track.recent = None, []  # idle again
         if track.run_start is not None and sum(track.recent) >= cfg.confirm:
-            onset = round(track.run_start if track.run_start == self._first_start else track.run_start + cfg.trim, 3)
-            offset = round(track.last_on - cfg.trim, 3)  # milliseconds, as records and CSV files carry them
+            onset = round(track.run_start if track.run_start == self._first_start else track.run_start + self.trim, 3)
+            offset = round(track.last_on - self.trim, 3)  # milliseconds, as records and CSV files carry them
             if offset > onset and offset - onset >= cfg.min_duration - 1e-9:  # the trimmed event is long enough
-                track.event = Event(self.labels[index], index, onset, end, _wall_now(), track.candidate_peak,
+                track.event = Event(self.labels[index], index, onset, decided_at, _wall_now(), track.candidate_peak,
                                     file=self.file)
                 self.events.append(track.event)
                 out.append(track.event.record("start"))
@@ -201,7 +206,7 @@ class EventDetector:
     def _close(self, index: int, track: _Track, audio_end: float | None = None) -> dict:
         """End the track's event at its last on-window (trimmed), or at `audio_end` when it lasted to the end."""
         event = track.event
-        offset = audio_end if audio_end is not None else track.last_on - self.config.trim
+        offset = audio_end if audio_end is not None else track.last_on - self.trim
         event.offset = max(round(offset, 3), event.onset)
         track.event, track.run_start, track.recent = None, None, []
         return event.record("end")

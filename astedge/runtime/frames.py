@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from astedge.errors import UserError
+from astedge.runtime.scores import activate
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class FrameLayout:
     def to_dict(self) -> dict:
         """What ``astedge.json`` records (``frames``), with the frame rate in seconds for readers."""
         return {**asdict(self), "hop_seconds": self.step / self.sample_rate,
-                "first_centre_seconds": (self.offset + self.step / 2) / self.sample_rate, "activation": "sigmoid"}
+                "first_centre_seconds": (self.offset + self.step / 2) / self.sample_rate}
 
     @property
     def step(self) -> int:
@@ -66,8 +67,31 @@ class FrameLayout:
 
     def valid_columns(self, samples: int) -> int:
         """How many columns of a window holding `samples` real samples see no padding (at least 1)."""
-        frames = 0 if samples < self.length else 1 + (samples - self.length) // self.shift
+        return self.columns_seeing(0 if samples < self.length else 1 + (samples - self.length) // self.shift)
+
+    def columns_seeing(self, frames: int) -> int:
+        """How many columns of a window of `frames` real input frames see no padding (at least 1)."""
         return int(np.clip((frames - self.width) // self.stride + 1, 1, self.columns))
+
+
+def frame_activation(task: str, background: str | None) -> str:
+    """How a frame head's logits become scores: a softmax over the classes for single-label data with a background
+    class (each frame is one class, "nothing" included), else a sigmoid per class (events may overlap). Training
+    and the runtime both ask here."""
+    return "softmax" if task == "multiclass" and background else "sigmoid"
+
+
+def split_output(rows: np.ndarray, classes: int, layout: FrameLayout | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A model's one output ``[B, classes * (1 + columns)]`` as (clip logits ``[B, classes]``, frame logits
+    ``[B, columns, classes]``, None without a frame head): the exported layout (``ASTModel.forward_flat``)."""
+    rows = np.asarray(rows)
+    width = classes * (1 + (layout.columns if layout is not None else 0))
+    if rows.ndim != 2 or rows.shape[1] != width:
+        raise UserError(f"the model's output has shape {list(rows.shape)}, expected [batch, {width}] for {classes} "
+                        f"classes{f' and {layout.columns} frame columns' if layout is not None else ''}")
+    if layout is None:
+        return rows, None
+    return rows[:, :classes], rows[:, classes:].reshape(len(rows), layout.columns, classes)
 
 
 class FrameTimeline:
@@ -117,17 +141,22 @@ class FrameTimeline:
     def release(self, newest: int) -> list[tuple[float, float, np.ndarray]]:
         """The frames (start s, end s, mean scores) that end at least `delay` samples before sample `newest`."""
         lay, out = self.layout, []
-        while self._next is not None and self._next in self._sums and \
-                lay.offset + (self._next + 1) * lay.step + self.delay <= newest:
+        while self._skip_gap() and lay.offset + (self._next + 1) * lay.step + self.delay <= newest:
             out.append(self._pop())
         return out
 
     def flush(self) -> list[tuple[float, float, np.ndarray]]:
         """Every frame still held, in order (the audio ended)."""
         out = []
-        while self._next is not None and self._next in self._sums:
+        while self._skip_gap():
             out.append(self._pop())
         return out
+
+    def _skip_gap(self) -> bool:
+        """Whether a frame is held; frames no window covered (a live stream dropped windows) are passed over."""
+        if self._next is not None and self._next not in self._sums and self._sums:
+            self._next = min(self._sums)
+        return self._next is not None and self._next in self._sums
 
     def _pop(self) -> tuple[float, float, np.ndarray]:
         slot = self._next
@@ -172,3 +201,46 @@ class MedianFilter:
 
     def flush(self) -> list[tuple[float, float, np.ndarray]]:
         return self._emit(len(self._frames))
+
+
+class FramePath:
+    """A frame head's route from windows to events, for one file or stream: each window's frame scores (`activation`:
+    :func:`frame_activation`) into the :class:`FrameTimeline`, final frames through the :class:`MedianFilter`, then the decision layer (an
+    :class:`~astedge.runtime.events.EventDetector` whose events span whole frames). Windows come in order; an
+    event's ``first_detected_at`` is the newest audio when its frame was final."""
+
+    def __init__(self, layout: FrameLayout, detector, *, median: int = 1, delay: float = 0.0,
+                 activation: str = "sigmoid"):
+        self.layout, self.detector, self.activation = layout, detector, activation
+        self.timeline = FrameTimeline(layout, len(detector.labels), int(round(delay * layout.sample_rate)))
+        self.median = MedianFilter(median)
+        self._end = 0.0  # the newest window's end
+        self.record: list | None = None  # a list to keep every final frame in, before the median (calibration)
+
+    def add(self, start: float, end: float, frame_logits: np.ndarray) -> list[dict]:
+        """The window [start, end) (seconds)'s frame logits ``[columns, classes]``; returns the event records of the
+        frames it made final."""
+        rate = self.layout.sample_rate
+        first, last = int(round(start * rate)), int(round(end * rate))
+        self._end = end
+        scores = activate(frame_logits, "multiclass" if self.activation == "softmax" else "multilabel")
+        self.timeline.add(first, scores, self.layout.valid_columns(last - first))
+        return self._decide(self.median.push(self._kept(self.timeline.release(last))), end)
+
+    def finish(self, end: float | None = None) -> list[dict]:
+        """The audio ended at `end` seconds (default: the last window's end): the frames still held, then the end
+        records of open events."""
+        end = self._end if end is None else end
+        frames = self.median.push(self._kept(self.timeline.flush())) + self.median.flush()
+        return self._decide(frames, end) + self.detector.finish(end)
+
+    def _kept(self, frames: list) -> list:
+        if self.record is not None:
+            self.record.extend(frames)
+        return frames
+
+    def _decide(self, frames, decided_at: float) -> list[dict]:
+        out = []
+        for start, end, scores in frames:
+            out += self.detector.update(start, end, scores, decided_at)
+        return out

@@ -83,9 +83,35 @@ def stream_hop(path: str | Path) -> float | None:
     return float(hop) if hop else None
 
 
+def decision_defaults(path: str | Path) -> dict:
+    """The decision layer's defaults a model carries (``events`` in astedge.json or the checkpoint: the background
+    class, calibrated per-class thresholds, median filter, minimum duration); an export's ``--thresholds`` replace
+    the calibrated ones. Empty when it carries none."""
+    ref = resolve_model(path)
+    if ref.kind == "checkpoint":
+        from astedge.model.checkpoint import load_checkpoint
+
+        return dict(load_checkpoint(ref.path, weights=False).events)
+    meta = art.read_metadata(ref.path)
+    events = dict(meta.get("events") or {})
+    if meta.get("thresholds"):  # exports written before the events entry
+        events["thresholds"] = meta["thresholds"]
+    return events
+
+
 def export_thresholds(path: str | Path) -> dict[str, float] | None:
-    """The per-class event thresholds an export carries (``astedge export --thresholds``), else None."""
-    return _export_entry(path, "thresholds")
+    """The per-class event thresholds a model carries (calibrated, or ``astedge export --thresholds``), else None."""
+    return decision_defaults(path).get("thresholds") or None
+
+
+def frame_layout(meta_or_config, feature_config: FbankConfig | None = None):
+    """The :class:`~astedge.runtime.frames.FrameLayout` of an export's astedge.json (its ``frames``) or of a
+    ModelConfig under `feature_config`; None for a model without a frame head."""
+    from astedge.runtime.frames import FrameLayout
+
+    if isinstance(meta_or_config, dict):
+        return FrameLayout.from_dict(meta_or_config["frames"]) if meta_or_config.get("frames") else None
+    return FrameLayout.of(meta_or_config, feature_config) if meta_or_config.frame_head else None
 
 
 def export_metadata(folder: Path) -> tuple[dict, tuple[str, ...], str, FbankConfig]:

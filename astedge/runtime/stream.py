@@ -32,6 +32,7 @@ from astedge.features import fbank as feats
 from astedge.audio.decode import MAX_PEAK, to_mono
 from astedge.errors import UserError
 from astedge.runtime.backends import OpensStreams
+from astedge.runtime.frames import split_output
 from astedge.runtime.scores import Smoother
 from astedge.timing import percentiles
 from astedge.runtime.windows import Decision, Windowing
@@ -189,12 +190,15 @@ class Listener:
 
     def __init__(self, backend, source, windowing: Windowing, *, k: int = 5, threshold: float | None = None,
                  mask: np.ndarray | None = None, smoother: Smoother | None = None, partial: str = "wait",
-                 duration: float | None = None, buffer_seconds: float = 30.0, extractor=None, detector=None):
+                 duration: float | None = None, buffer_seconds: float = 30.0, extractor=None, detector=None,
+                 decision: Decision | None = None):
         check_partial(partial)
         self.backend, self.source, self.windowing = backend, source, windowing
         self.config = windowing.config
-        # the detector (astedge.runtime.events.EventDetector) is fed the smoothed scores of each window
-        self.decision = Decision(backend.labels, backend.task, k, threshold, mask, smoother or Smoother(), detector)
+        # what each window becomes (a Classifier's decision; else one from the parts: the detector,
+        # astedge.runtime.events.EventDetector, is fed the smoothed scores of each window)
+        self.decision = decision or Decision(backend.labels, backend.task, k, threshold, mask, smoother or Smoother(),
+                                             detector)
         self.partial = partial
         rate = self.config.sample_rate
         self.limit = None if duration is None else int(round(duration * rate))
@@ -332,19 +336,25 @@ class Listener:
 
     def _classify(self, start: int, end: int) -> None:
         t0 = time.perf_counter()
+        frames = None
         if self.device_stream is not None:  # audio in, logits out: features never leave the device
-            logits = self.device_stream.classify(self.ring.read, start, end)
-            if logits is None:
+            row = self.device_stream.classify(self.ring.read, start, end)
+            if row is None:
                 self.lost_windows += 1
                 return
             t1 = t0
+            logits, frames = (part[0] if part is not None else None for part in
+                              split_output(row[None], len(self.backend.labels), self.backend.frame_layout))
         else:
             x = self.features.model_input(self.ring, start, end)
             if x is None:
                 self.lost_windows += 1
                 return
             t1 = time.perf_counter()
-            logits = self.backend.run(x[None])[0]
+            if self.decision.wants_frames:
+                logits, frames = (part[0] for part in self.backend.run_frames(x[None]))
+            else:
+                logits = self.backend.run(x[None])[0]
         t2 = time.perf_counter()
         arrived = self.ring.arrival(end)
         if self.source.live and arrived is not None:
@@ -356,8 +366,8 @@ class Listener:
         with self._lock:
             overflows, self._reported_overflows = self.overflows - self._reported_overflows, self.overflows
         rate = self.config.sample_rate
-        result = self.decision(start / rate, end / rate, logits, (t2 - t0) * 1e3, dropped=self._unreported_dropped,
-                               overflows=overflows)
+        result = self.decision(start / rate, end / rate, logits, (t2 - t0) * 1e3, frame_logits=frames,
+                               dropped=self._unreported_dropped, overflows=overflows)
         self._unreported_dropped = 0
         self._queue.put(result)
 
@@ -438,5 +448,5 @@ class Listener:
             if self.window_ms else None,
             "frames_computed": (self.device_stream.frames_computed if self.device_stream is not None
                                 else self.features.frames_computed if self.features.incremental else None),
-            **({"events": len(self.decision.detected)} if self.decision.detector is not None else {}),
+            **({"events": len(self.decision.detected)} if self.decision.detects else {}),
         }

@@ -21,6 +21,7 @@ from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig
 from astedge.runtime.backends import RunsAudio
 from astedge.runtime.events import EventDetector
+from astedge.runtime.frames import FramePath
 from astedge.runtime.scores import Score, Smoother, activate, rank
 
 
@@ -141,25 +142,43 @@ class Decision:
     mask: np.ndarray | None = None
     smoother: Smoother = field(default_factory=Smoother)
     detector: EventDetector | None = None
+    frames: FramePath | None = None  # a frame head's route to events (then `detector` is None)
 
-    def __call__(self, start: float, end: float, logits: np.ndarray, latency_ms: float, **fields) -> WindowResult:
-        """The result of the window ``[start, end)`` (seconds) whose model output is `logits`."""
+    def __call__(self, start: float, end: float, logits: np.ndarray, latency_ms: float,
+                 frame_logits: np.ndarray | None = None, **fields) -> WindowResult:
+        """The result of the window ``[start, end)`` (seconds) whose model output is `logits` (and `frame_logits`
+        ``[columns, classes]`` of a model with a frame head)."""
         scores = activate(logits, self.task)
         shown = self.smoother(scores)
         result = WindowResult(start, end, latency_ms, rank(shown, self.labels, self.k, self.threshold, self.mask),
                               logits=logits, scores=scores, **fields)
-        if self.detector is not None:
+        if self.frames is not None:
+            result.events = self.frames.add(start, end, frame_logits)
+        elif self.detector is not None:
             result.events = self.detector.update(start, end, shown)
         return result
 
+    @property
+    def detects(self) -> bool:
+        """Whether windows become events (a decision layer on windows or on frames)."""
+        return self.frames is not None or self.detector is not None
+
+    @property
+    def wants_frames(self) -> bool:
+        """Whether windows must bring their frame logits."""
+        return self.frames is not None
+
     def finish(self, end: float | None = None) -> list[dict]:
         """The end records of the events still open when the audio ended at `end` seconds."""
+        if self.frames is not None:
+            return self.frames.finish(end)
         return self.detector.finish(end) if self.detector is not None else []
 
     @property
     def detected(self) -> list:
-        """The detector's :class:`astedge.runtime.events.Event` objects so far (none without a detector)."""
-        return self.detector.events if self.detector is not None else []
+        """The decision layer's :class:`astedge.runtime.events.Event` objects so far (none without one)."""
+        detector = self.frames.detector if self.frames is not None else self.detector
+        return detector.events if detector is not None else []
 
 
 @dataclass
@@ -212,13 +231,17 @@ def window_inputs(wave: np.ndarray, starts: list[int], windowing: Windowing, ext
     return np.stack([feats.window_input(r, cfg) for r in raws])
 
 
-def window_logits(backend, wave: np.ndarray, starts: list[int], windowing: Windowing, extractor=None) -> np.ndarray:
-    """Logits of the windows at `starts`. A backend that :class:`~astedge.runtime.backends.RunsAudio` (TensorRT with
-    the CUDA fbank) takes the windows' audio and computes features on its device, into the engine's input: no
-    feature round trip. Others get host features (:func:`window_inputs`) through ``run``."""
+def window_logits(backend, wave: np.ndarray, starts: list[int], windowing: Windowing, extractor=None,
+                  frames: bool = False):
+    """Logits of the windows at `starts`; with `frames`, (clip logits, frame logits) of a model with a frame head. A
+    backend that :class:`~astedge.runtime.backends.RunsAudio` (TensorRT with the CUDA fbank) takes the windows' audio
+    and computes features on its device, into the engine's input: no feature round trip. Others get host features
+    (:func:`window_inputs`) through ``run``."""
     if isinstance(backend, RunsAudio):
-        return backend.run_audio([wave[s:s + windowing.window] for s in starts])
-    return backend.run(window_inputs(wave, starts, windowing, extractor))
+        waves = [wave[s:s + windowing.window] for s in starts]
+        return backend.run_audio_frames(waves) if frames else backend.run_audio(waves)
+    inputs = window_inputs(wave, starts, windowing, extractor)
+    return backend.run_frames(inputs) if frames else backend.run(inputs)
 
 
 def iter_windows(backend, wave: np.ndarray, windowing: Windowing, decision: Decision, *, batch_size: int = 8,
@@ -233,10 +256,14 @@ def iter_windows(backend, wave: np.ndarray, windowing: Windowing, decision: Deci
     for b in range(0, len(starts), batch_size):
         batch = starts[b:b + batch_size]
         t0 = time.perf_counter()
-        logits = window_logits(backend, wave, batch, windowing, extractor)
+        if decision.wants_frames:
+            logits, frames = window_logits(backend, wave, batch, windowing, extractor, frames=True)
+        else:
+            logits, frames = window_logits(backend, wave, batch, windowing, extractor), [None] * len(batch)
         share = (time.perf_counter() - t0) * 1e3 / len(batch)
-        for s, row in zip(batch, logits, strict=True):
-            yield decision(s / rate, min(len(wave), s + windowing.window) / rate, row, share, file=name)
+        for s, row, frame_row in zip(batch, logits, frames, strict=True):
+            yield decision(s / rate, min(len(wave), s + windowing.window) / rate, row, share, frame_logits=frame_row,
+                           file=name)
 
 
 def classify_windows(backend, wave: np.ndarray, windowing: Windowing, decision: Decision, *, batch_size: int = 8,

@@ -25,6 +25,7 @@ from astedge.data.datasets import DatasetIndex, Item, report_problems
 from astedge.errors import UserError
 from astedge.files import atomic_write
 from astedge.train.augment import Augmenter
+from astedge.train.frame_targets import crop_of_two, frame_targets
 from astedge.train.recipes import Recipe, batch_warning
 
 #: Clips whose waveforms together stay under this size are read once and kept in memory.
@@ -96,9 +97,14 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, items: list[Item], num_labels: int, features: feats.FbankConfig, recipe: Recipe,
-                 train: bool, waves: list[np.ndarray] | None = None, cache: FeatureCache | None = None):
+                 train: bool, waves: list[np.ndarray] | None = None, cache: FeatureCache | None = None,
+                 frames=None, background: int | None = None):
+        """`frames` (a :class:`~astedge.runtime.frames.FrameLayout`): training windows also bring a frame head's
+        targets (:meth:`frame_batch`); `background`: the label index that is on where no event is."""
         self.items, self.num_labels, self.features, self.recipe, self.train = items, num_labels, features, recipe, train
         self.waves, self.cache = waves, cache
+        self.frames, self.background = frames, background
+        self._strong = [i for i, item in enumerate(items) if item.events is not None]
         self.epoch = 0
         self._memo: dict[int, np.ndarray] | None = {} if isinstance(waves, list) else None
         self.augmenter = Augmenter(recipe.augment, features.sample_rate, recipe.seed) \
@@ -143,22 +149,53 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         recipe, config = self.recipe, self.features
         rng = np.random.default_rng((recipe.seed, self.epoch, index))
-        target, wave = self.target(index), None
-        if self.train and recipe.mixup > 0 and rng.random() < recipe.mixup:
-            wave, target = self.mixed(index, rng)
-        if self.augmenter is not None and rng.random() < recipe.augment.p:
-            wave = self.augmenter(self.wave(index) if wave is None else wave, (recipe.seed, self.epoch, index, 1))
-        logmel = self.logmel(index) if wave is None else _fbank(wave, config)
+        target, wave, events, crop = self.target(index), None, self.items[index].events, False
+        if self.frames is not None and self.train and events is not None and rng.random() < recipe.crop_of_two:
+            logmel, events, crop = *self.crop_of_two(index, rng), True
+        else:
+            if self.train and recipe.mixup > 0 and rng.random() < recipe.mixup:
+                wave, target = self.mixed(index, rng)
+                events = None  # two clips' sounds in one: their boundaries are no longer one clip's
+            if self.augmenter is not None and rng.random() < recipe.augment.p:
+                wave = self.augmenter(self.wave(index) if wave is None else wave, (recipe.seed, self.epoch, index, 1))
+            logmel = self.logmel(index) if wave is None else _fbank(wave, config)
+        real = min(len(logmel), config.target_length)
         x = feats.pad_or_crop(logmel, config.target_length)
         if self.train:
             if recipe.time_shift:
-                x = time_shift(x, int(rng.integers(-recipe.time_shift, recipe.time_shift + 1)))
+                shift = int(rng.integers(-recipe.time_shift, recipe.time_shift + 1))
+                x, events = time_shift(x, shift), _shifted(events, shift * config.frame_shift_ms / 1000)
             x = spec_augment(x, recipe.freqm, recipe.timem, rng, recipe.freq_masks, recipe.time_masks)
         x = feats.normalize(x, config)
         if self.train and recipe.noise:
             x = x + rng.random(x.shape, np.float32) * np.float32(rng.random()) / 10
             x = np.roll(x, int(rng.integers(-10, 10)), axis=0)
-        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(target.astype(np.float32))
+        sample = (torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(target.astype(np.float32)))
+        if self.frames is None or not self.train:
+            return sample
+        return sample + self.frame_batch(events, real, crop)
+
+    def crop_of_two(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple]:
+        """A window of the end of clip `index` and the start of another clip with known boundaries."""
+        other = self._strong[int(rng.integers(len(self._strong)))]
+        first = self.logmel(index)
+        second = feats.pad_or_crop(self.logmel(other), len(first))
+        split = int(rng.integers(1, len(first))) if len(first) > 1 else 1
+        return crop_of_two(first, self.items[index].events, second, self.items[other].events or (), split,
+                           self.features.frame_shift_ms / 1000)
+
+    def frame_batch(self, events, real_frames: int, crop: bool) -> tuple:
+        """A frame head's part of a training sample: (targets [columns, labels], valid columns [columns], strong,
+        clip weight): targets where the window's event boundaries are known, the clip's label otherwise (pooled);
+        a window cut from two clips teaches frames only."""
+        layout = self.frames
+        valid = np.zeros(layout.columns, np.float32)
+        valid[:layout.columns_seeing(real_frames)] = 1.0
+        strong = events is not None
+        targets = frame_targets(events, layout, self.num_labels, self.background) if strong else \
+            np.zeros((layout.columns, self.num_labels), np.float32)
+        return (torch.from_numpy(targets), torch.from_numpy(valid), torch.tensor(float(strong)),
+                torch.tensor(0.0 if crop else 1.0))
 
 
 def _fbank(wave: np.ndarray, config: feats.FbankConfig) -> np.ndarray:
@@ -181,6 +218,11 @@ def spec_augment(x: np.ndarray, freqm: int, timem: int, rng: np.random.Generator
             index[axis] = slice(start, start + width)
             x[tuple(index)] = 0.0
     return x
+
+
+def _shifted(events, seconds: float):
+    """Events moved `seconds` later (None stays None: unknown boundaries)."""
+    return None if events is None else tuple((on + seconds, off + seconds, label) for on, off, label in events)
 
 
 def time_shift(x: np.ndarray, frames: int) -> np.ndarray:
@@ -249,7 +291,7 @@ def predict(model: nn.Module, dataset: ClipDataset, batch_size: int, device: tor
     scores, targets = [], []
     model.eval()
     with torch.no_grad():
-        for x, y in loader:
+        for x, y, *_ in loader:
             logits = model(x.to(device)).float()
             scores.append((logits.softmax(-1) if task == "multiclass" else logits.sigmoid()).cpu().numpy())
             targets.append(y.numpy())

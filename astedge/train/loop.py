@@ -34,13 +34,14 @@ from astedge.data.datasets import DatasetIndex
 from astedge.errors import UserError
 from astedge.measure import metrics
 from astedge.model.ast_model import ASTModel, imagenet_init, model_config, with_target_length
-from astedge.model.checkpoint import load_checkpoint, save_checkpoint
+from astedge.model.checkpoint import load_checkpoint, save_checkpoint, set_events
+from astedge.runtime.frames import FrameLayout, frame_activation
 from astedge.train.clips import (ClipDataset, FeatureCache, RunData, balanced_weights, check_items, epoch_indices,
                                  predict, prepare_data, targets_of)
 from astedge.train.learning_check import LearningCheck
 from astedge.train.objectives import distill_loss, label_loss, objective
 from astedge.train.optimization import make_optimizer, steps_per_epoch, train_epoch
-from astedge.train.recipes import Recipe, describe_variant
+from astedge.train.recipes import Recipe, describe_variant, wants_frames
 from astedge.train.run_folder import log_epoch, open_run_folder, write_json
 from astedge.train.run_state import STATE_FILE, RunState, check_resumable, resume_run, save_state
 from astedge.train.teacher import teacher_for
@@ -182,9 +183,10 @@ class _Setup:
         return metrics.main_metric(self.task)
 
     def save(self, path: Path, model: nn.Module, extra: dict) -> None:
+        events = {"background": self.data.background} if self.data.background else None
         save_checkpoint(path, model, feature_config=self.run.features, labels=self.labels, task=self.task,
                         provenance={"source": "astedge train", "recipe": self.recipe.to_dict(),
-                                    "layout": self.data.layout, **extra})
+                                    "layout": self.data.layout, **extra}, events=events)
 
 
 @dataclass
@@ -224,15 +226,21 @@ def _prepare(data: DatasetIndex, recipe: Recipe, cache_dir, process: _Process) -
 def _build(setup: _Setup, process: _Process) -> _Trainer:
     """The model to start from, its optimizer, DDP wrapper, mixed precision and objective, and the learning check."""
     recipe, features, device = setup.recipe, setup.run.features, process.device
+    frames = wants_frames(recipe, sum(i.events is not None for i in setup.run.splits["train"]))
     model = initial_model(recipe, len(setup.labels), setup.labels, features.target_length, features.num_mel_bins,
-                          process.say).to(device)
+                          process.say, frames=frames).to(device)
+    if model.config.frame_head:
+        setup.train_set.frames = FrameLayout.of(model.config, features)
+        setup.train_set.background = setup.labels.index(setup.data.background) if setup.data.background else None
     optimizer = make_optimizer(model, recipe)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if process.world > 1 else model
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     objective_fn = objective(net, label_loss(setup.loss_name, recipe.label_smoothing), setup.teacher,
-                             distill_loss(recipe.distillation, setup.task, recipe.distill_tau), recipe.distill_alpha)
+                             distill_loss(recipe.distillation, setup.task, recipe.distill_tau), recipe.distill_alpha,
+                             recipe.frame_weight if model.config.frame_head else None,
+                             frame_activation(setup.task, setup.data.background) == "softmax")
     check = LearningCheck(setup.task, targets_of(setup.train_set), targets_of(setup.val_set), setup.loss_name,
                           recipe.label_smoothing, recipe=recipe)
     total_steps = steps_per_epoch(len(setup.train_set), recipe.batch_size, process.world) * recipe.epochs
@@ -240,12 +248,14 @@ def _build(setup: _Setup, process: _Process) -> _Trainer:
 
 
 def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_length: int, num_mel_bins: int,
-                  log) -> ASTModel:
+                  log, frames: bool = False) -> ASTModel:
     """The model training starts from, as `recipe.init` says: random, ImageNet (timm DeiT file) or an astedge
-    checkpoint, fine-tuned with its own architecture (a new head when its labels differ; its position grid
-    resized when the data's clips are longer or shorter)."""
+    checkpoint, fine-tuned with its own architecture (new heads when its labels differ; its position grid
+    resized when the data's clips are longer or shorter). `frames`: with a frame head (a new one when the
+    checkpoint has none: an imported AudioSet model gains one here)."""
     overrides = dict(num_classes=num_classes, target_length=target_length, num_mel_bins=num_mel_bins,
-                     patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride)
+                     patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride,
+                     frame_head=frames)
     if recipe.depth:
         overrides["depth"] = recipe.depth
     config = model_config(recipe.model, **overrides)
@@ -263,14 +273,16 @@ def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_le
         raise UserError(f"takes {source.config.num_mel_bins} mel bins, the data's features have {num_mel_bins}", init)
     if source.config.target_length != target_length:
         source = with_target_length(source, target_length, recipe.pos_embed)
-    config = dataclasses.replace(source.config, num_classes=num_classes)
+    config = dataclasses.replace(source.config, num_classes=num_classes, frame_head=frames)
+    new_labels = list(checkpoint.labels) != list(labels)
     log(f"fine-tuning {init}: {config.embed_dim}-d x {config.depth} layers, patches {config.patch_size[0]}x"
         f"{config.patch_size[1]} at strides {config.fstride}/{config.tstride} (the checkpoint's architecture)"
-        + (f", a new head for {num_classes} labels" if list(checkpoint.labels) != list(labels) else ""))
+        + (f", a new head for {num_classes} labels" if new_labels else "")
+        + (", a new frame head" if frames and (new_labels or not source.config.frame_head) else ""))
     model = ASTModel(config, drop_path=recipe.drop_path)
     state = source.state_dict()
-    if list(checkpoint.labels) != list(labels):
-        state = {k: v for k, v in state.items() if not k.startswith("mlp_head.1.")}
+    fresh = ("mlp_head.1.", "frame_head.1.") if new_labels else ()
+    state = {k: v for k, v in state.items() if not k.startswith(fresh) and (frames or not k.startswith("frame_head."))}
     model.load_state_dict(state, strict=False)
     return model
 
@@ -345,6 +357,8 @@ def _finish(setup: _Setup, trainer: _Trainer, process: _Process, state: RunState
         _finish_weight_average(setup, trainer.model, process, state)
     if process.world > 1:
         dist.barrier()
+    if process.lead and trainer.model.config.frame_head:
+        _calibrate_events(setup, process)
     test = _score_test_split(setup, process) if process.lead else {}
     result = TrainResult(process.run_dir, process.run_dir / "best.safetensors", setup.metric, state.best_value,
                          state.best_epoch, state.history, setup.run.problems, test)
@@ -369,6 +383,21 @@ def _finish_weight_average(setup: _Setup, model: nn.Module, process: _Process, s
         if value >= state.best_value:
             state.best_value, state.best_epoch = value, "wa"
             setup.save(run_dir / "best.safetensors", model, {"weight_average": span, metric: value})
+
+
+def _calibrate_events(setup: _Setup, process: _Process) -> None:
+    """The best checkpoint's decision layer calibrated on streams of validation clips (thresholds per class, median
+    filter, minimum duration) and written into it, so that ``classify --events`` with no flags uses them."""
+    from astedge.measure.calibration import calibrate_events, held_out_streams
+    from astedge.runtime.classifier import Classifier, ClassifierOptions
+
+    best = process.run_dir / "best.safetensors"
+    val = DatasetIndex(setup.labels, setup.task, {"val": setup.run.splits["val"]}, setup.data.layout, [],
+                       setup.data.background)
+    streams = held_out_streams(val, "val", seed=setup.recipe.seed, log=process.say)
+    with Classifier.from_options(best, ClassifierOptions(backend="torch", events=True)) as classifier:
+        events = calibrate_events(classifier, streams, log=process.say)
+    set_events(best, events)
 
 
 def _score_test_split(setup: _Setup, process: _Process) -> dict:

@@ -50,13 +50,13 @@ def train_epoch(objective_fn, params: nn.Module, loader, optimizer, scaler, reci
     params.train()
     losses, label_losses = [], []
     job = bar.add_task("train", total=len(loader), loss="-") if bar is not None else None
-    for x, y in loader:
+    for batch in loader:  # (x, y), then a frame head's targets when the model has one
         state.step += 1
         for group in optimizer.param_groups:
             group["lr"] = lr_at(recipe, epoch, state.step, total_steps)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        batch = [part.to(device, non_blocking=True) for part in batch]
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            loss, label = objective_fn(x, y)
+            loss, label = objective_fn(*batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

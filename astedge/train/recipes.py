@@ -53,6 +53,12 @@ class Recipe:
     balanced_sampling: bool = False  # AudioSet-style class-balanced sampling (weights 1000 / (count + 0.01))
     noise: bool = False  # Speech Commands: additive uniform noise and a +-10 frame roll after normalization
     augment: WaveAugment = OFF  # waveform augmentation (noise, rooms, band, speed, pitch, shift, gain): augment.py
+    # a frame head (events at the token grid's time step, beside the clip logits): "auto" adds one when the data has
+    # event boundaries (strong labels) | "on" | "off". Frames learn by BCE where boundaries are known and through
+    # linear-softmax pooling where only clip labels are; frame_weight scales that loss against the clip loss.
+    frame_head: str = "auto"
+    frame_weight: float = 1.0
+    crop_of_two: float = 0.0  # frame heads: share of training windows cut from two clips (edges, pairs, distractors)
     norm_stats: str = "computed"  # computed (from the training set) | audioset | esc50 | speechcommands | "MEAN,STD"
     # a teacher through the distillation token (DeiT): "" | timm:NAME (a timm CNN trained first on the same
     # data) | an astedge checkpoint or export folder. The cls token learns the labels, the distillation
@@ -153,10 +159,19 @@ def _check(recipe: "Recipe") -> "Recipe":
         raise UserError("label_smoothing and drop_path must be in [0, 1), distill_alpha in [0, 1], distill_tau > 0")
     if min(recipe.freq_masks, recipe.time_masks, recipe.time_shift) < 0 or recipe.epochs < 1 or recipe.batch_size < 1:
         raise UserError("freq_masks, time_masks and time_shift must be >= 0, epochs and batch_size >= 1")
+    if recipe.frame_head not in ("auto", "on", "off"):
+        raise UserError(f"frame_head must be auto, on or off, got {recipe.frame_head!r}")
+    if not (recipe.frame_weight >= 0 and 0.0 <= recipe.crop_of_two <= 1.0):
+        raise UserError("frame_weight must be >= 0 and crop_of_two in [0, 1]")
     problems = recipe.augment.problems()
     if problems:
         raise UserError("; ".join(problems))
     return recipe
+
+
+def wants_frames(recipe: Recipe, strong_clips: int) -> bool:
+    """Whether the model gets a frame head: on, off, or (auto) when the data has event boundaries."""
+    return recipe.frame_head == "on" or (recipe.frame_head == "auto" and strong_clips > 0)
 
 
 #: From-scratch variants of AST's presets, applied when `init` is random. AST's published values assume

@@ -24,6 +24,7 @@ from astedge import artefact as art
 from astedge.errors import UserError
 from astedge.features.fbank import FbankConfig
 from astedge import precision as precision_table
+from astedge.runtime.frames import FrameLayout, split_output
 from astedge.runtime.model_path import resolve_model
 
 #: What a user may ask a backend for: "auto", or one of the artefact's precisions (one table: astedge.precision).
@@ -41,11 +42,39 @@ class Backend(Protocol):
     feature_config: FbankConfig
     device: str  # "cuda" or "cpu": where it computes (the runtime puts fbank there too when it can)
 
+    frame_layout: FrameLayout | None  # where the frame head's columns lie (None: a clip-only model)
+
     def run(self, fbank: np.ndarray) -> np.ndarray:
         """Logits ``[B, classes]`` float32 of normalized features ``[B, target_length, num_mel_bins]`` float32."""
 
+    def run_frames(self, fbank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(clip logits ``[B, classes]``, frame logits ``[B, columns, classes]``) of a model with a frame head."""
+
     def close(self) -> None:
         """Release the runtime's resources (device memory, sessions)."""
+
+
+class SplitOutputs:
+    """``run`` and ``run_frames`` of a backend whose model has one output row (clip logits, then a frame head's;
+    :func:`astedge.runtime.frames.split_output`): the backend supplies ``_raw(fbank)``, ``labels`` and
+    ``frame_layout``."""
+
+    frame_layout: FrameLayout | None = None
+
+    def _raw(self, fbank: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(clip logits, frame logits or None) of raw output rows."""
+        return split_output(rows, len(self.labels), self.frame_layout)
+
+    def run(self, fbank: np.ndarray) -> np.ndarray:
+        return self.split(self._raw(fbank))[0]
+
+    def run_frames(self, fbank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.frame_layout is None:
+            raise UserError("this model has no frame head: its events come from windows")
+        return self.split(self._raw(fbank))
 
 
 @runtime_checkable
@@ -56,6 +85,9 @@ class RunsAudio(Protocol):
     def run_audio(self, waves) -> np.ndarray:
         """Logits ``[N, classes]`` of N windows of audio at the model's rate (a list of 1-D float32 arrays)."""
 
+    def run_audio_frames(self, waves) -> tuple[np.ndarray, np.ndarray]:
+        """(clip logits, frame logits) of N windows of audio, for a model with a frame head."""
+
 
 @runtime_checkable
 class OpensStreams(Protocol):
@@ -63,7 +95,8 @@ class OpensStreams(Protocol):
 
     def open_stream(self, windowing):
         """For a stream's :class:`astedge.runtime.windows.Windowing`: a session with ``classify(read, start, end)
-        -> logits | None``, ``frames_computed`` and ``close()``; or None when this backend or machine cannot run
+        -> output row | None`` (the model's one output: clip logits, then a frame head's), ``frames_computed`` and
+        ``close()``; or None when this backend or machine cannot run
         one here (the runtime then computes features on the host)."""
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from astedge import artefact as art
-from astedge.runtime.backends import check_input, check_precision
-from astedge.runtime.model_path import export_metadata, resolve_model
+from astedge.runtime.backends import SplitOutputs, check_input, check_precision
+from astedge.runtime.model_path import export_metadata, frame_layout, resolve_model
 from astedge.errors import UserError
 from astedge.precision import PRECISIONS
 
@@ -63,7 +63,7 @@ def onnx_logits(path: str | Path, inputs: np.ndarray, chunks: list[slice], threa
     return np.concatenate([session.run([output], {name: inputs[chunk]})[0] for chunk in chunks])
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(SplitOutputs):
     """An exported model in an ONNX Runtime session on one execution provider."""
 
     def __init__(self, path: str | Path, precision: str = "auto", provider: str = "cpu", threads: int | None = None):
@@ -82,6 +82,7 @@ class OnnxRuntimeBackend:
                             "for CUDA and TensorRT install onnxruntime-gpu")
         self.folder = ref.path
         self.meta, self.labels, self.task, self.feature_config = export_metadata(self.folder)
+        self.frame_layout = frame_layout(self.meta)
         self.name = f"onnxruntime-{provider}"
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.file, self.precision = self._pick_file(ref.onnx, precision, provider)
@@ -130,7 +131,7 @@ class OnnxRuntimeBackend:
             return self.folder / fp16_file, "fp16"
         return self.folder / files.get("onnx", art.ONNX_FILE), "fp32"
 
-    def run(self, fbank: np.ndarray) -> np.ndarray:
+    def _raw(self, fbank: np.ndarray) -> np.ndarray:
         x = check_input(fbank, self.frames, self.bins)
         return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
 

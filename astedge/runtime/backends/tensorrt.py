@@ -28,8 +28,8 @@ from astedge import artefact as art
 from astedge.features.cuda_driver import CudaError, CudaUnavailable, Driver, Resources, shared_driver
 from astedge.features.device_pipeline import BatchPipeline, StreamPipeline
 from astedge.errors import UserError
-from astedge.runtime.backends import check_precision
-from astedge.runtime.model_path import export_metadata, resolve_model
+from astedge.runtime.backends import SplitOutputs, check_precision
+from astedge.runtime.model_path import export_metadata, frame_layout, resolve_model
 
 MIN_TENSORRT_MAJOR = 10
 
@@ -334,7 +334,7 @@ class EngineRunner:
         self.close()
 
 
-class TensorRTBackend:
+class TensorRTBackend(SplitOutputs):
     """The engine of an export folder, checked against this machine's TensorRT, GPU and platform before loading.
 
     The Backend of choice on a Jetson (tensorrt + numpy, no torch), with the device paths the runtime prefers:
@@ -355,6 +355,7 @@ class TensorRTBackend:
                             f"this device: astedge export -m {ref.path} -o DIR && astedge build-engine DIR", ref.path)
         folder = ref.path
         meta, self.labels, self.task, self.feature_config = export_metadata(folder)
+        self.frame_layout = frame_layout(meta)
         engine = meta.get("engine")
         if not engine or not (folder / art.ENGINE_FILE).is_file():
             raise UserError(f"has no TensorRT engine; build one on this device: astedge build-engine {folder}", folder)
@@ -387,17 +388,25 @@ class TensorRTBackend:
                                                     reason=str(err))
         return self._extractors[kind]
 
-    def run(self, fbank: np.ndarray) -> np.ndarray:
+    def _raw(self, fbank: np.ndarray) -> np.ndarray:
         return self.runner.run(fbank)
 
-    def run_audio(self, waves) -> np.ndarray:
-        """Logits ``[N, classes]`` of N windows of audio (a list of 1-D arrays, equal lengths batched): the CUDA
-        fbank writes each batch's model input into the engine's input binding; only the logits are copied back.
-        Without the fbank library the features are computed with numpy and go through ``run``."""
+    def _raw_audio(self, waves) -> np.ndarray:
+        """Output rows of N windows of audio (a list of 1-D arrays, equal lengths batched): the CUDA fbank writes
+        each batch's model input into the engine's input binding; only the outputs are copied back. Without the
+        fbank library the features are computed with numpy and go through the engine's host input."""
         extractor = self._extractor("model")
         if extractor.device != "cuda":
-            return self.run(np.stack([extractor(np.asarray(w, np.float32)) for w in waves]))
+            return self._raw(np.stack([extractor(np.asarray(w, np.float32)) for w in waves]))
         return self.runner.run_audio(waves, extractor, self.feature_config)
+
+    def run_audio(self, waves) -> np.ndarray:
+        """Logits ``[N, classes]`` of N windows of audio (see :meth:`_raw_audio`)."""
+        return self.split(self._raw_audio(waves))[0]
+
+    def run_audio_frames(self, waves) -> tuple[np.ndarray, np.ndarray]:
+        """(clip logits, frame logits) of N windows of audio, for a model with a frame head."""
+        return self.split(self._raw_audio(waves))
 
     def open_stream(self, windowing) -> StreamSession | None:
         """A device session for a live stream's windows (``classify(read, start, end)``), or None when this

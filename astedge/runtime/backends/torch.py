@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astedge.runtime.backends import check_input, check_precision
-from astedge.runtime.model_path import resolve_model
+from astedge.runtime.backends import SplitOutputs, check_input, check_precision
+from astedge.runtime.model_path import frame_layout, resolve_model
 from astedge.errors import UserError
 from astedge.files import sha256_file
 
@@ -34,7 +34,7 @@ def checkpoint_of(path: str | Path) -> Path:
     return recorded
 
 
-class TorchBackend:
+class TorchBackend(SplitOutputs):
     """An :class:`astedge.model.ast_model.ASTModel` in inference mode."""
 
     name = "torch"
@@ -65,14 +65,15 @@ class TorchBackend:
                 checkpoint = checkpoint.with_classes(subset)
         self.checkpoint = checkpoint_path
         self.labels, self.task, self.feature_config = checkpoint.labels, checkpoint.task, checkpoint.feature_config
+        self.frame_layout = frame_layout(checkpoint.model_config, checkpoint.feature_config)
         self.net = checkpoint.build_model().to(self.device)
         self.frames, self.bins = self.feature_config.target_length, self.feature_config.num_mel_bins
 
-    def run(self, fbank: np.ndarray) -> np.ndarray:
+    def _raw(self, fbank: np.ndarray) -> np.ndarray:
         torch = self.torch
         x = torch.from_numpy(check_input(fbank, self.frames, self.bins)).to(self.device)
         with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.precision == "fp16"):
-            return self.net(x).float().cpu().numpy()
+            return self.net.forward_flat(x).float().cpu().numpy()
 
     def close(self) -> None:
         self.net = None

@@ -1,0 +1,149 @@
+"""Calibrating a frame head's decision layer where the model did not train: held-out streams, then the per-class
+thresholds, median filter and minimum duration with the best DCASE event F1 there.
+
+Clip maxima say little about events (a class can top a clip and still start 0.4 s late), so calibration runs the
+runtime's own frame path (:class:`astedge.runtime.frames.FramePath`) over long recordings made of a held-out split's
+clips back to back, whose strong labels give the true events. The model runs once per stream; the decision layer is
+then replayed over the recorded frames for every setting of the grid (median filter length, minimum duration, one
+threshold per class), each class scored on its own. Torch-free:
+any backend that loads runs it (training calibrates with its best checkpoint on the torch backend).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from astedge.errors import UserError
+from astedge.measure import event_metrics as em
+from astedge.runtime.events import EventConfig, EventDetector
+from astedge.runtime.frames import MedianFilter
+
+#: The settings tried: on-thresholds per class, median filter lengths (frames), minimum durations (seconds).
+THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.1, 0.91, 0.1))
+MEDIANS = (1, 3, 5, 7, 9)
+MIN_DURATIONS = (0.0, 0.1, 0.2, 0.3)
+#: DCASE's collars: onsets within 0.2 s, offsets within max(0.2 s, 20 % of the event).
+T_COLLAR, PERCENTAGE_OF_LENGTH = 0.2, 0.2
+
+
+#: Held-out audio calibration listens to at most (a seeded sample of the split's clips beyond it is left out).
+CALIBRATION_SECONDS = 180.0
+
+
+def held_out_streams(data, split: str = "val", *, seconds: float = 60.0, total: float = CALIBRATION_SECONDS,
+                     seed: int = 0, sample_rate: int = 16000, log=None) -> list[tuple[np.ndarray, list[em.Event]]]:
+    """Recordings of about `seconds` each (up to `total` seconds in all), made of a split's clips back to back in a
+    seeded order, with the true events their strong labels give (a clip with clip labels only counts as one event
+    of its labels over its whole length; the background class is never an event). Raises UserError when the split
+    has no clips."""
+    from astedge.audio.decode import load_audio
+
+    items = list(data.splits.get(split) or [])
+    if not items:
+        raise UserError(f"the dataset has no {split!r} split to calibrate events on")
+    streams, waves, truth, at, heard = [], [], [], 0, 0
+    for item in _in_stream_order(items, data, seed):
+        wave = load_audio(item.path, sample_rate)
+        start = at / sample_rate
+        spans = item.events if item.events is not None else [(0.0, len(wave) / sample_rate, t) for t in item.targets]
+        truth += [em.Event(start + on, start + off, data.labels[label]) for on, off, label in spans
+                  if data.labels[label] != data.background]
+        waves.append(wave)
+        at += len(wave)
+        heard += len(wave)
+        if at >= seconds * sample_rate or heard >= total * sample_rate:
+            streams.append((np.concatenate(waves).astype(np.float32), truth))
+            waves, truth, at = [], [], 0
+        if heard >= total * sample_rate:
+            break
+    if waves:
+        streams.append((np.concatenate(waves).astype(np.float32), truth))
+    if log:
+        log(f"calibrating events on {len(streams)} held-out stream(s) of {split} clips "
+            f"({sum(len(w) for w, _ in streams) / sample_rate:.0f} s, {sum(len(t) for _, t in streams)} events)")
+    return streams
+
+
+def _in_stream_order(items, data, seed: int):
+    """The clips in a seeded order; with a background class, each clip with events followed by a background clip
+    (cycling through them): events apart, as a recording has them, rather than back to back."""
+    rng = np.random.default_rng(seed)
+    quiet = [i for i in items if data.background is not None and i.targets == (data.labels.index(data.background),)]
+    loud = [i for i in items if i not in quiet] if quiet else items
+    for k, index in enumerate(rng.permutation(len(loud))):
+        yield loud[int(index)]
+        if quiet:
+            yield quiet[k % len(quiet)]
+
+
+def recorded_frames(classifier, streams) -> list[list[tuple[float, float, np.ndarray]]]:
+    """Each stream's final frames (start s, end s, stitched scores) through `classifier`'s frame path, as a live
+    run would make them (its hop and frame delay), before the median filter."""
+    if classifier.frame_layout is None:
+        raise UserError("the model has no frame head (or events are off): calibrate its windows with astedge "
+                        "calibrate")
+    out = []
+    for wave, _ in streams:
+        decision = classifier.decision(classifier.windowing(stream=True))
+        decision.frames.record = frames = []
+        classifier.classify_waveform(wave, stream=True, decision=decision)
+        out.append(frames)
+    return out
+
+
+def _events(frames, labels, task: str, step: float, threshold: float, median: int, min_duration: float,
+            mask) -> list:
+    """The decision layer over recorded frames with one setting (every class at `threshold`)."""
+    detector = EventDetector(labels, task, EventConfig(threshold=threshold, min_duration=min_duration), mask,
+                             widen=step / 2)
+    smoothed = MedianFilter(median)
+    for start, end, scores in smoothed.push(frames) + smoothed.flush():
+        detector.update(start, end, scores)
+    detector.finish()
+    return [em.Event(e.onset, e.offset, e.label) for e in detector.events if e.offset is not None]
+
+
+def _class_counts(truth: dict, estimated: dict, labels) -> dict:
+    figures = em.event_based(truth, estimated, labels, t_collar=T_COLLAR, percentage_of_length=PERCENTAGE_OF_LENGTH)
+    return {label: (c["Ntp"], c["Nsys"], c["Nref"]) for label, c in figures["class_wise"].items()}
+
+
+def calibrate_events(classifier, streams, *, thresholds=THRESHOLDS, medians=MEDIANS, min_durations=MIN_DURATIONS,
+                     log=None) -> dict:
+    """The decision layer's settings with the best micro event F1 on `streams` (:func:`held_out_streams`): one
+    median length and minimum duration for the model, one threshold per class (each class's best F1 there).
+    Returns the ``events`` entry a checkpoint carries: background, thresholds, median_frames, min_duration, and
+    what they reached (``calibration``)."""
+    frames = recorded_frames(classifier, streams)
+    layout, labels = classifier.frame_layout, list(classifier.labels)
+    step = layout.step / layout.sample_rate
+    mask = classifier.event_mask()
+    scored = [label for label, keep in zip(labels, mask if mask is not None else [True] * len(labels), strict=True)
+              if keep]
+    truth = {str(k): t for k, (_, t) in enumerate(streams)}
+    best = None
+    for median in medians:
+        for min_duration in min_durations:
+            per_class = {}  # label -> (f1, threshold, counts)
+            for threshold in thresholds:
+                estimated = {str(k): _events(f, labels, classifier.backend.task, step, threshold, median, min_duration,
+                                             mask)
+                             for k, f in enumerate(frames)}
+                for label, (tp, nsys, nref) in _class_counts(truth, estimated, scored).items():
+                    f1 = 2 * tp / (nsys + nref) if nsys + nref else 0.0
+                    if label not in per_class or f1 > per_class[label][0]:
+                        per_class[label] = (f1, threshold, (tp, nsys, nref))
+            tp, nsys, nref = (sum(c[2][i] for c in per_class.values()) for i in range(3))
+            micro = 2 * tp / (nsys + nref) if nsys + nref else 0.0
+            if best is None or micro > best[0]:
+                best = (micro, median, min_duration, {k: v[1] for k, v in per_class.items()})
+    micro, median, min_duration, chosen = best
+    if log:
+        log(f"calibrated events: median {median} frames, min duration {min_duration:g} s, per-class thresholds; "
+            f"event F1 {micro:.3f} on the held-out streams")
+    seconds = sum(len(w) for w, _ in streams) / classifier.backend.feature_config.sample_rate
+    return {"background": classifier.background, "thresholds": chosen, "median_frames": median,
+            "min_duration": min_duration,
+            "calibration": {"event_f1": round(micro, 4), "streams": len(streams), "seconds": round(seconds, 1),
+                            "true_events": sum(len(t) for _, t in streams), "hop_seconds": classifier.windowing(True).seconds[1],
+                            "collars": [T_COLLAR, PERCENTAGE_OF_LENGTH]}}
