@@ -42,8 +42,7 @@ def _largest_difference(a: dict, b: dict) -> float:
 def uncut(tmp_path_factory):
     """The data, the recipe and a run of it that nothing interrupted."""
     root = tmp_path_factory.mktemp("interrupt")
-    synth.write_dataset(root / "data", classes=3, per_class=6, seconds=0.5, seed=3, stream_segments=1,
-                        segment_seconds=1.0)
+    synth.write_dataset(root / "data", classes=3, per_class=6, seconds=0.5, seed=3, stream_seconds=2.0)
     recipe = load_recipe("demo", overrides=RECIPE)
     data = read_dataset(root / "data", val_fraction=recipe.val_fraction, seed=recipe.seed)
     train(data, root / "uncut", recipe, log=lambda *a: None, show_progress=False)

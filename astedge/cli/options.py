@@ -90,12 +90,19 @@ DECISION = Group(
     off_ratio=(float, typer.Option(0.8, "--off-ratio", help="Hysteresis: an event ends below threshold x this.")),
     confirm=(Optional[str], typer.Option(None, "--confirm", help="N/M: an event starts when its class is on in N of "
                                          "the last M windows (default 1/1).")),
-    min_duration=(float, typer.Option(0.0, "--min-duration", help="Seconds an event must last before it is "
-                                      "reported.")),
+    min_duration=(Optional[float], typer.Option(None, "--min-duration", help="Seconds an event must last before "
+                                                "it is reported (default: the model's calibrated one, else 0).")),
     merge_gap=(float, typer.Option(0.0, "--merge-gap", help="Seconds of silence that still continue an event.")),
     trim=(float, typer.Option(0.0, "--trim", help="Seconds to move each onset later and offset earlier: a window "
                               "fires before its sound fills half of it (choose it on a labelled stream with "
                               "astedge evaluate).")),
+    median=(Optional[int], typer.Option(None, "--median", min=1, help="Models with a frame head: the median "
+                                        "filter's length in frames (default: the model's calibrated one).")),
+    frame_delay=(Optional[float], typer.Option(None, "--frame-delay", min=0.0, help="Models with a frame head: "
+                                               "seconds a frame waits for the later windows that also cover it "
+                                               "before it is final (default: two frame hops).")),
+    background=(Optional[str], typer.Option(None, "--background-class", help="The label that means \"nothing\" "
+                                            "and is never an event (default: the model's, e.g. background).")),
 )
 
 RUNNING = Group(backend=(str, typer.Option("auto", "--backend", help=BACKEND_HELP)),

@@ -15,7 +15,7 @@ from astedge.cli.common import parse_sets
                     "--teacher timm:resnet18   (fine-tune: --init runs/other/best.safetensors; your rooms and noise: "
                     "--rir irs/ --noise noises/; any field: --set lr=3e-4 --set augment.snr_db=0,20)")
 def train(
-    data: Path = typer.Argument(..., help="Dataset: class folders, a CSV manifest, ESC-50 or Speech Commands v2."),
+    data: Path = typer.Argument(..., help="Dataset: class folders, a CSV manifest, a strong-label TSV, ESC-50 or Speech Commands v2."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.safetensors, metrics.jsonl, curves.png)."),
     preset: str = typer.Option("demo", "--preset", help="Recipe: demo, audioset, esc50, speechcommands."),
     model: Optional[str] = typer.Option(None, "--model", help="Model size: tiny, small, base."),
@@ -42,6 +42,12 @@ def train(
     set_values: list[str] = typer.Option([], "--set", help="Override any recipe field: --set lr=1e-4 (repeatable)."),
     fold: int = typer.Option(1, "--fold", help="ESC-50: the held-out fold (1-5)."),
     label_file: Optional[Path] = typer.Option(None, "--labels", help="Manifests: label CSV (index,mid,display_name)."),
+    strong: Optional[Path] = typer.Option(None, "--strong", help="Strong labels: a DCASE TSV (filename, onset, "
+                                          "offset, event_label) of the clips' event boundaries (default: DATA's "
+                                          "strong.tsv); a frame head trains on them."),
+    background: Optional[str] = typer.Option(None, "--background-class", help="The label that means \"nothing\" "
+                                             "(never an event; default: background, _background_noise_ or "
+                                             "_silence_ when DATA has one)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last epoch."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUTPUT that holds a run."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
@@ -59,7 +65,8 @@ def train(
     if stride is not None:
         overrides["fstride"], overrides["tstride"] = parse_stride(stride)
     recipe = load_recipe(preset, config, overrides)
-    dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed,
+                           strong=strong, background=background)
     recipe = load_recipe(preset, config, overrides, train_clips=len(dataset.splits.get("train", [])))
     result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=log_line)
     if as_json:
