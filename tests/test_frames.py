@@ -101,6 +101,23 @@ def _tone_clip(rng, seconds: float, span: tuple[float, float] | None) -> np.ndar
     return wave.astype(np.float32)
 
 
+TWO_TONES = [(1.05, 1.85), (3.2, 4.6)]
+
+
+def _two_tones(root) -> list[tuple[float, float]]:
+    """root/two-tones.wav: 7 s of noise with two 1 kHz tones at TWO_TONES, and root/two-tones.csv, their truth."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(5)
+    wave = 0.01 * rng.standard_normal(7 * RATE)
+    for a, b in TWO_TONES:
+        t = np.arange(int(b * RATE) - int(a * RATE)) / RATE
+        wave[int(a * RATE):int(b * RATE)] += 0.2 * np.sin(2 * np.pi * 1000 * t)
+    sf.write(root / "two-tones.wav", wave.astype(np.float32), RATE)
+    (root / "two-tones.csv").write_text("onset,offset,label\n" + "".join(f"{a},{b},tone\n" for a, b in TWO_TONES))
+    return TWO_TONES
+
+
 @pytest.fixture(scope="module")
 def tone_frames(tmp_path_factory):
     """A tiny frame model trained on 1 s clips of a tone (strong labels) or noise, with its export."""
@@ -146,13 +163,7 @@ def test_a_frame_model_learns_the_boundaries_of_tones_in_noise(tone_frames):
     checkpoint = load_checkpoint(result.best, weights=False)
     assert checkpoint.model_config.frame_head and checkpoint.events["background"] == "background"
     assert set(checkpoint.events) >= {"thresholds", "median_frames", "min_duration", "calibration"}
-    rng = np.random.default_rng(5)
-    truth = [(1.05, 1.85), (3.2, 4.6)]
-    wave = 0.01 * rng.standard_normal(7 * RATE)
-    for a, b in truth:
-        t = np.arange(int(b * RATE) - int(a * RATE)) / RATE
-        wave[int(a * RATE):int(b * RATE)] += 0.2 * np.sin(2 * np.pi * 1000 * t)
-    sf.write(root / "two-tones.wav", wave.astype(np.float32), RATE)
+    truth = _two_tones(root)
     with Classifier.from_options(root / "export", ClassifierOptions(backend="onnxruntime-cpu", events=True)) as c:
         found = c.classify_file(root / "two-tones.wav").detected
     assert [e.label for e in found] == ["tone", "tone"], found
@@ -193,6 +204,7 @@ def test_listen_and_classify_find_the_same_frame_events(tone_frames):
     from astedge.runtime.classifier import Classifier, ClassifierOptions
 
     root, _ = tone_frames
+    _two_tones(root)
     options = ClassifierOptions(backend="onnxruntime-cpu", events=True)
     with Classifier.from_options(root / "export", options) as c:
         from_file = c.classify_file(root / "two-tones.wav", stream=True)
@@ -200,3 +212,58 @@ def test_listen_and_classify_find_the_same_frame_events(tone_frames):
             records = [r for w in listener.results() for r in w.events] + listener.finish_events()
     assert records and [{k: v for k, v in r.items() if k not in ("first_detected_wall", "file")} for r in records] == \
         [{k: v for k, v in r.items() if k not in ("first_detected_wall", "file")} for r in from_file.events]
+
+
+def test_the_cli_flags_of_the_frame_path_reach_the_decision(tone_frames):
+    """evaluate --median/--frame-delay/--background-class/--min-duration are the settings it reports using; without
+    them it reports the model's calibrated ones; a label the model lacks is one line and exit 2."""
+    import json
+    import subprocess
+    import sys
+
+    from astedge.model.checkpoint import load_checkpoint
+
+    root, result = tone_frames
+    _two_tones(root)
+
+    def evaluate(*flags):
+        run = subprocess.run([sys.executable, "-m", "astedge", "evaluate", str(root / "two-tones.wav"), "-m",
+                              str(root / "export"), "--truth", str(root / "two-tones.csv"), "--json", *flags],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        return run.returncode, [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")], run.stderr
+
+    calibrated = load_checkpoint(result.best, weights=False).events
+    code, records, _ = evaluate()
+    summary = next(r for r in records if r["type"] == "summary")
+    assert code == 0 and summary["settings"]["frames"]["median_frames"] == calibrated["median_frames"]
+    code, records, _ = evaluate("--median", "7", "--frame-delay", "0.4", "--min-duration", "0.25")
+    settings = next(r for r in records if r["type"] == "summary")["settings"]
+    assert code == 0 and settings["frames"]["median_frames"] == 7 and settings["min_duration"] == 0.25
+    assert settings["frames"]["delay_s"] == pytest.approx(0.4, abs=0.08)  # whole frames
+    code, _, err = evaluate("--background-class", "nothing")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "'nothing' is not a label" in errors[0] and "Traceback" not in err
+
+
+def test_patches_that_do_not_overlap_train_as_one_product_with_the_convolutions_numbers():
+    """The training path's matrix product gives the Conv's outputs and gradients (strips and 16/16); overlapping
+    patches keep the Conv."""
+    import torch
+
+    from astedge.model.ast_model import ASTModel
+    from astedge.model.config import model_config
+
+    for patch, stride in (((128, 8), (128, 8)), ((16, 16), (16, 16)), ((16, 16), (10, 10))):
+        torch.manual_seed(0)
+        model = ASTModel(model_config("tiny", num_classes=3, target_length=100, num_mel_bins=128, patch_size=patch,
+                                      fstride=stride[0], tstride=stride[1], depth=1))
+        x = torch.randn(2, 100, 128)
+        grads = []
+        for training in (True, False):
+            model.train(training)
+            model.zero_grad()
+            out = model(x)
+            out.square().sum().backward()
+            grads.append((out.detach(), model.v.patch_embed.proj.weight.grad.clone()))
+        torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-4)

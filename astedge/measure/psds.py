@@ -43,8 +43,9 @@ def psds(scores: dict[str, tuple[np.ndarray, np.ndarray]], truth: dict[str, list
         reason = f"sed_scores_eval is not installed ({err}): pip install 'astedge[eval]'"
         return {"psds1": None, "psds2": None, "reason": reason}
     present = sorted({e.label for events in truth.values() for e in events if e.label in labels})
-    if not present:
-        return {"psds1": None, "psds2": None, "reason": "no true event of the model's classes"}
+    if len(present) < 2:  # sed_scores_eval 0.0.4 fails inside its statistics on a single class
+        return {"psds1": None, "psds2": None, "reason": f"PSDS needs true events of two classes or more "
+                f"(here: {', '.join(present) or 'none'})"}
     columns = [labels.index(label) for label in present]
     frames = {name: create_score_dataframe(np.asarray(values)[:, columns], np.asarray(bounds), present)
               for name, (bounds, values) in scores.items()}

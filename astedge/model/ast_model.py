@@ -41,6 +41,19 @@ class StridedPatchEmbed(PatchEmbed):
         self.grid_size = tuple((s - p) // st + 1 for s, p, st in zip(self.img_size, self.patch_size, stride, strict=True))
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """In training, patches that do not overlap (stride = patch: strips, 16/16) are one matrix product: the
+        same numbers as the convolution, whose backward pass on the CPU took a quarter of a demo training step.
+        Inference and export keep the Conv (the ONNX graph and INT8 placement expect it)."""
+        if not (self.training and torch.is_grad_enabled()) or tuple(self.proj.stride) != tuple(self.patch_size) \
+                or self.flatten is not True:
+            return super().forward(x)
+        (rows, cols), (height, width) = self.grid_size, self.patch_size
+        batch, channels = x.shape[:2]
+        patches = x[:, :, :rows * height, :cols * width].reshape(batch, channels, rows, height, cols, width)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, rows * cols, channels * height * width)
+        return self.norm(nn.functional.linear(patches, self.proj.weight.flatten(1), self.proj.bias))
+
 
 class ASTModel(nn.Module):
     """AST: ``[B, T, F]`` normalized log-mel (time-major, like the features) -> ``[B, num_classes]`` logits.
