@@ -355,3 +355,21 @@ def test_a_truth_table_with_bad_rows_is_one_line(tone_model, tmp_path):
     result = cli("evaluate", str(tone_model / "stream.wav"), "-m", str(tone_model / "export"), "--truth",
                  str(tmp_path / "truth.csv"))
     assert result.returncode == 2 and "truth.csv: row 3" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_single_label_event_holds_while_its_class_stays_above_its_off_threshold():
+    """Softmax frames of one sound wavering between two confusable classes: the running event (A) holds through
+    frames where B tops it but A stays above its off-threshold (0.5 x 0.8), so one A event, not A-B-A; once A falls
+    below, B starts."""
+    from astedge.runtime.events import EventConfig, EventDetector
+
+    a = [0.0, 0.7, 0.45, 0.42, 0.6, 0.3, 0.1, 0.1, 0.0]
+    b = [0.0, 0.2, 0.50, 0.55, 0.3, 0.6, 0.8, 0.7, 0.0]
+    detector = EventDetector(["A", "B", "background"], "multiclass", EventConfig(threshold=0.5, off_ratio=0.8),
+                             mask=np.array([True, True, False]), widen=0.05)  # frames: each spans its 0.1 s whole
+    records = []
+    for k, (sa, sb) in enumerate(zip(a, b, strict=True)):
+        records += detector.update(k * 0.1, (k + 1) * 0.1, np.array([sa, sb, 1 - sa - sb]))
+    records += detector.finish()
+    ends = [(r["label"], r["onset"], r["offset"]) for r in records if r["event"] == "end"]
+    assert ends == [("A", 0.1, 0.5), ("B", 0.5, 0.8)], ends

@@ -653,3 +653,32 @@ def test_an_ast_checkpoint_teacher_with_other_features_and_labels(tmp_path, tiny
     torch.testing.assert_close(teacher(x), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(UserError, match="no output for the labels missing"):
         load_teacher(tmp_path / "t.safetensors", ["tone", "missing"], student, torch.device("cpu"))
+
+
+def test_accuracy_by_group_is_each_groups_own(tmp_path, tiny_data):
+    """--group-by COLUMN of a manifest: each group is scored apart (hand-made scores: by_group's arithmetic), and a
+    run reports every group of its test split with its clip count; a missing column is one error naming it."""
+    from astedge.measure.metrics import by_group
+
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+    targets = np.array([[1, 0], [0, 1], [0, 1], [0, 1], [0, 1]])
+    groups = by_group(scores, targets, ["a", "a", "b", "b", "b"], "multiclass")
+    assert groups == {"a": {"accuracy": 1.0, "clips": 2}, "b": {"accuracy": pytest.approx(1 / 3), "clips": 3}}
+
+    files = sorted(tiny_data.glob("*/*.wav"))
+    rows = ["path,labels,split,speaker"] + [
+        f"{f},{f.parent.name},{('train', 'val', 'test')[i % 3]},spk{i % 2}"
+        for i, f in enumerate(files)]
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match="--group-by 'device': no such column"):
+        read_dataset(tmp_path / "clips.csv", group_by="device")
+    data = read_dataset(tmp_path / "clips.csv", group_by="speaker")
+    result = train(data, tmp_path / "run", load_recipe("demo", overrides={**TINY, "epochs": 1}),
+                   log=lambda *a: None, show_progress=False)
+    reported = result.test["groups"]
+    test_items = data.splits["test"]
+    assert reported["split"] == "test"
+    assert {g: m["clips"] for g, m in reported["by_group"].items()} == \
+        {g: sum(i.group == g for i in test_items) for g in ("spk0", "spk1")}
+    weighted = sum(m["accuracy"] * m["clips"] for m in reported["by_group"].values()) / len(test_items)
+    assert weighted == pytest.approx(result.test["student"]["accuracy"])  # the groups add up to the whole split

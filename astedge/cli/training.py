@@ -48,6 +48,8 @@ def train(
     background: Optional[str] = typer.Option(None, "--background-class", help="The label that means \"nothing\" "
                                              "(never an event; default: background, _background_noise_ or "
                                              "_silence_ when DATA has one)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="A column of the CSV manifest (speaker, device, "
+                                           "room) whose groups are scored apart on the test split (else val)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last epoch."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUTPUT that holds a run."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
@@ -66,7 +68,7 @@ def train(
         overrides["fstride"], overrides["tstride"] = parse_stride(stride)
     recipe = load_recipe(preset, config, overrides)
     dataset = read_dataset(data, fold=fold, label_file=label_file, val_fraction=recipe.val_fraction, seed=recipe.seed,
-                           strong=strong, background=background)
+                           strong=strong, background=background, group_by=group_by)
     recipe = load_recipe(preset, config, overrides, train_clips=len(dataset.splits.get("train", [])))
     result = run_training(dataset, output, recipe, resume=resume, force=force, cache_dir=cache, log=log_line)
     if as_json:

@@ -34,6 +34,7 @@ class Item:
     #: Strong labels: (onset s, offset s, label index) of each event, () for a clip known to hold none;
     #: None when only the clip's labels are known (weak).
     events: tuple[tuple[float, float, int], ...] | None = None
+    group: str | None = None  # a subgroup to score apart (a manifest column: speaker, device, room)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def read_label_file(path: Path) -> tuple[list[str], dict[str, int]]:
 
 
 def read_manifest(path: Path, label_file: Path | None = None, val_fraction: float = 0.2, seed: int = 0,
-                  split_column: str = "split") -> DatasetIndex:
+                  split_column: str = "split", group_column: str | None = None) -> DatasetIndex:
     """A CSV with columns `path,labels[,split]`; labels separated by ',' or ';' (names or AudioSet mids).
 
     With a label file the task is multi-label (weak AudioSet-style labels); without one, labels are
@@ -189,6 +190,9 @@ def read_manifest(path: Path, label_file: Path | None = None, val_fraction: floa
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"path", "labels"} <= set(reader.fieldnames):
             raise UserError("manifest needs the columns path,labels", path)
+        if group_column and group_column not in reader.fieldnames:
+            raise UserError(f"--group-by {group_column!r}: no such column (columns: {', '.join(reader.fieldnames)})",
+                            path)
         rows = list(reader)
     split = lambda text: [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]  # noqa: E731
     if label_file:
@@ -210,7 +214,8 @@ def read_manifest(path: Path, label_file: Path | None = None, val_fraction: floa
         elif (part := (row.get(split_column) or "train").strip()) not in splits:
             problems.append(f"{row['path']}: unknown split {part!r} (train, val or test)")
         else:
-            splits[part].append(Item(audio, tuple(sorted({keys[t] for t in tokens}))))
+            splits[part].append(Item(audio, tuple(sorted({keys[t] for t in tokens})),
+                                     group=row[group_column].strip() if group_column else None))
     if not splits["val"]:
         splits["train"], splits["val"] = holdout(splits["train"], val_fraction, seed)
     splits = {k: v for k, v in splits.items() if v}
@@ -251,17 +256,21 @@ def read_speech_commands(root: Path) -> DatasetIndex:
 
 def read_dataset(source: str | Path, *, fold: int = 1, label_file: str | Path | None = None,
                  val_fraction: float = 0.2, seed: int = 0, strong: str | Path | None = None,
-                 background: str | None = None) -> DatasetIndex:
+                 background: str | None = None, group_by: str | None = None) -> DatasetIndex:
     """Recognise the layout of `source` (a folder, a CSV manifest or a strong-label TSV) and index it; `strong`
-    (default: the folder's ``strong.tsv``) adds event boundaries, `background` names the "no event" label."""
+    (default: the folder's ``strong.tsv``) adds event boundaries, `background` names the "no event" label,
+    `group_by` a manifest column whose values are scored apart (speaker, device)."""
     source = Path(source)
     if not source.exists():
         raise UserError("no such dataset", source)
+    if group_by and source.suffix.lower() != ".csv":
+        raise UserError("--group-by names a column of a CSV manifest (path,labels[,split],COLUMN)", source)
     if source.is_file():
         if source.suffix.lower() == ".tsv":
             data = read_strong_manifest(source, val_fraction, seed)
         elif source.suffix.lower() == ".csv":
-            data = read_manifest(source, Path(label_file) if label_file else None, val_fraction, seed)
+            data = read_manifest(source, Path(label_file) if label_file else None, val_fraction, seed,
+                                 group_column=group_by)
         else:
             raise UserError("a dataset is a folder, a .csv manifest or a .tsv strong-label table", source)
     elif (source / "meta" / "esc50.csv").is_file():

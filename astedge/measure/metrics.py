@@ -36,6 +36,14 @@ def multilabel(scores: np.ndarray, targets: np.ndarray) -> dict:
             "classes_scored": len(usable)}
 
 
+def by_group(scores: np.ndarray, targets: np.ndarray, groups: list, task: str) -> dict:
+    """:func:`evaluate` of each subgroup apart (``{group: {metrics..., "clips": n}}``, sorted by name), so that a
+    speaker, device or room the model fails on shows beside the overall figure."""
+    groups = np.asarray([str(g) for g in groups])
+    return {g: {**evaluate(scores[groups == g], targets[groups == g], task), "clips": int((groups == g).sum())}
+            for g in sorted(set(groups.tolist()))}
+
+
 def evaluate(scores: np.ndarray, targets: np.ndarray, task: str) -> dict:
     """The metrics of `task`; `scores` are probabilities (softmax or sigmoid) ``[N, classes]``."""
     if task == "multiclass":

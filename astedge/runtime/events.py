@@ -154,9 +154,10 @@ class EventDetector:
         self._last = (centres[1], end)
         above_on = (scores >= self.on) & self.mask
         above_off = (scores >= self.off) & self.mask
-        if self.task == "multiclass":  # one event at a time: only the top class can be on
+        if self.task == "multiclass":  # one event at a time: the running one while it holds, else the top class
+            holder = next((i for i, t in enumerate(self.tracks) if t.event is not None and above_off[i]), None)
             top = np.zeros_like(above_on)
-            top[int(np.argmax(np.where(self.mask, scores, -np.inf)))] = True
+            top[holder if holder is not None else int(np.argmax(np.where(self.mask, scores, -np.inf)))] = True
             above_on &= top
             above_off &= top
         out = []
