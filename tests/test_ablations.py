@@ -149,7 +149,8 @@ def test_every_ablation_trains(tmp_path, ablation_data, name):
     if values.get("init") == "imagenet":
         values["init"] = f"imagenet:{ablation_data / 'deit.safetensors'}"
     recipe = load_recipe("demo", overrides={"depth": 1, "epochs": 1, "batch_size": 4, "wa_start": 0, "wa_end": 0,
-                                            "target_length": 128, "val_fraction": 0.3, **values})
+                                            "target_length": 128, "val_fraction": 0.3, "patch_size": (16, 16),
+                                            "fstride": 16, "tstride": 16, **values})  # the paper's patches
     result = train(read_dataset(ablation_data / "data", val_fraction=0.3), tmp_path / "run", recipe,
                    log=lambda *a: None, show_progress=False)
     config = load_checkpoint(result.best).model_config

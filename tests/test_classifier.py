@@ -272,7 +272,8 @@ def test_commands_keep_their_flags_and_defaults():
     flags = {name: {opt: p.default for p in commands[name].params for opt in p.opts}
              for name in ("listen", "classify", "evaluate", "calibrate")}
     shared = {"--window", "--hop", "--threshold", "--smoothing", "--smoothing-windows", "--allow", "--deny",
-              "--thresholds", "--off-ratio", "--confirm", "--min-duration", "--merge-gap", "--trim", "--backend", "--json"}
+              "--thresholds", "--off-ratio", "--confirm", "--min-duration", "--merge-gap", "--trim", "--backend", "--json",
+              "--median", "--frame-delay", "--background-class"}
     running = {"-m", "--model", "-k", "--top-k", "--events", "--events-csv", "--on-event", "--precision"}
     assert set(flags["listen"]) == shared | running | {"--mic", "--device", "--partial", "--source", "--realtime",
                                                         "--speed", "--rate", "--channels", "--format", "--duration"}
@@ -285,6 +286,7 @@ def test_commands_keep_their_flags_and_defaults():
     assert (flags["classify"]["--top-k"], flags["classify"]["--batch-size"], flags["classify"]["--max-seconds"],
             flags["listen"]["--partial"], flags["evaluate"]["--off-ratio"], flags["evaluate"]["--hop"]) == \
         (5, 8, 3600.0, "wait", 0.8, None)
+    assert flags["classify"]["--min-duration"] is None and flags["classify"]["--median"] is None  # the model's
 
 
 def test_the_threshold_means_what_the_event_outputs_say():

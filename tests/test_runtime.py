@@ -580,4 +580,8 @@ def test_listen_on_a_microphone_or_one_line_why_not(model, tmp_path, case, fragm
     summary = records[-1]
     assert summary["type"] == "summary" and summary["source_rate"] == 48000 and summary["resampled"]
     assert summary["audio_s"] == pytest.approx(1.5)
-    assert [(r["type"], r["start"], r["end"]) for r in records[:-1]] == [("window", 0.0, 1.0), ("window", 0.5, 1.5)]
+    windows = [(r["type"], r["start"], r["end"]) for r in records[:-1]]
+    # a live source: a window the inference could not keep up with is dropped (newest wins) and counted, as on a
+    # loaded machine where the stand-in delivers 3 s of audio at once; the newest window is always classified
+    assert windows[-1] == ("window", 0.5, 1.5) and set(windows) <= {("window", 0.0, 1.0), ("window", 0.5, 1.5)}
+    assert summary["windows"] == len(windows) and summary["windows"] + summary["dropped"] == 2

@@ -320,22 +320,3 @@ def write_event_stream(out: str | Path, seconds: float = 300.0, rate: int = 4800
         writer.writerow(["onset", "offset", "label"])
         writer.writerows((f"{a:.3f}", f"{b:.3f}", label) for a, b, label in rows)
     return wav, csv_path
-
-
-def read_truth(path: str | Path) -> list[tuple[float, float, str]]:
-    """stream.csv as (onset, offset, label) rows (files written before onset/offset say start/end)."""
-    with open(path, newline="") as handle:
-        return [(float(r.get("onset", r.get("start"))), float(r.get("offset", r.get("end"))), r["label"])
-                for r in csv.DictReader(handle)]
-
-
-def window_label(truth: list[tuple[float, float, str]], start: float, end: float) -> tuple[str | None, bool]:
-    """The label covering more than half of [start, end) (else None) and whether it covers all of it."""
-    best, overlap = None, 0.0
-    for a, b, label in truth:
-        covered = max(0.0, min(b, end) - max(a, start))
-        if covered > overlap:
-            best, overlap = label, covered
-    if overlap <= 0.5 * (end - start) + 1e-9:
-        return None, False
-    return best, overlap >= (end - start) - 1e-9

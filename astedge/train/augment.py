@@ -79,7 +79,7 @@ class WaveAugment:
             out.append("augment.speed and lowpass_hz must be > 0, rt60 >= 0.1 s and rooms >= 1")
         for name in ("noise_dir", "rir_dir"):
             folder = getattr(self, name)
-            if folder and not audio_files(folder):
+            if folder and not _audio_files(folder):
                 out.append(f"augment.{name} {folder} is not a folder of audio files")
         return out
 
@@ -97,21 +97,18 @@ class WaveAugment:
 OFF = WaveAugment(p=0.0)
 
 
-def audio_files(folder: str | Path) -> list[Path]:
+def _audio_files(folder: str | Path) -> list[Path]:
     """The audio files under `folder` (none when it is not a folder)."""
-    from astedge.data.datasets import AUDIO_SUFFIXES
+    from astedge.audio.decode import find_audio_files
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return find_audio_files(folder) if Path(folder).is_dir() else []
 
 
 def load_bank(folder: str | Path, rate: int) -> list[np.ndarray]:
     """Every audio file under `folder` as float32 mono at `rate` (a bad file: a UserError naming it)."""
     from astedge.audio.decode import load_audio
 
-    files = audio_files(folder)
+    files = _audio_files(folder)
     if not files:
         raise UserError("is not a folder of audio files", folder)
     bank = [load_audio(path, rate) for path in files]
