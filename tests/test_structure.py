@@ -227,3 +227,17 @@ def test_every_package_is_installed_by_pyproject():
     found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"not installed by pyproject.toml: {sorted(found - listed)}"
     assert "astedge.device_profiles" in listed
+
+
+def test_no_function_over_80_lines_and_no_module_over_500():
+    """The house rule of the restructure (issue 23): long functions and modules are split where they grow."""
+    package = Path(__file__).resolve().parents[1] / "astedge"
+    long_modules, long_functions = [], []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        if source.count("\n") > 500:
+            long_modules.append(f"{path.relative_to(package)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f"{path.relative_to(package)}:{node.lineno} {node.name}")
+    assert not long_modules and not long_functions, long_modules + long_functions
