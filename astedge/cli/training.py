@@ -148,7 +148,8 @@ def demo(
                "export's defaults")
     psds1 = events["psds1"]
     typer.echo(f"                    PSDS1 {psds1:.3f}" if psds1 is not None else "                    PSDS1 -")
-    typer.echo(f"decision latency    p50 {events['decision_latency_p50_s']} s; window {events['window_ms_p50']:.1f} ms "
+    latency = events["decision_latency_p50_s"]
+    typer.echo(f"decision latency    p50 {'-' if latency is None else f'{latency:.2f}'} s; window {events['window_ms_p50']:.1f} ms "
                f"every {events['hop_seconds']:g} s ({events['backend']})")
     typer.echo(f"time                {t['total_s']:.0f} s (synthesis {t['synthesize_s']:.0f} s, training {t['train_s']:.0f} s); "
                f"model {summary['exported']['folder']}")
