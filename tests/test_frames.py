@@ -267,3 +267,33 @@ def test_patches_that_do_not_overlap_train_as_one_product_with_the_convolutions_
             grads.append((out.detach(), model.v.patch_embed.proj.weight.grad.clone()))
         torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-4)
+
+
+def test_init_adds_a_frame_head_to_a_checkpoint_without_one(tmp_path):
+    """An imported-style checkpoint (no frame head) keeps working as it is; `--init` with strong labels builds the same
+    backbone and clip head with a new frame head, which the one output then carries."""
+    import torch
+
+    from astedge.features.fbank import FbankConfig
+    from astedge.model.ast_model import ASTModel
+    from astedge.model.checkpoint import load_checkpoint, save_checkpoint
+    from astedge.model.config import model_config
+    from astedge.train.loop import initial_model
+    from astedge.train.recipes import load_recipe
+
+    torch.manual_seed(0)
+    config = model_config("tiny", depth=1, num_classes=3, target_length=112, num_mel_bins=128, patch_size=(128, 8),
+                          fstride=128, tstride=8)
+    source = ASTModel(config).eval()
+    path = save_checkpoint(tmp_path / "clip-only.safetensors", source, labels=["a", "b", "c"], task="multiclass",
+                           feature_config=FbankConfig(target_length=112))
+    assert not load_checkpoint(path, weights=False).model_config.frame_head
+    recipe = load_recipe("demo", overrides={"init": str(path)})
+    said = []
+    model = initial_model(recipe, 3, ["a", "b", "c"], 112, 128, said.append, frames=True).eval()
+    assert model.config.frame_head and "a new frame head" in said[0]
+    x = torch.randn(2, 112, 128)
+    with torch.no_grad():
+        clip, frames = model.forward_frames(x)
+        torch.testing.assert_close(clip, source(x))  # the backbone and clip head came over unchanged
+    assert frames.shape == (2, 14, 3)
