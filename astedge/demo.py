@@ -18,8 +18,9 @@ from astedge.data import synth
 DATA = dict(classes=10, per_class=400, seconds=1.0, stream_seconds=60.0, stream_rate=44100, background=True)
 
 
-def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = True) -> dict:
-    """Run every stage into `out` and return the summary (accuracy, events, latency, seconds per stage)."""
+def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = True, epochs: int | None = None) -> dict:
+    """Run every stage into `out` and return the summary (accuracy, events, latency, seconds per stage); `epochs`
+    overrides the demo recipe's (10: the 3-minute budget)."""
     from astedge.data.datasets import read_dataset
     from astedge.train.loop import train
     from astedge.train.recipes import load_recipe
@@ -36,7 +37,7 @@ def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = Tr
     log("2/4 training a tiny AST with a frame head from scratch on the CPU (recipe `demo`)")
     t0 = time.perf_counter()
     data = read_dataset(out / "data", val_fraction=0.2, seed=seed)
-    result = train(data, out / "run", load_recipe("demo", overrides={"seed": seed}), force=True, log=log,
+    result = train(data, out / "run", load_recipe("demo", overrides={"seed": seed, **({"epochs": epochs} if epochs else {})}), force=True, log=log,
                    show_progress=show_progress)
     timings["train_s"] = time.perf_counter() - t0
 

@@ -1,9 +1,9 @@
 """Event F1 of a model on long recordings it never heard, with the defaults `astedge classify --events` uses.
 
-Run: python benchmarks/events_f1.py MODEL [--seeds 11 12] [--rates 44100 48000] [--seconds 240]
+Run: python benchmarks/events_f1.py MODEL [--seeds 11 12] [--rates 44100 48000] [--seconds 240] [--name STEM]
 MODEL is an export folder or checkpoint (e.g. the demo's `demo/export`). Each recording is made by `astedge data
 events` with a seed and rate of its own (none of them the demo's), scored with DCASE's collars (0.2 s onset,
-offset within max(0.2 s, 20 %)), segment F1 (1 s) and PSDS1. Writes benchmarks/results/events-f1-cpu-<date>.{json,md}.
+offset within max(0.2 s, 20 %)), segment F1 (1 s) and PSDS1. Writes benchmarks/results/<--name>-<date>.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
     parser.add_argument("--rates", type=int, nargs="+", default=[44100, 48000])
     parser.add_argument("--seconds", type=float, default=240.0)
+    parser.add_argument("--name", default="events-f1", help="results file stem (one per model compared)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, \
@@ -52,7 +53,7 @@ def main() -> None:
         lines.append(f"| `{r['recording']}` | {r['true_events']} | {r['detected_events']} | {r['event_f1']:.3f} | "
                      f"{r['precision']:.2f} | {r['recall']:.2f} | {r['segment_f1']:.3f} | {r['psds1']} | "
                      f"{r['decision_latency_p50_s']:.2f} s |")
-    write_results("events-f1", {"machine": machine_header(), "model": args.model, "rows": rows}, "\n".join(lines))
+    write_results(args.name, {"machine": machine_header(), "model": args.model, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":
