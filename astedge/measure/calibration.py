@@ -5,7 +5,7 @@ Clip maxima say little about events (a class can top a clip and still start 0.4 
 runtime's own frame path (:class:`astedge.runtime.frames.FramePath`) over long recordings made of a held-out split's
 clips back to back, whose strong labels give the true events. The model runs once per stream; the decision layer is
 then replayed over the recorded frames for every setting of the grid (median filter length, minimum duration, one
-threshold per class), each class scored on its own. Torch-free:
+threshold per class), each class scored on its own; each median length filters the frames once. Torch-free:
 any backend that loads runs it (training calibrates with its best checkpoint on the torch backend).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from astedge.errors import UserError
 from astedge.measure import event_metrics as em
 from astedge.runtime.events import EventConfig, EventDetector
-from astedge.runtime.frames import MedianFilter
+from astedge.runtime.frames import median_filtered
 
 #: The settings tried: on-thresholds per class, median filter lengths (frames), minimum durations (seconds).
 THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.1, 0.91, 0.1))
@@ -91,13 +91,11 @@ def recorded_frames(classifier, streams) -> list[list[tuple[float, float, np.nda
     return out
 
 
-def _events(frames, labels, task: str, step: float, threshold: float, median: int, min_duration: float,
-            mask) -> list:
-    """The decision layer over recorded frames with one setting (every class at `threshold`)."""
+def _events(smoothed, labels, task: str, step: float, threshold: float, min_duration: float, mask) -> list:
+    """The decision layer over recorded, median-filtered frames with one setting (every class at `threshold`)."""
     detector = EventDetector(labels, task, EventConfig(threshold=threshold, min_duration=min_duration), mask,
                              widen=step / 2)
-    smoothed = MedianFilter(median)
-    for start, end, scores in smoothed.push(frames) + smoothed.flush():
+    for start, end, scores in smoothed:
         detector.update(start, end, scores)
     detector.finish()
     return [em.Event(e.onset, e.offset, e.label) for e in detector.events if e.offset is not None]
@@ -123,12 +121,12 @@ def calibrate_events(classifier, streams, *, thresholds=THRESHOLDS, medians=MEDI
     truth = {str(k): t for k, (_, t) in enumerate(streams)}
     best = None
     for median in medians:
+        smoothed = [median_filtered(f, median) for f in frames]
         for min_duration in min_durations:
             per_class = {}  # label -> (f1, threshold, counts)
             for threshold in thresholds:
-                estimated = {str(k): _events(f, labels, classifier.backend.task, step, threshold, median, min_duration,
-                                             mask)
-                             for k, f in enumerate(frames)}
+                estimated = {str(k): _events(f, labels, classifier.backend.task, step, threshold, min_duration, mask)
+                             for k, f in enumerate(smoothed)}
                 for label, (tp, nsys, nref) in _class_counts(truth, estimated, scored).items():
                     f1 = 2 * tp / (nsys + nref) if nsys + nref else 0.0
                     if label not in per_class or f1 > per_class[label][0]:

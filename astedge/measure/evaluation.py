@@ -162,10 +162,9 @@ def evaluate_events(classifier, audio: list[Path], truth: dict[str, list[em.Even
 def frame_scores(path) -> tuple[np.ndarray, np.ndarray]:
     """(segment boundaries [T + 1] seconds, scores [T, classes]) of a :class:`~astedge.runtime.frames.FramePath`'s
     recorded frames after its median filter: the scores its decision layer thresholded (what PSDS sweeps)."""
-    from astedge.runtime.frames import MedianFilter
+    from astedge.runtime.frames import median_filtered
 
-    smoothed = MedianFilter(path.median.size)
-    frames = smoothed.push(path.record) + smoothed.flush()
+    frames = median_filtered(path.record, path.median.size)
     bounds = np.array([f[0] for f in frames] + [frames[-1][1]]) if frames else np.zeros(1)
     return bounds, np.stack([f[2] for f in frames]) if frames else np.zeros((0, len(path.detector.labels)))
 

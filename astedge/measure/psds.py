@@ -36,7 +36,7 @@ def psds(scores: dict[str, tuple[np.ndarray, np.ndarray]], truth: dict[str, list
     """PSDS1 and PSDS2 of per-file scores: ``{file: (boundaries [T + 1] seconds, scores [T, len(labels)])}`` (gapless,
     ordered segments: frames, or windows' hops), against `truth` ``{file: [Event]}`` over `durations` seconds.
     Returns ``{"psds1": x, "psds2": y, "tool": ...}``, or ``{"psds1": None, "psds2": None, "reason": ...}`` when
-    sed_scores_eval is not installed or no class has a true event."""
+    sed_scores_eval is not installed or fewer than two classes have true events."""
     try:
         intersection_based, create_score_dataframe = _import()
     except ImportError as err:

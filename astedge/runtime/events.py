@@ -20,8 +20,9 @@ offsets earlier by that much. ``min_duration`` applies to the trimmed event, and
 (one on-window, or one that trimming leaves empty) is never reported. ``first_detected_at`` is when the
 event was confirmed: the end of the confirming window in audio time (what decision latency is measured
 from) and the wall clock. Multi-label models may have overlapping events of different classes;
-single-label (softmax) models one at a time: only the top class can be on. Torch-free and shared by
-``listen``, ``classify`` and ``evaluate``.
+single-label (softmax) models one at a time: a running event holds while its class stays above its
+off-threshold, otherwise only the top class can be on. Torch-free and shared by ``listen``, ``classify``
+and ``evaluate``.
 """
 
 from __future__ import annotations

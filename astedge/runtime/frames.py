@@ -203,6 +203,12 @@ class MedianFilter:
         return self._emit(len(self._frames))
 
 
+def median_filtered(frames: list[tuple[float, float, np.ndarray]], size: int) -> list[tuple[float, float, np.ndarray]]:
+    """A whole recorded sequence of frames through a :class:`MedianFilter` of `size`: what a stream's filter emits."""
+    median = MedianFilter(size)
+    return median.push(list(frames)) + median.flush()
+
+
 class FramePath:
     """A frame head's route from windows to events, for one file or stream: each window's frame scores (`activation`:
     :func:`frame_activation`) into the :class:`FrameTimeline`, final frames through the :class:`MedianFilter`, then the decision layer (an
