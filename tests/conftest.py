@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,3 +48,14 @@ def signals(length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         "silence": np.zeros(length, np.float32),
         "clipping": np.clip(4.0 * rng.standard_normal(length), -1.0, 1.0).astype(np.float32),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Three synthesized classes x 10 half-second clips with their events' boundaries and a 10 s labelled stream
+    (read only: tests that write copy it or use their own)."""
+    from astedge.data import synth
+
+    root = tmp_path_factory.mktemp("synth")
+    synth.write_dataset(root, classes=3, per_class=10, seconds=0.5, seed=3, stream_seconds=10.0)
+    return root

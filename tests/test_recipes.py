@@ -13,18 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from astedge.data import synth
 from astedge.data.datasets import read_dataset
 from astedge.errors import UserError
 from astedge.features import fbank as F
 from astedge.train.recipes import load_recipe
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    synth.write_dataset(root, classes=3, per_class=10, seconds=0.5, seed=3, stream_seconds=10.0)
-    return root
 
 
 def test_augmentation_is_on_from_scratch_off_in_asts_recipes_and_set_like_any_field(tmp_path):

@@ -31,13 +31,6 @@ TINY = dict(model="tiny", depth=1, epochs=2, batch_size=8, lr=5e-4, patch_size=(
             freqm=4, timem=4, mixup=0.5, wa_start=0, wa_end=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    synth.write_dataset(root, classes=3, per_class=10, seconds=0.5, seed=3, stream_seconds=10.0)
-    return root
-
-
 # --- data ---------------------------------------------------------------------------------------
 
 def test_event_recording_long_events_are_runs_of_clip_scale_sounds(tmp_path):
@@ -684,3 +677,14 @@ def test_accuracy_by_group_is_each_groups_own(tmp_path, tiny_data):
         {g: sum(i.group == g for i in test_items) for g in ("spk0", "spk1")}
     weighted = sum(m["accuracy"] * m["clips"] for m in reported["by_group"].values()) / len(test_items)
     assert weighted == pytest.approx(result.test["student"]["accuracy"])  # the groups add up to the whole split
+    (tmp_path / "no-test.csv").write_text("\n".join(r for r in rows if not r.endswith(("test,spk0", "test,spk1")))
+                                          + "\n")  # no test split: the groups of the validation split
+    data = read_dataset(tmp_path / "no-test.csv", group_by="speaker")
+    result = train(data, tmp_path / "run-val", load_recipe("demo", overrides={**TINY, "epochs": 1}),
+                   log=lambda *a: None, show_progress=False)
+    reported, val_items = result.test["groups"], data.splits["val"]
+    assert reported["split"] == "val" and "student" not in result.test
+    assert {g: m["clips"] for g, m in reported["by_group"].items()} == \
+        {g: sum(i.group == g for i in val_items) for g in ("spk0", "spk1")}
+    weighted = sum(m["accuracy"] * m["clips"] for m in reported["by_group"].values()) / len(val_items)
+    assert weighted == pytest.approx(result.best_value)  # the best epoch's validation accuracy, regrouped

@@ -404,36 +404,38 @@ def _score_test_split(setup: _Setup, process: _Process) -> dict:
     """The best checkpoint (and the teacher) on the data's test split, when it has one: clips no epoch chose; with
     subgroups (a manifest's --group-by column), each group apart, on the test split or else the validation split."""
     features, recipe, task, device = setup.run.features, setup.recipe, setup.task, process.device
-    items = setup.data.splits.get("test") or []
-    items, bad, _ = check_items(items, features.sample_rate)
-    grouped = items if any(i.group is not None for i in items) else setup.run.splits["val"]
-    if not items and not any(i.group is not None for i in grouped):
+    items, bad, _ = check_items(setup.data.splits.get("test") or [], features.sample_rate)
+    grouped = "test" if any(i.group is not None for i in items) else \
+        "val" if any(i.group is not None for i in setup.val_set.items) else None
+    if not items and grouped is None:
         return {}
     best = load_checkpoint(process.run_dir / "best.safetensors").build_model().to(device)
-    out = _score_groups(best, grouped, "test" if grouped is items else "val", setup, process) \
-        if any(i.group is not None for i in grouped) else {}
-    if not items:
-        return out
-    test_set = ClipDataset(items, len(setup.labels), features, recipe, False,
-                           [audio_io.load_audio(i.path, features.sample_rate) for i in items])
-    out = {**out, "clips": len(items),
-           "student": metrics.evaluate(*predict(best, test_set, 2 * recipe.batch_size, device, task), task)}
-    if setup.teacher is not None:
-        out["teacher"] = metrics.evaluate(*predict(setup.teacher, test_set, 2 * recipe.batch_size, device, task), task)
-    metric = setup.metric
-    process.say(f"test split ({len(items)} clips never used for training or model selection): {metric} "
-                f"{out['student'][metric]:.4f}" + (f"; teacher {out['teacher'][metric]:.4f}"
-                                                   if setup.teacher is not None else ""))
+    out = {}
+    if items:
+        test_set = ClipDataset(items, len(setup.labels), features, recipe, False,
+                               [audio_io.load_audio(i.path, features.sample_rate) for i in items])
+        scores, targets = predict(best, test_set, 2 * recipe.batch_size, device, task)
+        out = {"clips": len(items), "student": metrics.evaluate(scores, targets, task)}
+        if setup.teacher is not None:
+            out["teacher"] = metrics.evaluate(*predict(setup.teacher, test_set, 2 * recipe.batch_size, device, task),
+                                              task)
+        metric = setup.metric
+        process.say(f"test split ({len(items)} clips never used for training or model selection): {metric} "
+                    f"{out['student'][metric]:.4f}" + (f"; teacher {out['teacher'][metric]:.4f}"
+                                                       if setup.teacher is not None else ""))
+    if grouped == "val":  # the validation clips, from memory
+        items = setup.val_set.items
+        scores, targets = predict(best, setup.val_set, 2 * recipe.batch_size, device, task)
+    if grouped is not None:
+        out["groups"] = _score_groups(scores, targets, items, grouped, setup, process)
     return out
 
 
-def _score_groups(model, items: list, split: str, setup: _Setup, process: _Process) -> dict:
-    """The metric of each subgroup of `items` (speaker, device: the manifest's --group-by column), one line each."""
-    features, recipe = setup.run.features, setup.recipe
-    dataset = ClipDataset(items, len(setup.labels), features, recipe, False,
-                          [audio_io.load_audio(i.path, features.sample_rate) for i in items])
-    scores, targets = predict(model, dataset, 2 * recipe.batch_size, process.device, setup.task)
+def _score_groups(scores: np.ndarray, targets: np.ndarray, items: list, split: str, setup: _Setup,
+                  process: _Process) -> dict:
+    """The metric of each subgroup of a split's scored `items` (speaker, device: the manifest's --group-by column),
+    in one line."""
     groups = metrics.by_group(scores, targets, [i.group for i in items], setup.task)
     process.say(f"{split} split by group: " + ", ".join(f"{g} {m[setup.metric]:.4f} ({m['clips']} clips)"
                                                         for g, m in groups.items()))
-    return {"groups": {"split": split, "by_group": groups}}
+    return {"split": split, "by_group": groups}
