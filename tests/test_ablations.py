@@ -148,6 +148,8 @@ def test_every_ablation_trains(tmp_path, ablation_data, name):
     values = dict(ABLATION_RUNS[name])
     if values.get("init") == "imagenet":
         values["init"] = f"imagenet:{ablation_data / 'deit.safetensors'}"
+    if "init" not in values:  # the paper's DeiT-tiny width (an ImageNet init takes it whatever the recipe's width)
+        values.update(embed_dim=None, num_heads=None)
     recipe = load_recipe("demo", overrides={"depth": 1, "epochs": 1, "batch_size": 4, "wa_start": 0, "wa_end": 0,
                                             "target_length": 128, "val_fraction": 0.3, "patch_size": (16, 16),
                                             "fstride": 16, "tstride": 16, **values})  # the paper's patches

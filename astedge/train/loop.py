@@ -256,16 +256,17 @@ def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_le
     overrides = dict(num_classes=num_classes, target_length=target_length, num_mel_bins=num_mel_bins,
                      patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride,
                      frame_head=frames)
-    if recipe.depth:
-        overrides["depth"] = recipe.depth
-    config = model_config(recipe.model, **overrides)
     init = recipe.init
+    widths = () if init.startswith("imagenet:") else ("embed_dim", "num_heads")  # ImageNet weights fix the width
+    overrides.update({k: getattr(recipe, k) for k in ("depth", *widths) if getattr(recipe, k)})
+    config = model_config(recipe.model, **overrides)
     if init == "random":
         return ASTModel(config, drop_path=recipe.drop_path)
     if init.startswith("imagenet:"):
         from astedge.model.importer import read_state_dict
 
-        log(f"initialising the backbone from ImageNet weights {init[9:]} (positions: {recipe.pos_embed})")
+        log(f"initialising the backbone from ImageNet weights {init[9:]} ({recipe.model}: {config.embed_dim} wide, "
+            f"{config.num_heads} heads; positions: {recipe.pos_embed})")
         return imagenet_init(config, read_state_dict(init[9:]), recipe.pos_embed, drop_path=recipe.drop_path)
     checkpoint = load_checkpoint(init)
     source = checkpoint.build_model()
