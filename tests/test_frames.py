@@ -236,9 +236,11 @@ def test_the_cli_flags_of_the_frame_path_reach_the_decision(tone_frames):
     code, records, _ = evaluate()
     summary = next(r for r in records if r["type"] == "summary")
     assert code == 0 and summary["settings"]["frames"]["median_frames"] == calibrated["median_frames"]
-    code, records, _ = evaluate("--median", "7", "--frame-delay", "0.4", "--min-duration", "0.25")
+    assert summary["settings"]["merge_gap"] == calibrated["merge_gap"]
+    code, records, _ = evaluate("--median", "7", "--frame-delay", "0.4", "--min-duration", "0.25", "--merge-gap", "0.5")
     settings = next(r for r in records if r["type"] == "summary")["settings"]
     assert code == 0 and settings["frames"]["median_frames"] == 7 and settings["min_duration"] == 0.25
+    assert settings["merge_gap"] == 0.5
     assert settings["frames"]["delay_s"] == pytest.approx(0.4, abs=0.08)  # whole frames
     code, _, err = evaluate("--background-class", "nothing")
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -297,3 +299,37 @@ def test_init_adds_a_frame_head_to_a_checkpoint_without_one(tmp_path):
         clip, frames = model.forward_frames(x)
         torch.testing.assert_close(clip, source(x))  # the backbone and clip head came over unchanged
     assert frames.shape == (2, 14, 3)
+
+
+def _replayed_calibration(monkeypatch, **grid):
+    """calibrate_events over hand-made frames (80 ms; "tone" on in three events, off for one frame inside two)."""
+    from types import SimpleNamespace
+
+    from astedge.data.event_table import Event
+    from astedge.measure import calibration
+
+    step, on = 0.08, np.zeros(200)
+    spans = [(20, 45), (80, 110), (150, 170)]
+    for a, b in spans:
+        on[a:b] = 1.0
+    on[[30, 95]] = 0.0  # a one-frame dropout inside the first two events
+    frames = [(k * step, (k + 1) * step, np.array([on[k], 1.0 - on[k]])) for k in range(len(on))]
+    truth = [Event(a * step, b * step, "tone") for a, b in spans]
+    monkeypatch.setattr(calibration, "recorded_frames", lambda classifier, streams: [frames])
+    stub = SimpleNamespace(frame_layout=SimpleNamespace(step=1280, sample_rate=16000), labels=("tone", "background"),
+                           backend=SimpleNamespace(task="multilabel", feature_config=SimpleNamespace(sample_rate=16000)),
+                           event_mask=lambda: np.array([True, False]), background="background",
+                           windowing=lambda stream: SimpleNamespace(seconds=(1.12, 0.32)))
+    return calibration.calibrate_events(stub, [(np.zeros(16000 * 16), truth)], **grid)
+
+
+def test_calibration_keeps_the_soonest_setting_of_the_best_and_the_merge_gap_that_joins_fragments(monkeypatch):
+    """Median 3 fills a one-frame dropout (F1 1), and so do 5, 7, 9 with more look-ahead: calibration keeps 3 and no
+    minimum duration. With the median held at 1, the merge gap joins the fragments instead (F1 from 0.25 to 1)."""
+    best = _replayed_calibration(monkeypatch)
+    assert (best["median_frames"], best["min_duration"], best["merge_gap"]) == (3, 0.0, 0.0)
+    assert best["calibration"]["event_f1"] == 1.0
+    joined = _replayed_calibration(monkeypatch, medians=(1,), min_durations=(0.0,))
+    assert joined["merge_gap"] == 0.16 and joined["calibration"]["event_f1"] == 1.0
+    fragmented = _replayed_calibration(monkeypatch, medians=(1,), min_durations=(0.0,), merge_gaps=(0.0,))
+    assert fragmented["calibration"]["event_f1"] == 0.25  # 1 of 5 detections matches 1 of 3 events: 2 / (5 + 3)

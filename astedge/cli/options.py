@@ -92,7 +92,8 @@ DECISION = Group(
                                          "the last M windows (default 1/1).")),
     min_duration=(Optional[float], typer.Option(None, "--min-duration", help="Seconds an event must last before "
                                                 "it is reported (default: the model's calibrated one, else 0).")),
-    merge_gap=(float, typer.Option(0.0, "--merge-gap", help="Seconds of silence that still continue an event.")),
+    merge_gap=(Optional[float], typer.Option(None, "--merge-gap", help="Seconds of silence that still continue an "
+                                             "event (default: the model's calibrated one, else 0).")),
     trim=(float, typer.Option(0.0, "--trim", help="Seconds to move each onset later and offset earlier: a window "
                               "fires before its sound fills half of it (choose it on a labelled stream with "
                               "astedge evaluate).")),

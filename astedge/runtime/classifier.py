@@ -69,7 +69,7 @@ class ClassifierOptions:
     off_ratio: float = 0.8  # hysteresis: an event ends below its on-threshold x this
     confirm: str | tuple[int, int] | None = None  # "N/M" or (N, M): on in N of the last M windows starts an event
     min_duration: float | None = None  # seconds an event must last before it is reported (None: the model's, else 0)
-    merge_gap: float = 0.0  # seconds of silence that still continue an event
+    merge_gap: float | None = None  # seconds of silence that still continue an event (None: the model's, else 0)
     trim: float = 0.0  # seconds each onset moves later and each offset earlier
     median: int | None = None  # frame heads: median filter length in frames (None: the model's calibrated one)
     frame_delay: float | None = None  # frame heads: seconds a frame waits for later windows before it is final
@@ -104,15 +104,15 @@ class ClassifierOptions:
         """A fresh smoother (its state is one file's or stream's)."""
         return Smoother(self.smoothing, self.smoothing_windows)
 
-    def event_config(self, thresholds: Mapping[str, float] | None = None,
-                     min_duration: float | None = None) -> EventConfig:
+    def event_config(self, thresholds: Mapping[str, float] | None = None, min_duration: float | None = None,
+                     merge_gap: float | None = None) -> EventConfig:
         """The decision layer's settings, with per-class `thresholds` (checked against the model's labels) and the
-        model's `min_duration` where the options give none."""
+        model's `min_duration` and `merge_gap` where the options give none."""
         n, m = self.confirm if isinstance(self.confirm, tuple) else parse_confirm(self.confirm)
         duration = self.min_duration if self.min_duration is not None else (min_duration or 0.0)
+        gap = self.merge_gap if self.merge_gap is not None else (merge_gap or 0.0)
         return EventConfig(threshold=self.event_threshold, off_ratio=self.off_ratio, thresholds=dict(thresholds or {}),
-                           confirm=n, confirm_window=m, min_duration=duration, merge_gap=self.merge_gap,
-                           trim=self.trim)
+                           confirm=n, confirm_window=m, min_duration=duration, merge_gap=gap, trim=self.trim)
 
 
 class Classifier:
@@ -132,7 +132,8 @@ class Classifier:
         self.stream_hop = (model_path.stream_hop(model) if model is not None else None) or DEFAULT_STREAM_HOP
         self._windowing = {stream: self._make_windowing(stream) for stream in (False, True)}
         o = self.options
-        self.event_config = o.event_config(self._thresholds(), self.defaults.get("min_duration")) if o.events else None
+        self.event_config = (o.event_config(self._thresholds(), self.defaults.get("min_duration"),
+                                            self.defaults.get("merge_gap")) if o.events else None)
         self._extractor = None
 
     def _background(self) -> str | None:
