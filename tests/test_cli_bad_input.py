@@ -82,6 +82,11 @@ MISTAKES = {
          "its folder does not exist"),
         (("evaluate", "{garbage}", "-m", "{model}", "--truth", "{truth}", "--events-csv", "{out}/e.csv"),
          "not a readable audio"),
+        (("evaluate", "{wav}", "-m", "{model}"), "evaluate needs --truth"),
+        (("evaluate", "{clips}", "-m", "{model}", "--split", "test"), "the dataset has no 'test' split"),
+        (("evaluate", "{clips}", "-m", "{model}", "--group-by", "speaker"), "--group-by names a column of a CSV"),
+        (("evaluate", "{wav}", "-m", "{model}", "--truth", "{truth}", "--group-by", "speaker"),
+         "--split and --group-by score a dataset's clips"),
     ],
     "calibrate": [
         (("calibrate", "{model}", "{clips}", "-o", "{out}/t.json"), "the model is given with -m/--model"),

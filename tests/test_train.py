@@ -677,6 +677,14 @@ def test_accuracy_by_group_is_each_groups_own(tmp_path, tiny_data):
         {g: sum(i.group == g for i in test_items) for g in ("spk0", "spk1")}
     weighted = sum(m["accuracy"] * m["clips"] for m in reported["by_group"].values()) / len(test_items)
     assert weighted == pytest.approx(result.test["student"]["accuracy"])  # the groups add up to the whole split
+    evaluated = _evaluate_clips_cli(tmp_path / "clips.csv", result.best, "--split", "test", "--group-by", "speaker")
+    for group, figures in reported["by_group"].items():  # evaluate DATA scores the groups as train did
+        assert evaluated["groups"][group]["clips"] == figures["clips"]
+        assert evaluated["groups"][group]["accuracy"] == pytest.approx(figures["accuracy"])
+    assert evaluated["accuracy"] == pytest.approx(result.test["student"]["accuracy"])
+    assert sum(m["clips"] for m in evaluated["classes"].values()) == len(test_items)
+    assert sum(m["accuracy"] * m["clips"] for m in evaluated["classes"].values()) / len(test_items) == \
+        pytest.approx(evaluated["accuracy"])
     (tmp_path / "no-test.csv").write_text("\n".join(r for r in rows if not r.endswith(("test,spk0", "test,spk1")))
                                           + "\n")  # no test split: the groups of the validation split
     data = read_dataset(tmp_path / "no-test.csv", group_by="speaker")
@@ -688,3 +696,11 @@ def test_accuracy_by_group_is_each_groups_own(tmp_path, tiny_data):
         {g: sum(i.group == g for i in val_items) for g in ("spk0", "spk1")}
     weighted = sum(m["accuracy"] * m["clips"] for m in reported["by_group"].values()) / len(val_items)
     assert weighted == pytest.approx(result.best_value)  # the best epoch's validation accuracy, regrouped
+
+
+def _evaluate_clips_cli(data, model, *flags) -> dict:
+    """`astedge evaluate DATA -m MODEL FLAGS --json`: a dataset's clips scored (one JSON object)."""
+    run = subprocess.run([sys.executable, "-m", "astedge", "evaluate", str(data), "-m", str(model), "--json", *flags],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)

@@ -17,7 +17,7 @@ from astedge.cli.options import DECISION, RUNNING, WINDOWS, classifier_options, 
 from astedge.cli.records import class_table
 
 CALIBRATE_USAGE = "astedge calibrate DATA -m MODEL -o thresholds.json"
-EVALUATE_USAGE = "astedge evaluate AUDIO... -m MODEL --truth CSV"
+EVALUATE_USAGE = "astedge evaluate AUDIO... -m MODEL --truth CSV  (or: astedge evaluate DATA -m MODEL)"
 
 
 @app.command(epilog="Example: astedge calibrate speech_commands/ -m runs/kws/best.safetensors -o thresholds.json   "
@@ -80,13 +80,19 @@ def _refuse_score_as_precision(precision: str) -> None:
 
 
 @app.command(epilog="Example: astedge evaluate demo/data/stream.wav -m demo/export --truth demo/data/stream.csv "
-                    "--hop 0.1 --json   (several files: a truth table with a file column)")
+                    "--hop 0.1 --json   (several files: a truth table with a file column)   Clips: astedge evaluate "
+                    "clips.csv -m runs/kws/best.safetensors --split test --group-by speaker")
 @grouped
 def evaluate(
-    audio: list[Path] = typer.Argument(..., help="Recordings to detect events in."),
+    audio: list[Path] = typer.Argument(..., help="Recordings to detect events in (with --truth), or one labelled "
+                                       "dataset (class folders, a CSV manifest, ESC-50, Speech Commands) to score its "
+                                       "clips."),
     model: Optional[Path] = MODEL,
-    truth: Path = typer.Option(..., "--truth", help="CSV [file,]onset,offset,label (what --events-csv writes) or DCASE "
-                               "TSV filename onset offset event_label of the true events."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="CSV [file,]onset,offset,label (what --events-csv "
+                                         "writes) or DCASE TSV filename onset offset event_label of the true events."),
+    split: str = typer.Option("all", "--split", help="Datasets: the split to score (all, train, val, test)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="Datasets: a column of the CSV manifest (speaker, "
+                                           "device, room) whose values are scored apart."),
     windows: dict = WINDOWS.but(top_k=None, threshold=(Optional[float], typer.Option(
         None, "--threshold", help="On-threshold of classes without their own (0.5)."))),
     decision: dict = DECISION,
@@ -98,10 +104,12 @@ def evaluate(
     estimated_csv: Optional[Path] = typer.Option(None, "--events-csv", help="Also write the detected events as CSV "
                                                  "(it reads back as --truth)."),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines: an \"event\" record per detected event, a "
-                                 "\"class\" record per class, then the \"summary\" record (figures and settings)."),
+                                 "\"class\" record per class, then the \"summary\" record (figures and settings); a "
+                                 "dataset: one JSON object."),
 ) -> None:
     """Score the event decision layer against true events: event-based F1 (DCASE collars), segment F1,
-    duplicates per true event and decision latency, overall and per class."""
+    duplicates per true event and decision latency, overall and per class. Given a dataset instead (no --truth):
+    its clips' accuracy (mAP for multi-label data), overall, per class and per --group-by subgroup."""
     from astedge.audio.decode import audio_info
     from astedge.measure.evaluation import evaluate_events, read_truth
     from astedge.runtime.classifier import Classifier
@@ -109,6 +117,10 @@ def evaluate(
 
     refuse_positional_model(audio, EVALUATE_USAGE)
     model = model_path(model)
+    if truth is None:
+        return _evaluate_clips(audio, model, split, group_by, running, as_json)
+    if group_by is not None or split != "all":
+        raise UserError("--split and --group-by score a dataset's clips; with --truth, evaluate scores events")
     for path in audio:
         audio_info(path)
     table = read_truth(truth, audio)
@@ -129,6 +141,36 @@ def evaluate(
         print_record({"type": "summary", **report})
     else:
         _print_report(report, classes)
+
+
+def _evaluate_clips(paths: list[Path], model: Path, split: str, group_by: Optional[str], running: dict,
+                    as_json: bool) -> None:
+    """evaluate DATA: a labelled dataset's clips, overall, per class and per subgroup."""
+    from astedge.data.datasets import read_dataset
+    from astedge.measure.evaluation import evaluate_clips
+    from astedge.runtime.classifier import Classifier, ClassifierOptions
+
+    if len(paths) != 1 or not (paths[0].is_dir() or paths[0].suffix.lower() in (".csv", ".tsv")):
+        raise UserError("evaluate needs --truth (the true events of the recordings), or one labelled dataset (a "
+                        "folder or manifest) to score its clips")
+    data = read_dataset(paths[0], group_by=group_by)
+    if split != "all" and split not in data.splits:
+        raise UserError(f"the dataset has no {split!r} split (it has {', '.join(data.splits)}; or --split all)",
+                        paths[0])
+    with Classifier.from_options(model, ClassifierOptions(**running), log=log_choice) as classifier, \
+            progress(f"scoring {split} clips", None) as advance:
+        report = evaluate_clips(classifier, data, split, log=log_line, progress=advance)
+    if as_json:
+        print_json(report)
+        return
+    metric = "accuracy" if "mAP" not in report else "mAP"
+    typer.echo(f"{paths[0]}: {metric} {report[metric]:.4f} on {report['clips']} {split} clips")
+    for title, rows in (("class", report.get("classes")), (group_by, report.get("groups"))):
+        if rows:
+            table = Table(title, metric, "clips", box=None)
+            for name, row in rows.items():
+                table.add_row(escape(str(name)), f"{row[metric]:.4f}", str(row["clips"]))
+            Console().print(table)
 
 
 def _print_report(report: dict, classes: dict) -> None:

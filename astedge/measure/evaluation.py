@@ -2,6 +2,8 @@
 
 - :func:`score_clips`: every clip of a dataset split through a classifier or any backend (clip score = the
   maximum over its windows), with its targets; :func:`clip_metrics` turns that into accuracy or mAP.
+- :func:`evaluate_clips`: a dataset's clips (``astedge evaluate DATA``): the main metric overall, per class and
+  per subgroup (a manifest column: speaker, device, room).
 - :func:`calibrate_thresholds`: per-class event thresholds on a labelled validation split (``astedge
   calibrate``): F1-maximizing, or the most recall at a target precision.
 - :func:`evaluate_events`: a :class:`astedge.runtime.classifier.Classifier`'s decision layer on long
@@ -58,6 +60,29 @@ def score_clips(model, data, split: str = "val", *, batch_size: int = 16, log=No
         if progress is not None:
             progress(len(batch), len(items))
     return scores, targets
+
+
+def evaluate_clips(model, data, split: str = "all", *, log=None, progress=None) -> dict:
+    """A model on a labelled dataset's clips (`split`, or every clip with "all"): the main metric overall, per class
+    (the clips of each label) and, where the data has subgroups (a manifest's --group-by column: speaker, device,
+    room), per subgroup, so that where a model fails shows beside the overall figure."""
+    import dataclasses
+
+    from astedge.measure import metrics
+
+    if split == "all":
+        data = dataclasses.replace(data, splits={"all": [item for items in data.splits.values() for item in items]})
+    scores, targets = score_clips(model, data, split, log=log, progress=progress)
+    labels = list(as_classifier(model).labels)
+    columns = [labels.index(label) for label in data.labels]
+    scores, targets = scores[:, columns], targets[:, columns]
+    items = data.splits[split]
+    report = {"split": split, "labels": list(data.labels), **clip_metrics(scores, targets, data.task)}
+    if data.task == "multiclass":  # a clip's one label is its class
+        report["classes"] = metrics.by_group(scores, targets, [data.labels[i.targets[0]] for i in items], data.task)
+    if any(item.group is not None for item in items):
+        report["groups"] = metrics.by_group(scores, targets, [item.group for item in items], data.task)
+    return report
 
 
 def clip_metrics(scores: np.ndarray, targets: np.ndarray, task: str, columns: list[int] | None = None) -> dict:
