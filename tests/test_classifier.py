@@ -279,7 +279,8 @@ def test_commands_keep_their_flags_and_defaults():
                                                         "--speed", "--rate", "--channels", "--format", "--duration"}
     assert set(flags["classify"]) == shared | running | {"audio", "--batch-size", "--max-seconds"}
     assert set(flags["evaluate"]) == shared | {"-m", "--model", "--precision", "audio", "--truth", "--collar",
-                                               "--offset-percentage", "--segment", "--events-csv"}
+                                               "--offset-percentage", "--segment", "--events-csv", "--split",
+                                               "--group-by"}
     assert set(flags["calibrate"]) == {"-m", "--model", "data", "extra", "-o", "--output", "--split", "--target-precision",
                                        "--precision", "--labels", "--backend", "--json"}
     assert flags["listen"]["--smoothing-windows"] == flags["classify"]["--smoothing-windows"] == 3
@@ -287,6 +288,7 @@ def test_commands_keep_their_flags_and_defaults():
             flags["listen"]["--partial"], flags["evaluate"]["--off-ratio"], flags["evaluate"]["--hop"]) == \
         (5, 8, 3600.0, "wait", 0.8, None)
     assert flags["classify"]["--min-duration"] is None and flags["classify"]["--median"] is None  # the model's
+    assert flags["classify"]["--merge-gap"] is None and flags["evaluate"]["--split"] == "all"
 
 
 def test_the_threshold_means_what_the_event_outputs_say():
