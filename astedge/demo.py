@@ -37,7 +37,8 @@ def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = Tr
     log("2/4 training a tiny AST with a frame head from scratch on the CPU (recipe `demo`)")
     t0 = time.perf_counter()
     data = read_dataset(out / "data", val_fraction=0.2, seed=seed)
-    result = train(data, out / "run", load_recipe("demo", overrides={"seed": seed, **({"epochs": epochs} if epochs else {})}), force=True, log=log,
+    overrides = {"seed": seed} | ({"epochs": epochs} if epochs else {})
+    result = train(data, out / "run", load_recipe("demo", overrides=overrides), force=True, log=log,
                    show_progress=show_progress)
     timings["train_s"] = time.perf_counter() - t0
 

@@ -148,18 +148,18 @@ def calibrate_events(classifier, streams, *, thresholds=THRESHOLDS, medians=MEDI
     Returns the ``events`` entry a checkpoint carries: background, thresholds, median_frames, min_duration,
     merge_gap, and what they reached (``calibration``)."""
     replay = _Replay(classifier, streams, thresholds)
-    tried = []  # (micro F1, look-ahead seconds, median, min duration, thresholds)
+    tried, smoothed = [], {}  # (micro F1, look-ahead seconds, median, min duration, thresholds); median -> frames
     for median in medians:
-        smoothed = [median_filtered(f, median) for f in replay.frames]
+        smoothed[median] = [median_filtered(f, median) for f in replay.frames]
         for min_duration in min_durations:
-            micro, chosen = replay.best(smoothed, min_duration, 0.0)
+            micro, chosen = replay.best(smoothed[median], min_duration, 0.0)
             tried.append((micro, (median // 2) * replay.step + min_duration, median, min_duration, chosen))
     top = max(t[0] for t in tried)
     micro, _, median, min_duration, chosen = min((t for t in tried if t[0] >= top - F1_TOLERANCE),
                                                  key=lambda t: (t[1], -t[0]))
-    smoothed, merge_gap = [median_filtered(f, median) for f in replay.frames], 0.0
+    merge_gap = 0.0
     for gap in (g for g in merge_gaps if g > 0):
-        f1, picked = replay.best(smoothed, min_duration, gap)
+        f1, picked = replay.best(smoothed[median], min_duration, gap)
         if f1 > micro:
             micro, chosen, merge_gap = f1, picked, gap
     if log:
