@@ -20,7 +20,7 @@ DATA = dict(classes=10, per_class=400, seconds=1.0, stream_seconds=60.0, stream_
 
 def run_demo(out: str | Path, seed: int = 0, log=print, show_progress: bool = True, epochs: int | None = None) -> dict:
     """Run every stage into `out` and return the summary (accuracy, events, latency, seconds per stage); `epochs`
-    overrides the demo recipe's (10: the 3-minute budget)."""
+    overrides the demo recipe's (12: the 3-minute budget)."""
     from astedge.data.datasets import read_dataset
     from astedge.train.loop import train
     from astedge.train.recipes import load_recipe

@@ -44,15 +44,16 @@ def main() -> None:
     a = parser.parse_args()
     keyword = ["--preset", "speechcommands", "--model", "tiny"]
     rows = [  # (what, checkout, data, arguments)
-        ("demo recipe as it was (16x16 patches, no frame head)", a.before, a.demo_data, ["--preset", "demo"]),
-        ("demo recipe now (128x8 strips, frame head)", HERE, a.demo_data, ["--preset", "demo"]),
-        ("demo recipe now, the earlier code (128x8 strips, clip head)", a.before, a.demo_data,
-         ["--preset", "demo", "--patch", "128x8", "--stride", "128/8"]),
-        ("the same, this code (128x8 strips, clip head)", HERE, a.demo_data,
-         ["--preset", "demo", "--set", "frame_head=off"]),
+        ("demo recipe as it was (16x16 patches, 192 wide, no frame head), the earlier code", a.before, a.demo_data,
+         ["--preset", "demo"]),
+        ("demo recipe now (16x8 patches, 64 wide, MLP 2x, frame head), this code", HERE, a.demo_data,
+         ["--preset", "demo"]),
+        ("the same with a 4x MLP and 112 frames (the demo recipe of 2026-12-07)", HERE, a.demo_data,
+         ["--preset", "demo", "--set", "mlp_ratio=4", "--set", "target_length=112"]),
         ("keyword from-scratch variant, the earlier code", a.before, a.keyword_data, keyword),
+        ("keyword from-scratch variant now, --no-augment (like for like)", HERE, a.keyword_data,
+         [*keyword, "--no-augment"]),
         ("keyword from-scratch variant now (waveform augmentation on)", HERE, a.keyword_data, keyword),
-        ("keyword from-scratch variant now, --no-augment", HERE, a.keyword_data, [*keyword, "--no-augment"]),
     ]
     results = []
     for what, checkout, data, args in rows:

@@ -193,8 +193,9 @@ def test_frame_outputs_of_the_export_match_pytorch(tone_frames):
     np.testing.assert_allclose(onnx_clip, clip.numpy(), atol=1e-4)
     np.testing.assert_array_equal(backend.run(inputs), onnx_clip)
     meta = json.loads((root / "export" / "astedge.json").read_text())
-    columns = checkpoint.model_config.grid[1]  # 112 frames in strips 8 frames apart: 14
-    assert meta["frames"]["hop_seconds"] == 0.08 and meta["output"]["shape"] == ["batch", 2 * (1 + columns)] == ["batch", 30]
+    columns = checkpoint.model_config.grid[1]  # 1 s clips, 98 frames -> 104 on the patch grid: 13 columns 8 apart
+    assert (checkpoint.feature_config.target_length, columns) == (104, 13)
+    assert meta["frames"]["hop_seconds"] == 0.08 and meta["output"]["shape"] == ["batch", 2 * (1 + columns)] == ["batch", 28]
     assert meta["verification"]["onnx_fp32_vs_torch"]["frames_max_abs_diff"] < 1e-3
 
 

@@ -166,6 +166,12 @@ def test_overrides_from_file_and_set(tmp_path):
         load_recipe("demo", overrides={"learning_rate": "1"})
     with pytest.raises(UserError, match="cannot read"):
         load_recipe("demo", overrides={"epochs": "ten"})
+    # An optional number (None by default) reads as a number, and reaches the model: its MLP's width.
+    from astedge.train.loop import initial_model
+
+    recipe = load_recipe("demo", overrides={"mlp_ratio": "1.5", "depth": "1"})
+    model = initial_model(recipe, 3, ["a", "b", "c"], 48, 128, lambda *a: None)
+    assert recipe.mlp_ratio == 1.5 and model.v.blocks[0].mlp.fc1.out_features == 96  # 64 wide x 1.5
 
 
 def test_specaugment_masks_before_normalization():
@@ -236,6 +242,41 @@ def test_tiny_run_writes_a_checkpoint_whose_metric_reproduces(tmp_path, tiny_dat
     assert metrics.accuracy(scores, targets) == pytest.approx(result.best_value)
     with pytest.raises(UserError, match="already holds a training run"):
         train(data, tmp_path / "run", recipe, log=lambda *a: None, show_progress=False)
+
+
+def test_default_target_length_tiles_the_patch_grid_to_the_median_clip():
+    from astedge.features import fbank as feats
+    from astedge.train.clips import default_target_length
+
+    samples = [15_680, 15_680, 30_000]  # 0.98 s at 16 kHz: 1 + (15680 - 400) // 160 = 96 frames
+    assert feats.num_frames(15_680, feats.DEFAULT) == 96
+    assert default_target_length(samples, feats.DEFAULT, 8, 8) == 96  # 8 + 11 * 8: no padded column
+    assert default_target_length(samples, feats.DEFAULT, 2, 2) == 96
+    assert default_target_length(samples, feats.DEFAULT, 16, 10) == 96  # 16 + 8 * 10
+    assert default_target_length([16_000] * 3, feats.DEFAULT, 16, 10) == 106  # 98 frames: 16 + 9 * 10 >= 98 > 96
+    assert default_target_length(samples, feats.DEFAULT, 128, 2) == 128  # never shorter than one patch
+    assert default_target_length([16_000] * 3, feats.DEFAULT, 8, 8) == 104  # 98 frames -> 13 columns
+
+
+def test_curves_are_redrawn_when_old_or_after_the_last_epoch(tmp_path):
+    from astedge.train.run_folder import REDRAW_S, log_epoch
+
+    history = [{"epoch": 1, "train_loss": 1.0, "accuracy": 0.5}]
+    log_epoch(tmp_path, history, "accuracy", last=False)  # no drawing yet: drawn
+    curves = tmp_path / "curves.png"
+    drawn = curves.stat().st_mtime_ns
+    history.append({"epoch": 2, "train_loss": 0.5, "accuracy": 0.7})
+    log_epoch(tmp_path, history, "accuracy", last=False)
+    assert curves.stat().st_mtime_ns == drawn and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    os.utime(curves, ns=(drawn - int(REDRAW_S * 1e9), drawn - int(REDRAW_S * 1e9)))
+    log_epoch(tmp_path, history, "accuracy", last=False)
+    assert curves.stat().st_mtime_ns > drawn - int(REDRAW_S * 1e9)
+    fresh = curves.stat().st_mtime_ns - 1_000_000_000  # one second old: redrawn only as the last epoch's
+    os.utime(curves, ns=(fresh, fresh))
+    log_epoch(tmp_path, history, "accuracy", last=False)
+    assert curves.stat().st_mtime_ns == fresh
+    log_epoch(tmp_path, history, "accuracy", last=True)
+    assert curves.stat().st_mtime_ns > fresh and curves.stat().st_size > 1000
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):

@@ -131,8 +131,7 @@ def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for the data, the run and the exported model."),
     seed: int = typer.Option(0, "--seed", help="Data and training seed."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the demo recipe's "
-                                         "10, about 3 minutes in all on 2 CPU cores; 20 reached 98.8 % and event "
-                                         "F1 0.87 on unseen recordings, about 11 s more per epoch)."),
+                                         "12, about 3 minutes in all on 2 CPU cores; each more costs about 10 s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Synthesize data, train a tiny AST with a frame head on the CPU, export it and find the events of a labelled

@@ -155,6 +155,8 @@ class EventDetector:
         self._last = (centres[1], end)
         above_on = (scores >= self.on) & self.mask
         above_off = (scores >= self.off) & self.mask
+        if not above_off.any() and all(t.event is None and not t.recent and t.run_start is None for t in self.tracks):
+            return []  # every class idle and staying so (most frames of a quiet stream)
         if self.task == "multiclass":  # one event at a time: the running one while it holds, else the top class
             holder = next((i for i, t in enumerate(self.tracks) if t.event is not None and above_off[i]), None)
             top = np.zeros_like(above_on)

@@ -46,10 +46,11 @@ def check_items(items: list[Item], rate: int = feats.DEFAULT.sample_rate) -> tup
     return good, problems, lengths
 
 
-def default_target_length(lengths: list[int], config: feats.FbankConfig) -> int:
-    """Frames of the median clip, rounded up to a multiple of 16 (AST's patch)."""
-    frames = feats.num_frames(int(np.median(lengths)), config)
-    return max(16, int(math.ceil(frames / 16) * 16))
+def default_target_length(lengths: list[int], config: feats.FbankConfig, patch: int = 16, stride: int = 16) -> int:
+    """Frames of the median clip, rounded up to the next length that the patches (time size `patch`, every `stride`
+    frames) tile to its last frame: no column of padding is computed beyond what the grid needs."""
+    frames = max(patch, feats.num_frames(int(np.median(lengths)), config))
+    return patch + int(math.ceil((frames - patch) / stride)) * stride
 
 
 class FeatureCache:
@@ -330,7 +331,8 @@ def prepare_data(data: DatasetIndex, recipe: Recipe, say) -> RunData:
         say(warning)
 
     features = dataclasses.replace(feats.DEFAULT, clip_seconds=round(float(np.median(lengths["train"])) / rate, 2))
-    target = recipe.target_length or default_target_length(lengths["train"], features)
+    target = recipe.target_length or default_target_length(lengths["train"], features, int(recipe.patch_size[1]),
+                                                           recipe.tstride)
     features = dataclasses.replace(features, target_length=target)
     if 4 * (sum(lengths["train"]) + sum(lengths["val"])) <= PRELOAD_BYTES:
         waves = {name: [audio_io.load_audio(i.path, rate) for i in splits[name]] for name in splits}

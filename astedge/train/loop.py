@@ -229,6 +229,10 @@ def _build(setup: _Setup, process: _Process) -> _Trainer:
     frames = wants_frames(recipe, sum(i.events is not None for i in setup.run.splits["train"]))
     model = initial_model(recipe, len(setup.labels), setup.labels, features.target_length, features.num_mel_bins,
                           process.say, frames=frames).to(device)
+    if device.type == "cpu":  # timm's plain attention beats the fused CPU kernel on short sequences of narrow heads
+        for module in model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
     if model.config.frame_head:
         setup.train_set.frames = FrameLayout.of(model.config, features)
         setup.train_set.background = setup.labels.index(setup.data.background) if setup.data.background else None
@@ -257,7 +261,7 @@ def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_le
                      patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride,
                      frame_head=frames)
     init = recipe.init
-    widths = () if init.startswith("imagenet:") else ("embed_dim", "num_heads")  # ImageNet weights fix the width
+    widths = () if init.startswith("imagenet:") else ("embed_dim", "num_heads", "mlp_ratio")  # ImageNet weights fix the width
     overrides.update({k: getattr(recipe, k) for k in ("depth", *widths) if getattr(recipe, k)})
     config = model_config(recipe.model, **overrides)
     if init == "random":
@@ -334,7 +338,7 @@ def _save_epoch(setup: _Setup, trainer: _Trainer, process: _Process, state: RunS
     save_state(run_dir / STATE_FILE, trainer.model, trainer.optimizer, state)
     _kill_point("state", epoch)
     _save_checkpoints(setup, trainer.model, run_dir, state)
-    log_epoch(run_dir, state.history, metric)
+    log_epoch(run_dir, state.history, metric, last=epoch == setup.recipe.epochs)
     process.say(f"epoch {epoch}: loss {record['train_loss']:.4f}, val {metric} {record[metric]:.4f}"
                 f"{' (best)' if state.best_epoch == epoch else ''}, lr {record['lr']:.2e}, {record['seconds']:.1f} s")
     warning = trainer.check.update(record)

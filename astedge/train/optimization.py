@@ -15,14 +15,16 @@ from astedge.train.run_state import RunState
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """Adam (AST) or AdamW; AdamW leaves norms, biases and tokens/positions out of weight decay (as DeiT/timm)."""
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())  # one kernel per step, not per tensor
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
-                                weight_decay=recipe.weight_decay)
+                                weight_decay=recipe.weight_decay, fused=fused or None)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 or name.endswith(("cls_token", "dist_token", "pos_embed")) else decay).append(param)
     return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=tuple(recipe.betas))
+                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=tuple(recipe.betas),
+                             fused=fused or None)
 
 
 def lr_at(recipe: Recipe, epoch: int, step: int, total_steps: int | None = None) -> float:
