@@ -46,7 +46,7 @@ def main() -> None:
     rows = [  # (what, checkout, data, arguments)
         ("demo recipe as it was (16x16 patches, 192 wide, no frame head), the earlier code", a.before, a.demo_data,
          ["--preset", "demo"]),
-        ("demo recipe now (16x8 patches, 64 wide, MLP 2x, frame head), this code", HERE, a.demo_data,
+        ("demo recipe now (16x8 patches, 64 wide, 104 frames, frame head), this code", HERE, a.demo_data,
          ["--preset", "demo"]),
         ("the same with a 4x MLP and 112 frames (the demo recipe of 2026-12-07)", HERE, a.demo_data,
          ["--preset", "demo", "--set", "mlp_ratio=4", "--set", "target_length=112"]),
