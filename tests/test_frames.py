@@ -195,7 +195,8 @@ def test_frame_outputs_of_the_export_match_pytorch(tone_frames):
     meta = json.loads((root / "export" / "astedge.json").read_text())
     columns = checkpoint.model_config.grid[1]  # 1 s clips, 98 frames -> 104 on the patch grid: 13 columns 8 apart
     assert (checkpoint.feature_config.target_length, columns) == (104, 13)
-    assert meta["frames"]["hop_seconds"] == 0.08 and meta["output"]["shape"] == ["batch", 2 * (1 + columns)] == ["batch", 28]
+    assert meta["frames"]["hop_seconds"] == 0.08
+    assert meta["output"]["shape"] == ["batch", 2 * (1 + columns)] == ["batch", 28]
     assert meta["verification"]["onnx_fp32_vs_torch"]["frames_max_abs_diff"] < 1e-3
 
 

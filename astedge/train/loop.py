@@ -261,7 +261,8 @@ def initial_model(recipe: Recipe, num_classes: int, labels: list[str], target_le
                      patch_size=tuple(int(p) for p in recipe.patch_size), fstride=recipe.fstride, tstride=recipe.tstride,
                      frame_head=frames)
     init = recipe.init
-    widths = () if init.startswith("imagenet:") else ("embed_dim", "num_heads", "mlp_ratio")  # ImageNet weights fix the width
+    # ImageNet weights fix the width
+    widths = () if init.startswith("imagenet:") else ("embed_dim", "num_heads", "mlp_ratio")
     overrides.update({k: getattr(recipe, k) for k in ("depth", *widths) if getattr(recipe, k)})
     config = model_config(recipe.model, **overrides)
     if init == "random":

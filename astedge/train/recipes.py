@@ -191,7 +191,8 @@ def wants_frames(recipe: Recipe, strong_clips: int) -> bool:
 #: reached 97 % of held-out voices in 6. Waveform augmentation (noise, rooms, band, speed, pitch) is on:
 #: models trained on one set of voices and recordings scored 45-55 % on other synthesizers' voices without it.
 #: Keywords take the clips' own length (98 frames for 1 s; AST's 128 made a quarter of the tokens padding) and a
-#: 2x MLP: a step 1.8x faster on 2 cores, at the same accuracy on unseen voices (93.7 %; train-speed-compare).
+#: 2x MLP: a step 1.8x faster on 2 cores, at the same accuracy on unseen voices (93.7 %; benchmarks/results/
+#: train-recipes-2026-12-08.md).
 SCRATCH: dict[str, dict] = {
     "speechcommands": dict(model="tiny", depth=4, mlp_ratio=2, patch_size=(128, 2), fstride=128, tstride=2,
                            target_length=None, epochs=15,
@@ -222,7 +223,7 @@ PRESETS: dict[str, Recipe] = {
     # 16x8 patches (frequency-local, one token column per 80 ms: the frame rate) at 64 wide, 2 heads, 4 layers,
     # AdamW 2e-3 with cosine decay, CE on the clip and softmax CE on the frames, half the windows cut from two clips.
     # Measured on the demo data (AMD EPYC, 2 vCPUs): 98.2 % after 12 epochs of about 9.4 s (104 frames: the clips'
-    # length on the patch grid; 97.7 % after 10 at 112 frames; a 2x MLP saved 7 % a step and cost 0.8 points at
+    # length on the patch grid; 97.7 % after 10 at 112 frames; a 2x MLP saved 7 % an epoch and cost 0.8 points at
     # 13 epochs, not kept). The 128x8 strips at 192 wide that it replaces cost the same per epoch and reached
     # 91.3 % (97.7 % after 30): a strip's one linear embedding of all 128 bins learns "modulated or steady" once per
     # frequency, and tone / AM tone stayed confused;
