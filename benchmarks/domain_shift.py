@@ -220,7 +220,7 @@ def main() -> None:
     transfer = transfer_rows(folders, runs, source, extra, log)
     payload = {"benchmark": "domain-shift", "machine": machine_header(("audiomentations", "pyroomacoustics")),
                "configuration": "quick (plumbing only: 3 words, 8 training speakers, 1 epoch, 1 layer)" if args.quick
-               else "full (10 words, 100 training speakers x 2, 15 epochs, the recipe's model)",
+               else "full (10 words, 100 training speakers x 2, the recipe's epochs and model)",
                "work": str(args.work), "shift": shift, "transfer": transfer,
                "sets": {n: json.loads((f / "generation.json").read_text()).get("summary") for n, f in folders.items()}}
     payload["goals"] = goals(shift, transfer)
