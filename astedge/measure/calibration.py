@@ -114,6 +114,11 @@ def _class_counts(truth: dict, estimated: dict, labels) -> dict:
     return {label: (c["Ntp"], c["Nsys"], c["Nref"]) for label, c in figures["class_wise"].items()}
 
 
+def _f1(tp: int, nsys: int, nref: int) -> float:
+    """Event F1 from counts; 0 where there are neither detections nor true events (calibration ranks, a NaN cannot)."""
+    return 2 * tp / (nsys + nref) if nsys + nref else 0.0
+
+
 class _Replay:
     """Recorded frames of held-out streams replayed through the decision layer, one setting at a time."""
 
@@ -133,11 +138,11 @@ class _Replay:
             estimated = {str(k): _events(f, self.labels, self.task, self.step, threshold, min_duration, merge_gap,
                                          self.mask) for k, f in enumerate(smoothed)}
             for label, (tp, nsys, nref) in _class_counts(self.truth, estimated, self.scored).items():
-                f1 = 2 * tp / (nsys + nref) if nsys + nref else 0.0
+                f1 = _f1(tp, nsys, nref)
                 if label not in per_class or f1 > per_class[label][0]:
                     per_class[label] = (f1, threshold, (tp, nsys, nref))
         tp, nsys, nref = (sum(c[2][i] for c in per_class.values()) for i in range(3))
-        return (2 * tp / (nsys + nref) if nsys + nref else 0.0), {k: v[1] for k, v in per_class.items()}
+        return _f1(tp, nsys, nref), {k: v[1] for k, v in per_class.items()}
 
 
 def calibrate_events(classifier, streams, *, thresholds=THRESHOLDS, medians=MEDIANS, min_durations=MIN_DURATIONS,

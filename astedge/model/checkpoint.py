@@ -8,8 +8,8 @@ torch), so a Jetson runtime can read labels and configs without PyTorch.
 Metadata keys: ``astedge_format`` (``"1"``), ``model_config``, ``feature_config``, ``labels``,
 ``task`` (``multilabel`` -> sigmoid, ``multiclass`` -> softmax), ``provenance`` and, when training knows them,
 ``events``: the decision layer's defaults for this model (the background class that is never an event, and the
-per-class thresholds, median filter, minimum duration and merge gap calibrated on held-out streams). The file itself is
-written and read by :mod:`astedge.model.tensorfile`; this module says what a checkpoint holds.
+per-class thresholds, median filter, minimum duration and merge gap calibrated on held-out streams). The file
+itself is written and read by :mod:`astedge.model.tensorfile`; this module says what a checkpoint holds.
 """
 
 from __future__ import annotations

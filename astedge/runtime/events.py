@@ -120,6 +120,11 @@ class _Track:
         self.run_start: float | None = None  # centre of the first on-window of the current run
         self.last_on: float | None = None  # centre of the last window above the off-threshold
 
+    @property
+    def idle(self) -> bool:
+        """In no event, no run begun, no recent on-window: a window below threshold changes nothing."""
+        return self.event is None and not self.recent and self.run_start is None
+
 
 class EventDetector:
     """Feed it each window's (smoothed) scores in order; it returns the event records that window completes."""
@@ -155,7 +160,7 @@ class EventDetector:
         self._last = (centres[1], end)
         above_on = (scores >= self.on) & self.mask
         above_off = (scores >= self.off) & self.mask
-        if not above_off.any() and all(t.event is None and not t.recent and t.run_start is None for t in self.tracks):
+        if not above_off.any() and all(track.idle for track in self.tracks):
             return []  # every class idle and staying so (most frames of a quiet stream)
         if self.task == "multiclass":  # one event at a time: the running one while it holds, else the top class
             holder = next((i for i, t in enumerate(self.tracks) if t.event is not None and above_off[i]), None)
@@ -166,7 +171,7 @@ class EventDetector:
         out = []
         for index in range(len(self.labels)):
             track = self.tracks[index]
-            if track.event is None and not above_on[index] and not track.recent and track.run_start is None:
+            if track.idle and not above_on[index]:
                 continue  # idle class: nothing to do (the common case for 527 classes)
             out += self._step(index, track, start, end if decided_at is None else decided_at, centres,
                               float(scores[index]), bool(above_on[index]), bool(above_off[index]), first)

@@ -85,8 +85,8 @@ def stream_hop(path: str | Path) -> float | None:
 
 def decision_defaults(path: str | Path) -> dict:
     """The decision layer's defaults a model carries (``events`` in astedge.json or the checkpoint: the background
-    class, calibrated per-class thresholds, median filter, minimum duration, merge gap); an export's ``--thresholds`` replace
-    the calibrated ones. Empty when it carries none."""
+    class, calibrated per-class thresholds, median filter, minimum duration, merge gap); an export's
+    ``--thresholds`` replace the calibrated ones. Empty when it carries none."""
     ref = resolve_model(path)
     if ref.kind == "checkpoint":
         from astedge.model.checkpoint import load_checkpoint
